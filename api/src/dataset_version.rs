@@ -1,0 +1,103 @@
+//! DatasetVersion: a labelled image collection in object storage.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{CredentialsRef, ObjectName, StorageUri, Task};
+
+/// A versioned dataset in COCO, YOLO or ImageFolder layout. Feedback datasets receive
+/// human-reviewed production predictions.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "flywheel.dev",
+    version = "v1alpha1",
+    kind = "DatasetVersion",
+    namespaced,
+    status = "DatasetVersionStatus",
+    shortname = "dsv",
+    category = "flywheel",
+    derive = "PartialEq",
+    doc = "A versioned image dataset (COCO, YOLO or ImageFolder layout) at a storage URI.",
+    printcolumn(name = "Format", type_ = "string", json_path = ".spec.format"),
+    printcolumn(name = "Task", type_ = "string", json_path = ".spec.task"),
+    printcolumn(name = "Samples", type_ = "integer", json_path = ".status.sampleCount"),
+    printcolumn(name = "Reviewed", type_ = "integer", json_path = ".status.reviewedCount"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetVersionSpec {
+    /// Root of the dataset (s3://, gs://, az://, http(s)://, file:// or pvc://).
+    pub uri: StorageUri,
+    /// On-storage layout: `coco` (annotations.json + images/), `yolo` (images/ + labels/*.txt)
+    /// or `imagefolder` (one directory per label).
+    pub format: DatasetFormat,
+    /// `classification` or `detection`.
+    pub task: Task,
+    /// Class names; for COCO and YOLO the order gives the class indices.
+    #[schemars(length(min = 1))]
+    pub labels: Vec<String>,
+    /// The DatasetVersion this one extends, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ObjectName>,
+    /// True for a dataset that receives reviewed production predictions.
+    #[serde(default)]
+    pub feedback: bool,
+    /// Secret with credentials for the dataset's store; omit to use the pod's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsRef>,
+}
+
+/// Dataset layouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetFormat {
+    Coco,
+    Yolo,
+    Imagefolder,
+}
+
+/// Observed state of a DatasetVersion.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetVersionStatus {
+    /// Number of images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_count: Option<u64>,
+    /// Number of annotations (detection) or images (classification) per label.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_distribution: BTreeMap<String, u64>,
+    /// Human-reviewed samples (feedback datasets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewed_count: Option<u64>,
+    /// Reference statistics for drift and outlier metrics, once profiled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_statistics: Option<ReferenceStatisticsStatus>,
+    /// `Ready` (the dataset was read) and `ReferenceStatisticsReady`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::condition::conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Where a dataset's reference statistics live.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceStatisticsStatus {
+    /// URI of the statistics file written by the profiling Job.
+    pub uri: StorageUri,
+    /// The profiling Job that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+}
+
+/// Condition types of a DatasetVersion.
+pub mod conditions {
+    pub const READY: &str = "Ready";
+    pub const REFERENCE_STATISTICS_READY: &str = "ReferenceStatisticsReady";
+}

@@ -1,0 +1,133 @@
+//! examples/: every quickstart object deserialises into the Rust types without losing a
+//! field, passes the generated openAPIV3Schema, and every file in examples/invalid/ is
+//! rejected by that schema.
+
+use std::path::{Path, PathBuf};
+
+use flywheel_api::{DataPipeline, DatasetVersion, FlywheelDeployment, ModelVersion};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no YAML files in {}", dir.display());
+    files
+}
+
+/// All documents of a multi-document YAML file, as JSON values.
+fn documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            let value: serde_yaml::Value = serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()));
+            serde_json::to_value(value).unwrap()
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn schema_for(kind: &str) -> Value {
+    let file = match kind {
+        "ModelVersion" => "modelversions.yaml",
+        "DatasetVersion" => "datasetversions.yaml",
+        "Deployment" => "deployments.yaml",
+        "DataPipeline" => "datapipelines.yaml",
+        other => panic!("not a Flywheel kind: {other}"),
+    };
+    let (_, crd) = flywheel_api::crds().into_iter().find(|(name, _)| *name == file).unwrap();
+    let schema = crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap();
+    serde_json::to_value(schema).unwrap()
+}
+
+/// Schema violations as (instance path, message).
+fn schema_errors(doc: &Value) -> Vec<(String, String)> {
+    let kind = doc["kind"].as_str().unwrap();
+    let validator = jsonschema::validator_for(&schema_for(kind)).expect("the generated schema compiles");
+    validator.iter_errors(doc).map(|e| (e.instance_path().to_string(), e.to_string())).collect()
+}
+
+fn is_flywheel(doc: &Value) -> bool {
+    doc["apiVersion"].as_str().is_some_and(|v| v.starts_with("flywheel.dev/"))
+}
+
+/// Every key present in `original` is present (with an equal scalar) in `round_trip`:
+/// a misspelt field would be silently dropped by serde and fail here.
+fn assert_no_field_lost(original: &Value, round_trip: &Value, path: &str) {
+    match (original, round_trip) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                let other = b.get(key).unwrap_or_else(|| panic!("field {path}.{key} is not in the Rust type"));
+                assert_no_field_lost(value, other, &format!("{path}.{key}"));
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            assert_eq!(a.len(), b.len(), "{path}");
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert_no_field_lost(x, y, &format!("{path}[{i}]"));
+            }
+        }
+        (Value::Number(a), Value::Number(b)) => assert_eq!(a.as_f64(), b.as_f64(), "{path}"),
+        (a, b) => assert_eq!(a, b, "{path}"),
+    }
+}
+
+fn round_trip<T: DeserializeOwned + serde::Serialize>(doc: &Value, path: &Path) {
+    let typed: T = serde_json::from_value(doc.clone())
+        .unwrap_or_else(|e| panic!("{}: does not deserialise: {e}", path.display()));
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_no_field_lost(doc, &back, &path.display().to_string());
+}
+
+#[test]
+fn quickstart_objects_deserialise_and_pass_the_schema() {
+    let mut kinds = Vec::new();
+    for path in yaml_files(&examples_dir().join("quickstart")) {
+        for doc in documents(&path).into_iter().filter(is_flywheel) {
+            let kind = doc["kind"].as_str().unwrap().to_string();
+            match kind.as_str() {
+                "ModelVersion" => round_trip::<ModelVersion>(&doc, &path),
+                "DatasetVersion" => round_trip::<DatasetVersion>(&doc, &path),
+                "Deployment" => round_trip::<FlywheelDeployment>(&doc, &path),
+                "DataPipeline" => round_trip::<DataPipeline>(&doc, &path),
+                other => panic!("{}: unknown kind {other}", path.display()),
+            }
+            let errors = schema_errors(&doc);
+            assert!(errors.is_empty(), "{}: rejected by the schema: {errors:?}", path.display());
+            kinds.push(kind);
+        }
+    }
+    for kind in ["ModelVersion", "DatasetVersion", "Deployment", "DataPipeline"] {
+        assert!(kinds.iter().any(|k| k == kind), "the quickstart has no {kind}");
+    }
+}
+
+#[test]
+fn every_invalid_example_is_rejected_by_the_schema() {
+    for path in yaml_files(&examples_dir().join("invalid")) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# Invalid:"), "{}: must start with a comment saying what is wrong", path.display());
+        let docs = documents(&path);
+        assert_eq!(docs.len(), 1, "{}: one object per file", path.display());
+        let errors = schema_errors(&docs[0]);
+        assert!(!errors.is_empty(), "{}: the schema accepts it", path.display());
+        let expected_path = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# Rejected at: "))
+            .unwrap_or_else(|| panic!("{}: needs a '# Rejected at: /spec/...' line", path.display()));
+        assert!(
+            errors.iter().all(|(p, _)| p == expected_path),
+            "{}: rejected for another reason than the one it states ({expected_path}): {errors:?}",
+            path.display()
+        );
+    }
+}

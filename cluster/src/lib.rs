@@ -1,0 +1,1 @@
+//! flywheel-cluster (work in progress).

@@ -1,0 +1,1 @@
+//! flywheel-e2e (work in progress).

@@ -1,0 +1,1 @@
+//! flywheel-inference-server (work in progress).

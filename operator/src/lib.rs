@@ -1,0 +1,3 @@
+//! The Flywheel operator.
+
+pub mod crdgen;
