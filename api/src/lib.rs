@@ -10,6 +10,7 @@ pub mod data_pipeline;
 pub mod dataset_version;
 pub mod deployment;
 pub mod model_version;
+pub mod training;
 
 pub use common::{CredentialsRef, StorageUri, Task};
 pub use data_pipeline::{DataPipeline, DataPipelineSpec, DataPipelineStatus};
