@@ -1,0 +1,486 @@
+//! Convolution, transposed convolution, BatchNormalization, pooling, Gemm and MatMul.
+//!
+//! Inference uses the direct kernels in `crate::kernels`; when an input tracks gradients
+//! (training) the same op is expressed with differentiable candle ops instead.
+
+use super::{Op, opt, req};
+use crate::error::LoadError;
+use crate::kernels::{self, Activation, Window, pool::{PoolKind, pool_out_size}};
+use crate::proto::Attrs;
+use super::fast::f32_data;
+use candle_core::{DType, Result, Tensor, bail};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AutoPad { NotSet, Valid, SameUpper, SameLower }
+
+fn parse_auto_pad(a: &Attrs) -> std::result::Result<AutoPad, LoadError> {
+    Ok(match a.string_or("auto_pad", "NOTSET").as_str() {
+        "NOTSET" => AutoPad::NotSet,
+        "VALID" => AutoPad::Valid,
+        "SAME_UPPER" => AutoPad::SameUpper,
+        "SAME_LOWER" => AutoPad::SameLower,
+        o => return Err(a.err(format!("auto_pad '{o}' is not supported"))),
+    })
+}
+
+/// Window attributes common to Conv and pooling, spatial rank 1 or 2.
+#[derive(Debug, Clone)]
+pub struct Geometry {
+    pub auto_pad: AutoPad,
+    pub kernel: Option<Vec<usize>>,
+    pub strides: Option<Vec<usize>>,
+    pub dilations: Option<Vec<usize>>,
+    pub pads: Option<Vec<usize>>,
+}
+
+fn positive(a: &Attrs, name: &str) -> std::result::Result<Option<Vec<usize>>, LoadError> {
+    match a.ints(name) {
+        None => Ok(None),
+        Some(v) => v.iter().map(|&x| if x >= 0 { Ok(x as usize) } else { Err(a.err(format!("negative {name}"))) }).collect::<std::result::Result<Vec<_>, _>>().map(Some),
+    }
+}
+
+fn parse_geometry(a: &Attrs) -> std::result::Result<Geometry, LoadError> {
+    let g = Geometry {
+        auto_pad: parse_auto_pad(a)?,
+        kernel: positive(a, "kernel_shape")?,
+        strides: positive(a, "strides")?,
+        dilations: positive(a, "dilations")?,
+        pads: positive(a, "pads")?,
+    };
+    for (name, v) in [("kernel_shape", &g.kernel), ("strides", &g.strides), ("dilations", &g.dilations)] {
+        if let Some(v) = v {
+            if v.len() > 2 {
+                return Err(a.err(format!("{}-D {name} is not supported (1-D and 2-D only)", v.len())));
+            }
+            if name != "kernel_shape" && v.contains(&0) {
+                return Err(a.err(format!("{name} must be positive")));
+            }
+        }
+    }
+    if g.pads.as_ref().is_some_and(|p| p.len() > 4) {
+        return Err(a.err("3-D pads are not supported"));
+    }
+    Ok(g)
+}
+
+impl Geometry {
+    /// Resolve the 2-D window for input spatial sizes (h, w) and kernel (kh, kw).
+    fn window(&self, spatial: usize, h: usize, w: usize, kh: usize, kw: usize) -> Result<Window> {
+        let get = |v: &Option<Vec<usize>>, i: usize| -> usize { v.as_ref().map_or(1, |v| v[i]) };
+        let (sh, sw, dh, dw) = if spatial == 1 {
+            (1, get(&self.strides, 0), 1, get(&self.dilations, 0))
+        } else {
+            (get(&self.strides, 0), get(&self.strides, 1), get(&self.dilations, 0), get(&self.dilations, 1))
+        };
+        let same = |input: usize, k: usize, s: usize, d: usize, upper: bool| -> (usize, usize) {
+            let out = input.div_ceil(s);
+            let total = ((out.saturating_sub(1)) * s + (k - 1) * d + 1).saturating_sub(input);
+            let small = total / 2;
+            if upper { (small, total - small) } else { (total - small, small) }
+        };
+        let (pt, pl, pb, pr) = match self.auto_pad {
+            AutoPad::NotSet => match &self.pads {
+                None => (0, 0, 0, 0),
+                Some(p) if spatial == 1 => {
+                    if p.len() != 2 { bail!("pads must have 2 values for 1-D") }
+                    (0, p[0], 0, p[1])
+                }
+                Some(p) => {
+                    if p.len() != 4 { bail!("pads must have 4 values for 2-D") }
+                    (p[0], p[1], p[2], p[3])
+                }
+            },
+            AutoPad::Valid => (0, 0, 0, 0),
+            AutoPad::SameUpper | AutoPad::SameLower => {
+                let up = self.auto_pad == AutoPad::SameUpper;
+                let (t, b) = if spatial == 1 { (0, 0) } else { same(h, kh, sh, dh, up) };
+                let (l, r) = same(w, kw, sw, dw, up);
+                (t, l, b, r)
+            }
+        };
+        Ok(Window { kh, kw, sh, sw, dh, dw, pt, pl, pb, pr })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Conv {
+    pub geom: Geometry,
+    pub groups: usize,
+    /// Activation fused by the planner (inference only).
+    pub act: Activation,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConvTranspose {
+    pub geom: Geometry,
+    pub groups: usize,
+    pub output_padding: Option<Vec<usize>>,
+    pub output_shape: Option<Vec<usize>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub geom: Geometry,
+    pub kind: PoolKind,
+    pub ceil: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Gemm {
+    pub alpha: f64,
+    pub beta: f64,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError> {
+    Ok(Some(match a.node.op_type.as_str() {
+        "Conv" => {
+            a.only(&["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"])?;
+            Op::Conv(Conv { geom: parse_geometry(a)?, groups: a.int_or("group", 1).max(1) as usize, act: Activation::None })
+        }
+        "ConvTranspose" => {
+            a.only(&["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", "output_padding", "output_shape"])?;
+            Op::ConvTranspose(ConvTranspose {
+                geom: parse_geometry(a)?,
+                groups: a.int_or("group", 1).max(1) as usize,
+                output_padding: positive(a, "output_padding")?,
+                output_shape: positive(a, "output_shape")?,
+            })
+        }
+        "MaxPool" | "AveragePool" => {
+            let max = a.node.op_type == "MaxPool";
+            if max {
+                a.only(&["auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"])?;
+                if a.int_or("storage_order", 0) != 0 {
+                    return Err(a.err("storage_order=1 is not supported"));
+                }
+                if a.node.output.len() > 1 && !a.node.output[1].is_empty() {
+                    return Err(a.err("the Indices output is not supported"));
+                }
+            } else {
+                a.only(&["auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides"])?;
+            }
+            let geom = parse_geometry(a)?;
+            if geom.kernel.is_none() {
+                return Err(a.err("missing kernel_shape"));
+            }
+            let kind = if max { PoolKind::Max } else { PoolKind::Avg { count_include_pad: a.int_or("count_include_pad", 0) != 0 } };
+            Op::Pool(Pool { geom, kind, ceil: a.int_or("ceil_mode", 0) != 0 })
+        }
+        "GlobalAveragePool" | "GlobalMaxPool" => {
+            a.only(&[])?;
+            Op::GlobalPool { max: a.node.op_type == "GlobalMaxPool" }
+        }
+        "BatchNormalization" => {
+            a.only(&["epsilon", "momentum", "spatial", "training_mode", "is_test", "consumed_inputs"])?;
+            if a.int_or("training_mode", 0) != 0 || a.node.output.iter().skip(1).any(|o| !o.is_empty()) {
+                return Err(a.err("training-mode BatchNormalization (running statistics outputs) is not supported; statistics stay frozen"));
+            }
+            if opset < 9 && a.int_or("spatial", 1) == 0 {
+                return Err(a.err("spatial=0 is not supported"));
+            }
+            Op::BatchNorm { eps: a.float_or("epsilon", 1e-5) }
+        }
+        "Gemm" => {
+            a.only(&["alpha", "beta", "transA", "transB", "broadcast"])?;
+            Op::Gemm(Gemm {
+                alpha: a.float_or("alpha", 1.0) as f64,
+                beta: a.float_or("beta", 1.0) as f64,
+                trans_a: a.int_or("transA", 0) != 0,
+                trans_b: a.int_or("transB", 0) != 0,
+            })
+        }
+        "MatMul" => {
+            a.only(&[])?;
+            Op::MatMul
+        }
+        _ => return Ok(None),
+    }))
+}
+
+fn f32_vec(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
+}
+
+/// View a 1-D (N,C,W) or 2-D (N,C,H,W) input as 2-D; returns (n, c, h, w, spatial rank).
+fn as_2d(x: &Tensor) -> Result<(usize, usize, usize, usize, usize)> {
+    match x.dims() {
+        &[n, c, w] => Ok((n, c, 1, w, 1)),
+        &[n, c, h, w] => Ok((n, c, h, w, 2)),
+        d => bail!("only 1-D and 2-D spatial inputs are supported, got shape {d:?}"),
+    }
+}
+
+fn tracks(ts: &[Option<&Tensor>]) -> bool {
+    ts.iter().flatten().any(|t| t.track_op())
+}
+
+pub fn conv(c: &Conv, ins: &[Option<&Tensor>]) -> Result<Tensor> {
+    let x = req(ins, 0)?;
+    let w = req(ins, 1)?;
+    let b = opt(ins, 2);
+    let (n, ch, h, wd, spatial) = as_2d(x)?;
+    let wdims = w.dims().to_vec();
+    if wdims.len() != spatial + 2 {
+        bail!("weight rank {} does not match input rank {}", wdims.len(), x.rank());
+    }
+    let (m, cg) = (wdims[0], wdims[1]);
+    let (kh, kw) = if spatial == 1 { (1, wdims[2]) } else { (wdims[2], wdims[3]) };
+    if cg * c.groups != ch || m % c.groups != 0 {
+        bail!("channels {ch} / group {} do not match weight shape {wdims:?}", c.groups);
+    }
+    let win = c.geom.window(spatial, h, wd, kh, kw)?;
+    if tracks(ins) {
+        if c.act != Activation::None {
+            bail!("fused activation in training mode");
+        }
+        return conv_differentiable(x, w, b, c.groups, &win, spatial);
+    }
+    // Borrow the f32 data (no copies) for the kernel.
+    let run = |xv: &[f32], wv: &[f32], bv: Option<&[f32]>| {
+        let args = kernels::conv::ConvArgs { x: xv, n, c: ch, h, w: wd, weight: wv, m, bias: bv, groups: c.groups, win, act: c.act };
+        kernels::conv::conv2d(&args)
+    };
+    let (out, oh, ow) = f32_data(x, |xv| {
+        f32_data(w, |wv| match b {
+            Some(b) => f32_data(b, |bv| run(xv, wv, Some(bv))),
+            None => Ok(run(xv, wv, None)),
+        })
+    })???;
+    let y = if spatial == 1 { Tensor::from_vec(out, (n, m, ow), x.device())? } else { Tensor::from_vec(out, (n, m, oh, ow), x.device())? };
+    y.to_dtype(x.dtype())
+}
+
+fn conv_differentiable(x: &Tensor, w: &Tensor, b: Option<&Tensor>, groups: usize, win: &Window, spatial: usize) -> Result<Tensor> {
+    if win.sh != win.sw && spatial == 2 || win.dh != win.dw && spatial == 2 {
+        bail!("training through a convolution with unequal strides/dilations is not supported");
+    }
+    let x4 = if spatial == 1 { x.unsqueeze(2)? } else { x.clone() };
+    let w4 = if spatial == 1 { w.unsqueeze(2)? } else { w.clone() };
+    let xp = x4.pad_with_zeros(2, win.pt, win.pb)?.pad_with_zeros(3, win.pl, win.pr)?;
+    let mut y = xp.conv2d(&w4, 0, win.sw, win.dw, groups)?;
+    if let Some(b) = b {
+        y = y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?;
+    }
+    if spatial == 1 { y.squeeze(2) } else { Ok(y) }
+}
+
+pub fn conv_transpose(c: &ConvTranspose, ins: &[Option<&Tensor>]) -> Result<Tensor> {
+    let x = req(ins, 0)?;
+    let w = req(ins, 1)?;
+    let b = opt(ins, 2);
+    if tracks(ins) {
+        bail!("training through ConvTranspose is not supported");
+    }
+    let (n, ch, h, wd, spatial) = as_2d(x)?;
+    let wdims = w.dims().to_vec();
+    if wdims.len() != spatial + 2 || wdims[0] != ch || ch % c.groups != 0 {
+        bail!("weight shape {wdims:?} does not match input {:?} with group {}", x.dims(), c.groups);
+    }
+    let m = wdims[1] * c.groups;
+    let (kh, kw) = if spatial == 1 { (1, wdims[2]) } else { (wdims[2], wdims[3]) };
+    let mut win = c.geom.window(spatial, h, wd, kh, kw)?;
+    let sp = |v: &Option<Vec<usize>>, i: usize| -> usize { v.as_ref().map_or(0, |v| v[if spatial == 1 { 0 } else { i }]) };
+    let full = |input: usize, k: usize, s: usize, d: usize, op: usize| s * (input - 1) + op + (k - 1) * d + 1;
+    let (fh, fw) = (full(h, kh, win.sh, win.dh, if spatial == 1 { 0 } else { sp(&c.output_padding, 0) }), full(wd, kw, win.sw, win.dw, sp(&c.output_padding, 1)));
+    let same = matches!(c.geom.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
+    let target = if let Some(os) = &c.output_shape {
+        Some(if spatial == 1 { (1, os[0]) } else { (os[0], os[1]) })
+    } else if same {
+        Some((h * win.sh, wd * win.sw))
+    } else {
+        None
+    };
+    let (oh, ow) = if let Some((oh, ow)) = target {
+        // Distribute the total padding implied by the requested output shape.
+        let split = |total: usize| -> (usize, usize) {
+            if c.geom.auto_pad == AutoPad::SameUpper { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) }
+        };
+        let (t, bt) = if spatial == 1 { (0, 0) } else { split(fh.saturating_sub(oh)) };
+        let (l, r) = split(fw.saturating_sub(ow));
+        win.pt = t; win.pb = bt; win.pl = l; win.pr = r;
+        (oh, ow)
+    } else {
+        (fh.saturating_sub(win.pt + win.pb), fw.saturating_sub(win.pl + win.pr))
+    };
+    let xv = f32_vec(x)?;
+    let wv = f32_vec(w)?;
+    let bv = b.map(f32_vec).transpose()?;
+    let args = kernels::conv::ConvTransposeArgs { x: &xv, n, c: ch, h, w: wd, weight: &wv, m, bias: bv.as_deref(), groups: c.groups, win, oh, ow };
+    let out = kernels::conv::conv_transpose2d(&args);
+    let y = if spatial == 1 { Tensor::from_vec(out, (n, m, ow), x.device())? } else { Tensor::from_vec(out, (n, m, oh, ow), x.device())? };
+    y.to_dtype(x.dtype())
+}
+
+/// Per-channel (scale, shift) of an inference BatchNormalization.
+pub fn bn_affine(scale: &Tensor, bias: &Tensor, mean: &Tensor, var: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
+    let a = scale.broadcast_div(&(var + eps as f64)?.sqrt()?)?;
+    let b = bias.broadcast_sub(&mean.broadcast_mul(&a)?)?;
+    Ok((a, b))
+}
+
+pub fn batch_norm(ins: &[Option<&Tensor>], eps: f32) -> Result<Tensor> {
+    let x = req(ins, 0)?;
+    let (a, b) = bn_affine(req(ins, 1)?, req(ins, 2)?, req(ins, 3)?, req(ins, 4)?, eps)?;
+    let mut shape = vec![1usize; x.rank()];
+    if x.rank() > 1 {
+        shape[1] = x.dims()[1];
+    }
+    x.broadcast_mul(&a.reshape(shape.as_slice())?)?.broadcast_add(&b.reshape(shape.as_slice())?)
+}
+
+pub fn pool(p: &Pool, x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w, spatial) = as_2d(x)?;
+    let k = p.geom.kernel.as_ref().expect("checked at load");
+    if k.len() != spatial {
+        bail!("kernel_shape has {} dims for a {spatial}-D input", k.len());
+    }
+    let (kh, kw) = if spatial == 1 { (1, k[0]) } else { (k[0], k[1]) };
+    let win = p.geom.window(spatial, h, w, kh, kw)?;
+    let (oh, ow) = (
+        pool_out_size(h, kh, win.sh, win.dh, win.pt, win.pb, p.ceil),
+        pool_out_size(w, kw, win.sw, win.dw, win.pl, win.pr, p.ceil),
+    );
+    let (oh, ow) = match p.geom.auto_pad {
+        AutoPad::SameUpper | AutoPad::SameLower => (h.div_ceil(win.sh), w.div_ceil(win.sw)),
+        _ => (oh, ow),
+    };
+    if x.track_op() {
+        let y = pool_differentiable(&if spatial == 1 { x.unsqueeze(2)? } else { x.clone() }, &win, oh, ow, p.kind)?;
+        return if spatial == 1 { y.squeeze(2) } else { Ok(y) };
+    }
+    let out = f32_data(x, |xv| kernels::pool::pool2d(xv, n * c, h, w, &win, oh, ow, p.kind))?;
+    let y = if spatial == 1 { Tensor::from_vec(out, (n, c, ow), x.device())? } else { Tensor::from_vec(out, (n, c, oh, ow), x.device())? };
+    y.to_dtype(x.dtype())
+}
+
+/// Pooling from strided slices of the padded input, so candle can differentiate it.
+fn pool_differentiable(x: &Tensor, win: &Window, oh: usize, ow: usize, kind: PoolKind) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    // Pad enough for every window position (ceil_mode windows may reach past the given pads).
+    let need_h = ((oh.max(1) - 1) * win.sh + (win.kh - 1) * win.dh + 1).max(h + win.pt);
+    let need_w = ((ow.max(1) - 1) * win.sw + (win.kw - 1) * win.dw + 1).max(w + win.pl);
+    let (eb, er) = (need_h - h - win.pt, need_w - w - win.pl);
+    let fill = match kind { PoolKind::Max => f64::NEG_INFINITY, PoolKind::Avg { .. } => 0.0 };
+    let padded = pad_value(x, win.pt, eb, win.pl, er, fill)?;
+    let rows = |start: usize, s: usize, n: usize| -> Result<Tensor> {
+        Tensor::from_vec((0..n).map(|i| (start + i * s) as u32).collect::<Vec<_>>(), n, x.device())
+    };
+    let mut acc: Option<Tensor> = None;
+    for ky in 0..win.kh {
+        let sel_h = padded.index_select(&rows(ky * win.dh, win.sh, oh)?, 2)?;
+        for kx in 0..win.kw {
+            let t = sel_h.index_select(&rows(kx * win.dw, win.sw, ow)?, 3)?;
+            acc = Some(match (acc, kind) {
+                (None, _) => t,
+                (Some(a), PoolKind::Max) => a.maximum(&t)?,
+                (Some(a), PoolKind::Avg { .. }) => (a + t)?,
+            });
+        }
+    }
+    let acc = acc.ok_or_else(|| candle_core::Error::Msg("empty kernel".into()))?;
+    match kind {
+        PoolKind::Max => Ok(acc),
+        PoolKind::Avg { count_include_pad } => {
+            let counts = count_windows(h, w, win, oh, ow, count_include_pad);
+            let counts = Tensor::from_vec(counts, (1, 1, oh, ow), x.device())?.to_dtype(x.dtype())?;
+            acc.broadcast_div(&counts)
+        }
+    }
+}
+
+fn count_windows(h: usize, w: usize, win: &Window, oh: usize, ow: usize, include_pad: bool) -> Vec<f32> {
+    let mut out = vec![0f32; oh * ow];
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let mut n = 0;
+            for ky in 0..win.kh {
+                let iy = (oy * win.sh + ky * win.dh) as isize - win.pt as isize;
+                for kx in 0..win.kw {
+                    let ix = (ox * win.sw + kx * win.dw) as isize - win.pl as isize;
+                    let inside = iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize;
+                    let in_pad = iy < (h + win.pb) as isize && ix < (w + win.pr) as isize;
+                    if if include_pad { in_pad } else { inside } {
+                        n += 1;
+                    }
+                }
+            }
+            out[oy * ow + ox] = n.max(1) as f32;
+        }
+    }
+    out
+}
+
+fn pad_value(x: &Tensor, t: usize, b: usize, l: usize, r: usize, v: f64) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let mk = |hh: usize, ww: usize| -> Result<Tensor> { Tensor::zeros((n, c, hh, ww), x.dtype(), x.device())? + v };
+    let mut y = x.clone();
+    if l + r > 0 {
+        y = Tensor::cat(&[&mk(h, l)?, &y, &mk(h, r)?], 3)?;
+    }
+    if t + b > 0 {
+        y = Tensor::cat(&[&mk(t, w + l + r)?, &y, &mk(b, w + l + r)?], 2)?;
+    }
+    Ok(y)
+}
+
+pub fn global_pool(x: &Tensor, max: bool) -> Result<Tensor> {
+    if !max && x.rank() >= 3 && !x.track_op() {
+        // One pass per (image, channel) plane instead of a reduction per spatial axis.
+        let plane: usize = x.dims()[2..].iter().product();
+        let fast = super::fast::with_f32(x, |v| -> Vec<f32> {
+            if plane == 0 {
+                return vec![f32::NAN; x.dims()[0] * x.dims()[1]];
+            }
+            use rayon::prelude::*;
+            v.par_chunks(plane).map(|p| p.iter().sum::<f32>() / plane as f32).collect()
+        });
+        if let Some(means) = fast {
+            let mut shape = x.dims().to_vec();
+            shape[2..].iter_mut().for_each(|d| *d = 1);
+            return Tensor::from_vec(means, shape, x.device());
+        }
+    }
+    let mut y = x.clone();
+    for d in 2..x.rank() {
+        y = if max { y.max_keepdim(d)? } else { y.mean_keepdim(d)? };
+    }
+    Ok(y)
+}
+
+pub fn gemm(g: &Gemm, ins: &[Option<&Tensor>]) -> Result<Tensor> {
+    let a = req(ins, 0)?;
+    let b = req(ins, 1)?;
+    let a = if g.trans_a { a.t()? } else { a.clone() };
+    let b = if g.trans_b { b.t()? } else { b.clone() };
+    let mut y = a.contiguous()?.matmul(&b.contiguous()?)?;
+    if g.alpha != 1.0 {
+        y = (y * g.alpha)?;
+    }
+    if let Some(c) = opt(ins, 2) {
+        let c = if g.beta != 1.0 { (c * g.beta)? } else { c.clone() };
+        y = y.broadcast_add(&c)?;
+    }
+    Ok(y)
+}
+
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let a1 = a.rank() == 1;
+    let b1 = b.rank() == 1;
+    let a2 = if a1 { a.unsqueeze(0)? } else { a.clone() };
+    let b2 = if b1 { b.unsqueeze(1)? } else { b.clone() };
+    let mut y = if a2.rank() == 2 && b2.rank() == 2 {
+        a2.contiguous()?.matmul(&b2.contiguous()?)?
+    } else {
+        a2.broadcast_matmul(&b2)?
+    };
+    if a1 {
+        y = y.squeeze(y.rank() - 2)?;
+    }
+    if b1 {
+        y = y.squeeze(y.rank() - 1)?;
+    }
+    Ok(y)
+}
