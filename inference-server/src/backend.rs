@@ -1,0 +1,63 @@
+//! The model backend seen by the server: a synchronous batch-in, tensors-out function that
+//! runs on the batcher's own thread. The ONNX runtime implements it (`runtime_backend.rs`);
+//! keeping the trait small lets the HTTP layer be built and unit-tested independently.
+
+/// A dense little-endian f32 tensor (row-major).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorF32 {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl TensorF32 {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, BackendError> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(BackendError::Shape(format!(
+                "shape {shape:?} holds {n} values but {} were given",
+                data.len()
+            )));
+        }
+        Ok(Self { shape, data })
+    }
+
+    /// Number of values per item of the leading (batch) dimension.
+    pub fn item_len(&self) -> usize {
+        self.shape.iter().skip(1).product()
+    }
+}
+
+/// Name, element type and shape (None = dynamic) of one model input or output.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TensorInfo {
+    pub name: String,
+    pub datatype: &'static str,
+    pub shape: Vec<Option<usize>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    #[error("execution failed: {0}")]
+    Execution(String),
+}
+
+pub trait ModelBackend: Send + Sync + 'static {
+    /// The model's single image input.
+    fn input(&self) -> &TensorInfo;
+    fn outputs(&self) -> &[TensorInfo];
+    /// Runs a batch. `input.shape[0]` is the batch size; every output keeps it as its
+    /// leading dimension.
+    fn run(&self, input: &TensorF32) -> Result<Vec<TensorF32>, BackendError>;
+
+    /// The largest batch the model accepts (1 when its batch dimension is fixed to 1).
+    fn max_batch(&self) -> usize {
+        match self.input().shape.first() {
+            Some(Some(n)) => *n,
+            _ => usize::MAX,
+        }
+    }
+}

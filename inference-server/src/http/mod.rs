@@ -1,0 +1,57 @@
+//! The HTTP surface: OIP v2, /v1/predict, review API and page, /metrics, /status.
+
+mod admin;
+mod oip;
+pub mod oip_codec;
+mod predict;
+mod review;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+use crate::metrics::EndpointCode;
+use crate::state::AppState;
+
+/// Largest request body (a batch of images or a large tensor).
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v2", get(oip::server_metadata))
+        .route("/v2/health/live", get(oip::live))
+        .route("/v2/health/ready", get(oip::ready))
+        .route("/v2/models/{name}", get(oip::model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(oip::model_metadata_version))
+        .route("/v2/models/{name}/ready", get(oip::model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(oip::model_ready_version))
+        .route("/v2/models/{name}/infer", post(oip::infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(oip::infer_version))
+        .route("/v1/predict", post(predict::predict))
+        .route("/v1/review/items", get(review::list))
+        .route("/v1/review/items/{id}", get(review::get_item).post(review::submit))
+        .route("/v1/review/items/{id}/image", get(review::image))
+        .route("/review", get(review::page))
+        .route("/metrics", get(admin::metrics))
+        .route("/status", get(admin::status))
+        .fallback(admin::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+/// Counts requests by route template (never the raw path, which may hold ids) and status.
+async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let endpoint = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    let code = resp.status();
+    if code == axum::http::StatusCode::TOO_MANY_REQUESTS {
+        state.metrics.rejected.inc();
+    }
+    state.metrics.http_requests.get_or_create(&EndpointCode { endpoint, code: code.as_u16().to_string() }).inc();
+    resp
+}

@@ -1,0 +1,64 @@
+//! `flywheel-inference-server`: serves the models described by a serving config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "Flywheel inference server (OIP v2, /v1/predict, review, metrics)")]
+struct Args {
+    /// Serving config (YAML or JSON), usually mounted from the Deployment's ConfigMap.
+    #[arg(long, env = "FLYWHEEL_SERVING_CONFIG", default_value = "/etc/flywheel/serving.yaml")]
+    config: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "FLYWHEEL_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Local model cache (keyed by sha256).
+    #[arg(long, env = "FLYWHEEL_MODEL_CACHE", default_value = "/var/cache/flywheel/models")]
+    cache_dir: PathBuf,
+    /// Bearer-token file for the review API (overrides the config's auth.tokenFile).
+    #[arg(long, env = "FLYWHEEL_REVIEW_TOKEN_FILE")]
+    review_token_file: Option<PathBuf>,
+    /// How often the config file is checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    poll_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let running = flywheel_inference_server::server::start(
+        flywheel_inference_server::server::Options {
+            config: args.config,
+            listen: args.listen,
+            cache_dir: args.cache_dir,
+            poll: Duration::from_millis(args.poll_ms.max(10)),
+            token_file: args.review_token_file,
+        },
+        default_factory()?,
+    )
+    .await?;
+    println!("listening on {}", running.addr);
+    // Ctrl-C, or SIGTERM from the kubelet when the pod is deleted.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(feature = "runtime")]
+fn default_factory() -> anyhow::Result<flywheel_inference_server::models::BackendFactory> {
+    Ok(flywheel_inference_server::runtime_backend::factory())
+}
+
+#[cfg(not(feature = "runtime"))]
+fn default_factory() -> anyhow::Result<flywheel_inference_server::models::BackendFactory> {
+    anyhow::bail!("built without the `runtime` feature: no model backend available")
+}

@@ -1,0 +1,282 @@
+//! The review store: an in-memory index of logged predictions (rebuilt from the log at start)
+//! with their review state. A review writes the sample into the feedback dataset (idempotent)
+//! and then creates `reviews/<id>.json` with a create-only put: the marker is the single point
+//! where TO_REVIEW becomes REVIEWED, so a review is applied at most once, and a failure before
+//! it leaves the prediction TO_REVIEW to be submitted again (never lost).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::error::ServerError;
+use crate::feedback::{FeedbackWriter, Sample};
+use crate::metrics::{Metrics, RoleLabel};
+use crate::postprocess::{Shape, iou};
+use crate::predlog::PredictionRecord;
+use crate::serving::ServingTask;
+use crate::storage::Location;
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReviewStatus {
+    ToReview,
+    Reviewed,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Accept,
+    Correct,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Review {
+    pub id: String,
+    pub decision: Decision,
+    /// The ground truth: the champion's shapes when accepted, the reviewer's when corrected.
+    pub shapes: Vec<Shape>,
+    pub time: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReviewSubmission {
+    pub decision: Decision,
+    #[serde(default)]
+    pub shapes: Option<Vec<Shape>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Item {
+    pub status: ReviewStatus,
+    /// Champion and shadow disagree on this image.
+    pub disagreement: bool,
+    /// Lowest champion confidence (0 when the champion found nothing).
+    pub min_confidence: f32,
+    #[serde(flatten)]
+    pub record: PredictionRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<Review>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListQuery {
+    /// toReview (default), reviewed or all.
+    pub status: Option<String>,
+    /// Only predictions with a champion shape of this label.
+    pub label: Option<String>,
+    /// Only predictions whose lowest confidence is at most this.
+    pub max_confidence: Option<f32>,
+    /// Only predictions where champion and shadow disagree.
+    pub disagreement: Option<bool>,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+}
+
+pub struct ReviewStore {
+    pub log: Location,
+    pub task: ServingTask,
+    pub labels: Vec<String>,
+    feedback: Option<FeedbackWriter>,
+    items: Mutex<HashMap<String, Item>>,
+}
+
+impl ReviewStore {
+    /// Loads records and reviews already in the log.
+    pub async fn open(
+        log: Location,
+        task: ServingTask,
+        labels: Vec<String>,
+        feedback: Option<FeedbackWriter>,
+    ) -> Result<Arc<Self>, object_store::Error> {
+        let store = Arc::new(Self { log: log.clone(), task, labels, feedback, items: Mutex::new(HashMap::new()) });
+        let records = crate::predlog::read_all(&log).await?;
+        store.add(records).await;
+        let mut items = store.items.lock().await;
+        for (path, _) in log.list("reviews").await? {
+            let data = log.get(&path).await?;
+            if let Ok(r) = serde_json::from_slice::<Review>(&data)
+                && let Some(item) = items.get_mut(&r.id) {
+                    item.status = ReviewStatus::Reviewed;
+                    item.review = Some(r);
+                }
+        }
+        drop(items);
+        Ok(store)
+    }
+
+    /// Adds freshly logged records (only those with an image can be reviewed).
+    pub async fn add(&self, records: impl IntoIterator<Item = PredictionRecord>) {
+        let mut items = self.items.lock().await;
+        for record in records.into_iter().filter(|r| r.image.is_some()) {
+            let disagreement = record.shadow.as_ref().is_some_and(|s| disagree(self.task, &record.champion.shapes, &s.shapes));
+            let min_confidence = record.champion.shapes.iter().map(|s| s.confidence).fold(None, |m: Option<f32>, c| Some(m.map_or(c, |m| m.min(c)))).unwrap_or(0.0);
+            items.entry(record.id.clone()).or_insert(Item { status: ReviewStatus::ToReview, disagreement, min_confidence, record, review: None });
+        }
+    }
+
+    pub async fn list(&self, q: &ListQuery) -> Result<(Vec<Item>, usize), ServerError> {
+        let status = match q.status.as_deref() {
+            None | Some("toReview") | Some("TO_REVIEW") => Some(ReviewStatus::ToReview),
+            Some("reviewed") | Some("REVIEWED") => Some(ReviewStatus::Reviewed),
+            Some("all") => None,
+            Some(s) => return Err(ServerError::bad_request(format!("status must be toReview, reviewed or all, not {s:?}"))),
+        };
+        let limit = q.limit.unwrap_or(50);
+        if limit == 0 || limit > 1000 {
+            return Err(ServerError::bad_request("limit must be between 1 and 1000"));
+        }
+        let items = self.items.lock().await;
+        let mut hits: Vec<&Item> = items
+            .values()
+            .filter(|i| status.is_none_or(|s| i.status == s))
+            .filter(|i| q.label.as_ref().is_none_or(|l| i.record.champion.shapes.iter().any(|s| &s.label == l)))
+            .filter(|i| q.max_confidence.is_none_or(|m| i.min_confidence <= m))
+            .filter(|i| q.disagreement.is_none_or(|d| i.disagreement == d))
+            .collect();
+        // Most useful first: disagreements, then least confident, then newest.
+        hits.sort_by(|a, b| {
+            b.disagreement
+                .cmp(&a.disagreement)
+                .then(a.min_confidence.total_cmp(&b.min_confidence))
+                .then(b.record.time.cmp(&a.record.time))
+                .then(a.record.id.cmp(&b.record.id))
+        });
+        let total = hits.len();
+        let page = hits.into_iter().skip(q.offset.unwrap_or(0)).take(limit).cloned().collect();
+        Ok((page, total))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Item, ServerError> {
+        self.items.lock().await.get(id).cloned().ok_or_else(|| ServerError::NotFound(format!("no prediction {id:?} to review")))
+    }
+
+    pub async fn image(&self, id: &str) -> Result<(Bytes, &'static str), ServerError> {
+        let item = self.get(id).await?;
+        let path = item.record.image.as_deref().expect("reviewable items have images");
+        let data = self.log.get(path).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => ServerError::NotFound(format!("image of {id:?} is no longer retained")),
+            e => e.into(),
+        })?;
+        let mime = if path.ends_with(".png") { "image/png" } else { "image/jpeg" };
+        Ok((data, mime))
+    }
+
+    pub async fn submit(&self, id: &str, sub: ReviewSubmission, metrics: &Metrics) -> Result<Review, ServerError> {
+        let feedback = self.feedback.as_ref().ok_or_else(|| {
+            ServerError::Conflict("this deployment has no feedback dataset configured; reviews cannot be stored".into())
+        })?;
+        // Holding the lock across the writes serialises reviews: a second submission of the
+        // same id waits and then sees REVIEWED.
+        let mut items = self.items.lock().await;
+        let item = items.get(id).ok_or_else(|| ServerError::NotFound(format!("no prediction {id:?} to review")))?;
+        if item.status == ReviewStatus::Reviewed {
+            return Err(ServerError::Conflict(format!("prediction {id:?} was already reviewed")));
+        }
+        let shapes = self.ground_truth(item, &sub)?;
+        let path = item.record.image.clone().expect("reviewable items have images");
+        let image = self.log.get(&path).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => ServerError::Conflict(format!("image of {id:?} is no longer retained")),
+            e => e.into(),
+        })?;
+        let ext = if path.ends_with(".png") { "png" } else { "jpg" };
+        let sample = Sample { id, ext, image, width: item.record.width, height: item.record.height, shapes: &shapes };
+        feedback.write(&sample).await?;
+        let review = Review { id: id.to_string(), decision: sub.decision, shapes, time: Utc::now() };
+        let body = Bytes::from(serde_json::to_vec(&review).expect("json"));
+        if !self.log.put_if_absent(&format!("reviews/{id}.json"), body).await? {
+            return Err(ServerError::Conflict(format!("prediction {id:?} was already reviewed")));
+        }
+        let item = items.get_mut(id).expect("checked above");
+        item.status = ReviewStatus::Reviewed;
+        item.review = Some(review.clone());
+        metrics.reviews.inc();
+        update_quality(self.task, &items, metrics);
+        Ok(review)
+    }
+
+    fn ground_truth(&self, item: &Item, sub: &ReviewSubmission) -> Result<Vec<Shape>, ServerError> {
+        let mut shapes = match sub.decision {
+            Decision::Accept => {
+                if sub.shapes.is_some() {
+                    return Err(ServerError::bad_request("an accepted review takes no shapes; use decision \"correct\""));
+                }
+                item.record.champion.shapes.clone()
+            }
+            Decision::Correct => sub.shapes.clone().ok_or_else(|| ServerError::bad_request("a correction needs shapes"))?,
+        };
+        if self.task == ServingTask::Classification {
+            shapes.truncate(1);
+            if shapes.is_empty() {
+                return Err(ServerError::bad_request("a classification review needs one label"));
+            }
+        }
+        let (w, h) = (item.record.width as f32, item.record.height as f32);
+        for s in &mut shapes {
+            if !self.labels.is_empty() {
+                s.class_id = self.labels.iter().position(|l| l == &s.label).ok_or_else(|| {
+                    ServerError::bad_request(format!("unknown label {:?}; known labels: {:?}", s.label, self.labels))
+                })?;
+            }
+            s.confidence = 1.0;
+            match (self.task, s.bbox) {
+                (ServingTask::Detection, None) => return Err(ServerError::bad_request("detection shapes need a box [x1, y1, x2, y2]")),
+                (ServingTask::Detection, Some(b)) => {
+                    let ok = b.iter().all(|v| v.is_finite()) && b[0] >= 0.0 && b[1] >= 0.0 && b[0] < b[2] && b[1] < b[3] && b[2] <= w + 0.5 && b[3] <= h + 0.5;
+                    if !ok {
+                        return Err(ServerError::bad_request(format!("box {b:?} is not inside the {w}x{h} image with x1<x2, y1<y2")));
+                    }
+                }
+                (ServingTask::Classification, _) => s.bbox = None,
+            }
+        }
+        Ok(shapes)
+    }
+}
+
+fn disagree(task: ServingTask, a: &[Shape], b: &[Shape]) -> bool {
+    match task {
+        ServingTask::Classification => a.first().map(|s| &s.label) != b.first().map(|s| &s.label),
+        ServingTask::Detection => {
+            a.len() != b.len()
+                || a.iter().any(|x| {
+                    !b.iter().any(|y| y.label == x.label && matches!((x.bbox, y.bbox), (Some(p), Some(q)) if iou(&p, &q) >= 0.5))
+                })
+        }
+    }
+}
+
+fn update_quality(task: ServingTask, items: &HashMap<String, Item>, metrics: &Metrics) {
+    let reviewed: Vec<&Item> = items.values().filter(|i| i.review.is_some()).collect();
+    metrics.reviewed_samples.set(reviewed.len() as i64);
+    for role in ["champion", "shadow"] {
+        let pairs: Vec<(&[Shape], &[Shape])> = reviewed
+            .iter()
+            .filter_map(|i| {
+                let pred = if role == "champion" { Some(&i.record.champion) } else { i.record.shadow.as_ref() }?;
+                Some((pred.shapes.as_slice(), i.review.as_ref()?.shapes.as_slice()))
+            })
+            .collect();
+        let label = RoleLabel { role: role.into() };
+        match task {
+            ServingTask::Classification => {
+                if let Some(a) = crate::quality::accuracy(&pairs) {
+                    metrics.reviewed_accuracy.get_or_create(&label).set(a);
+                }
+            }
+            ServingTask::Detection => {
+                if let Some(m) = crate::quality::map50(&pairs) {
+                    metrics.reviewed_map50.get_or_create(&label).set(m);
+                }
+            }
+        }
+    }
+}

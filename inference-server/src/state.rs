@@ -1,0 +1,72 @@
+//! Shared server state. Everything that a config change replaces lives in one immutable
+//! `Serving` snapshot swapped atomically, so a request sees either the old or the new
+//! configuration, never a mix.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::auth::TokenSource;
+use crate::drift::DriftMonitor;
+use crate::metrics::Metrics;
+use crate::models::{BackendFactory, LoadedModel};
+use crate::predlog::PredictionLog;
+use crate::review::ReviewStore;
+use crate::serving::ServingConfig;
+use crate::shadow::ShadowJob;
+
+pub struct Serving {
+    pub config: Arc<ServingConfig>,
+    pub champion: Arc<LoadedModel>,
+    pub shadow: Option<Arc<LoadedModel>>,
+    /// Requests in flight; `try_acquire` failing means 429.
+    pub limiter: Arc<Semaphore>,
+    pub shadow_tx: Option<mpsc::Sender<ShadowJob>>,
+    pub log: Option<Arc<PredictionLog>>,
+    pub reviews: Option<Arc<ReviewStore>>,
+    pub token: TokenSource,
+}
+
+/// What the last (re)load did, for /status.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadStatus {
+    pub config_sha256: Option<String>,
+    pub last_attempt: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_success: Option<chrono::DateTime<chrono::Utc>>,
+    /// Errors of the last attempt (empty when it fully succeeded).
+    pub errors: Vec<String>,
+}
+
+pub struct AppState {
+    pub serving: ArcSwapOption<Serving>,
+    pub metrics: Metrics,
+    pub status: Mutex<ReloadStatus>,
+    pub drift: Mutex<Option<DriftMonitor>>,
+    pub cache_dir: PathBuf,
+    pub factory: BackendFactory,
+    /// Inference requests being handled (see `batcher::InFlight`).
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AppState {
+    pub fn new(cache_dir: PathBuf, factory: BackendFactory) -> Arc<Self> {
+        Arc::new(Self {
+            serving: ArcSwapOption::empty(),
+            metrics: Metrics::new(),
+            status: Mutex::new(ReloadStatus::default()),
+            drift: Mutex::new(None),
+            cache_dir,
+            factory,
+            in_flight: Default::default(),
+        })
+    }
+
+    pub fn current(&self) -> Result<Arc<Serving>, crate::error::ServerError> {
+        self.serving
+            .load_full()
+            .ok_or_else(|| crate::error::ServerError::NotReady("no model loaded yet".into()))
+    }
+}

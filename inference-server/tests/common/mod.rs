@@ -1,0 +1,198 @@
+//! Shared helpers for the inference-server integration tests: generated ONNX models, serving
+//! configs, an in-process server on a loopback port, images, and condition waits.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use flywheel_inference_server::fetch::sha256_hex;
+use flywheel_inference_server::serving::*;
+
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("FLYWHEEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/flywheel"))
+}
+
+pub fn python() -> PathBuf {
+    let p = cache_root().join("venv/bin/python");
+    assert!(p.exists(), "{} is missing: run scripts/install-deps.sh", p.display());
+    p
+}
+
+/// Directory with the generated test models (generated once per generator version).
+pub fn models_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/gen_models.py");
+        let digest = sha256_hex(&std::fs::read(&script).expect("generator script"));
+        let dir = cache_root().join("server-test-models").join(&digest[..16]);
+        if !dir.join("cnn64.onnx").exists() {
+            let out = std::process::Command::new(python()).arg(&script).arg(&dir).output().expect("running python");
+            assert!(out.status.success(), "model generation failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        dir
+    })
+}
+
+pub fn model_file(name: &str) -> (String, String) {
+    let path = models_dir().join(name);
+    let sha = sha256_hex(&std::fs::read(&path).expect("model file"));
+    (format!("file://{}", path.display()), sha)
+}
+
+pub fn input64(resize: ResizeMode) -> InputSpec {
+    InputSpec { width: 64, height: 64, channels: 3, layout: TensorLayout::Nchw, mean: vec![], std: vec![], resize }
+}
+
+pub fn classifier(name: &str, file: &str, version: &str) -> ServedModel {
+    let (uri, sha256) = model_file(file);
+    ServedModel {
+        name: name.into(),
+        version: version.into(),
+        uri,
+        sha256,
+        task: ServingTask::Classification,
+        labels: vec!["red".into(), "green".into(), "blue".into()],
+        input: input64(ResizeMode::Stretch),
+        output: OutputDecoder::Logits { apply_softmax: true, top_k: 3 },
+    }
+}
+
+pub fn detector(name: &str, version: &str) -> ServedModel {
+    let (uri, sha256) = model_file("square_detector.onnx");
+    ServedModel {
+        name: name.into(),
+        version: version.into(),
+        uri,
+        sha256,
+        task: ServingTask::Detection,
+        labels: vec!["red".into(), "blue".into()],
+        input: input64(ResizeMode::Letterbox),
+        output: OutputDecoder::Yolo { objectness: false, iou_threshold: 0.45, max_detections: 100 },
+    }
+}
+
+pub fn config(champion: ServedModel) -> ServingConfig {
+    ServingConfig {
+        deployment: "test-deployment".into(),
+        champion,
+        shadow: None,
+        confidence_threshold: 0.25,
+        shadow_sample_rate: 1.0,
+        prediction_log: None,
+        feedback_dataset: None,
+        reference_statistics_uri: None,
+        batching: BatchingConfig::default(),
+        auth: AuthConfig::default(),
+    }
+}
+
+/// Writes the config atomically (as a ConfigMap update would appear).
+pub fn write_config(path: &Path, cfg: &ServingConfig) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_yaml::to_string(cfg).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub running: flywheel_inference_server::server::Running,
+    pub client: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start(cfg: &ServingConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, cfg).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, cfg: &ServingConfig) -> Self {
+        let config_path = dir.path().join("serving.yaml");
+        write_config(&config_path, cfg);
+        let running = flywheel_inference_server::server::start(
+            flywheel_inference_server::server::Options {
+                config: config_path.clone(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                cache_dir: dir.path().join("cache"),
+                poll: Duration::from_millis(50),
+                token_file: None,
+            },
+            flywheel_inference_server::runtime_backend::factory(),
+        )
+        .await
+        .expect("server starts");
+        let base = format!("http://{}", running.addr);
+        let client = reqwest::Client::new();
+        let s = Self { base, dir, config_path, running, client };
+        let url = format!("{}/v2/health/ready", s.base);
+        let c = s.client.clone();
+        wait_until("server ready", || {
+            let (c, url) = (c.clone(), url.clone());
+            async move { c.get(&url).send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+        s
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+}
+
+/// Polls `cond` until it holds, failing after 60 s.
+pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A PNG of `w`x`h` filled with `bg`, with an optional square (x, y, size, colour).
+pub fn png(w: u32, h: u32, bg: [u8; 3], square: Option<(u32, u32, u32, [u8; 3])>) -> Vec<u8> {
+    let mut img = image::RgbImage::from_pixel(w, h, image::Rgb(bg));
+    if let Some((x0, y0, s, c)) = square {
+        for y in y0..(y0 + s).min(h) {
+            for x in x0..(x0 + s).min(w) {
+                img.put_pixel(x, y, image::Rgb(c));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+    out
+}
+
+pub fn jpeg(w: u32, h: u32, bg: [u8; 3]) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(w, h, image::Rgb(bg));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg).unwrap();
+    out
+}
+
+/// The value of a metric sample line `name{labels} value` whose line contains every needle.
+pub fn metric_value(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+pub mod seaweed;
