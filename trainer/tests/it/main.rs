@@ -1,0 +1,12 @@
+//! The trainer's integration tests, in one binary (one link instead of one per file).
+
+mod common;
+
+mod errors;
+mod finetune;
+mod killed;
+mod onnxruntime;
+mod profile;
+mod pvc;
+mod refusal;
+mod s3;
