@@ -8,7 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::ObjectName;
+use crate::common::{ObjectName, StorageUri};
 
 /// Profiles training data, collects reviewed predictions, retrains at a threshold and
 /// places the new model per policy.
@@ -47,6 +47,10 @@ pub struct DataPipelineSpec {
     /// What to do with a newly trained model.
     #[serde(default)]
     pub continuous_deployment: ContinuousDeployment,
+    /// Where profiling and training Jobs write their outputs (`<outputUri>/<namespace>/<pipeline>/...`).
+    /// Defaults to the operator's `--default-output-uri`. Credentials: the feedback dataset's Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_uri: Option<StorageUri>,
 }
 
 /// Reference data.
@@ -285,6 +289,9 @@ pub struct DataPipelineStatus {
     /// Whether drift and outlier metrics are available (reference statistics computed).
     #[serde(default)]
     pub unsupervised_metrics_available: bool,
+    /// Reference statistics of the training data, written by the profiling Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_statistics_uri: Option<String>,
     /// The run in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_run: Option<TrainingRun>,

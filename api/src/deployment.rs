@@ -174,8 +174,9 @@ pub struct Promotion {
     pub time: Time,
     /// `champion` or `shadow`.
     pub role: Role,
-    /// The ModelVersion now in that role.
-    pub model_version: ObjectName,
+    /// The ModelVersion now in that role; absent when the role was emptied (no shadow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<ObjectName>,
     /// The ModelVersion it replaced, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<ObjectName>,

@@ -10,6 +10,7 @@ pub mod data_pipeline;
 pub mod dataset_version;
 pub mod deployment;
 pub mod model_version;
+pub mod serving;
 pub mod training;
 
 pub use common::{CredentialsRef, StorageUri, Task};
@@ -29,11 +30,31 @@ pub const VERSION: &str = "v1alpha1";
 /// Every CRD with the file name it is written to under `crds/`.
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("modelversions.yaml", ModelVersion::crd()),
-        ("datasetversions.yaml", DatasetVersion::crd()),
-        ("deployments.yaml", FlywheelDeployment::crd()),
-        ("datapipelines.yaml", DataPipeline::crd()),
+        ("modelversions.yaml", structural(ModelVersion::crd())),
+        ("datasetversions.yaml", structural(DatasetVersion::crd())),
+        ("deployments.yaml", structural(FlywheelDeployment::crd())),
+        ("datapipelines.yaml", structural(DataPipeline::crd())),
     ]
+}
+
+/// An optional enum (`Option<Phase>`) is generated with `null` among its enum values; API
+/// servers reject such a schema as non-structural. `nullable: true` already says it.
+fn structural(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn strip_null_enums(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                    values.retain(|v| !v.is_null());
+                }
+                map.values_mut().for_each(strip_null_enums);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip_null_enums),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD serialises");
+    strip_null_enums(&mut value);
+    serde_json::from_value(value).expect("still a CRD")
 }
 
 /// Renders a CRD as the YAML committed under `crds/`.

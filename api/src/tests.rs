@@ -88,3 +88,11 @@ fn ranges_are_in_the_schema() {
     assert_eq!(spec["shadow"]["properties"]["sampleRate"]["maximum"], 1.0);
     assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
 }
+
+#[test]
+fn no_enum_lists_null() {
+    for (name, crd) in crate::crds() {
+        let text = serde_json::to_string(&crd).unwrap();
+        assert!(!text.contains(r#""enum":[null"#) && !text.contains(",null]"), "{name} has null in an enum");
+    }
+}

@@ -1,0 +1,89 @@
+//! State shared by every controller.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::metrics::Metrics;
+use crate::Result;
+
+/// The one field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "flywheel-operator";
+
+/// Images and defaults the operator puts into the objects it creates.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub server_image: String,
+    pub trainer_image: String,
+    /// Where DataPipelines without `outputUri` write profiles and trained models.
+    pub default_output_uri: Option<String>,
+    /// Watch only this namespace (all namespaces when None).
+    pub namespace: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let version = env!("CARGO_PKG_VERSION");
+        Self {
+            server_image: format!("flywheel/inference-server:{version}"),
+            trainer_image: format!("flywheel/trainer:{version}"),
+            default_output_uri: None,
+            namespace: None,
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub settings: Settings,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics, settings: Settings) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Arc::new(Self { client, metrics, recorder, settings })
+    }
+
+    /// Publishes an Event on an object; failures are logged, never fatal.
+    pub async fn event<K>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, object = %obj.name_any(), "could not publish event");
+        }
+    }
+
+    /// Key/value pairs of a credentials Secret, for the storage layer.
+    pub async fn secret_options(&self, namespace: &str, secret: Option<&str>) -> Result<Vec<(String, String)>> {
+        let Some(name) = secret else { return Ok(Vec::new()) };
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = api
+            .get_opt(name)
+            .await?
+            .ok_or_else(|| crate::Error::MissingReference { kind: "Secret", name: name.to_string() })?;
+        let mut options = Vec::new();
+        for (k, v) in secret.data.unwrap_or_default() {
+            options.push((k, String::from_utf8_lossy(&v.0).into_owned()));
+        }
+        for (k, v) in secret.string_data.unwrap_or_default() {
+            options.push((k, v));
+        }
+        Ok(options)
+    }
+}

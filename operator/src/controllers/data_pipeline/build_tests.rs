@@ -1,0 +1,121 @@
+//! Builder tests from YAML fixtures.
+
+use flywheel_api::training::{REQUEST_ENV, TrainRequest, TrainResult};
+use flywheel_api::{DataPipeline, DatasetVersion, ModelVersion};
+use k8s_openapi::api::batch::v1::Job;
+
+use super::build::*;
+use super::decide::RunState;
+
+fn object<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn pipeline() -> DataPipeline {
+    object(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: DataPipeline\nmetadata: {name: shapes, namespace: ns, uid: p-1}
+spec:
+  deployment: shapes
+  trainingData: {datasetVersion: train}
+  feedbackLoop: {datasetVersion: fb}
+  continuousTraining: {trigger: {reviewedSamples: 5}, hyperparameters: {epochs: 2}}",
+    )
+}
+
+fn dataset(name: &str, uri: &str) -> DatasetVersion {
+    object(&format!(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: DatasetVersion\nmetadata: {{name: {name}, namespace: ns, generation: 2}}\nspec: {{uri: '{uri}', format: coco, task: detection, labels: [a], credentials: {{secretName: store}}}}"
+    ))
+}
+
+fn base() -> ModelVersion {
+    object(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: ModelVersion\nmetadata: {name: m-v1, namespace: ns}
+spec: {model: shapes, version: v1, task: detection, labels: [a], artifact: {uri: 's3://b/m.onnx', sha256: 'aa'}, input: {width: 8, height: 8}, output: {decoder: yolo}}",
+    )
+}
+
+fn settings() -> JobSettings {
+    JobSettings { image: "flywheel/trainer:1".into(), credential_secrets: ["store".to_string()].into(), resources: None }
+}
+
+fn request_of(job: &Job) -> serde_json::Value {
+    let env = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].env.clone().unwrap();
+    serde_json::from_str(env.iter().find(|e| e.name == REQUEST_ENV).unwrap().value.as_deref().unwrap()).unwrap()
+}
+
+#[test]
+fn job_names_are_deterministic_and_bounded() {
+    let p = pipeline();
+    assert_eq!(training_job_name(&p, 3), "shapes-train-3");
+    assert_eq!(model_version_name(&p, 3), "shapes-r3");
+    assert_eq!(profile_job_name(&p, &dataset("train", "s3://b/t/")), "shapes-profile-train-g2");
+    let mut long = pipeline();
+    long.metadata.name = Some("x".repeat(80));
+    let name = training_job_name(&long, 1);
+    assert!(name.len() <= 63);
+    assert_eq!(name, training_job_name(&long, 1));
+    assert_ne!(name, training_job_name(&long, 2));
+}
+
+#[test]
+fn training_job_carries_the_request_run_and_trigger_count() {
+    let p = pipeline();
+    let request = train_request(&p, &base(), vec![named(&dataset("train", "s3://b/t/"))], None, output_uri("s3://out", &p, "runs/1"));
+    let job = training_job(&p, 1, 7, &request, &settings()).unwrap();
+    assert_eq!(job.metadata.name.as_deref(), Some("shapes-train-1"));
+    let run = run_from_job(&job).unwrap();
+    assert_eq!((run.number, run.reviewed_at_trigger, run.base_model.as_str(), run.state), (1, 7, "m-v1", RunState::Running));
+    let parsed: TrainRequest = serde_json::from_value(request_of(&job)).unwrap();
+    assert_eq!(parsed.output_uri.as_str(), "s3://out/ns/shapes/runs/1/");
+    assert_eq!(parsed.hyperparameters.epochs, 2);
+    assert_eq!(parsed.base_model.name, "m-v1");
+    let spec = job.spec.unwrap();
+    assert_eq!(spec.template.spec.as_ref().unwrap().restart_policy.as_deref(), Some("Never"));
+    assert_eq!(job.metadata.owner_references.unwrap()[0].name, "shapes");
+    let env = spec.template.spec.unwrap().containers[0].env.clone().unwrap();
+    assert!(env.iter().any(|e| e.name == "AWS_ACCESS_KEY_ID" && e.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name == "store"));
+}
+
+#[test]
+fn profile_job_mounts_pvc_datasets() {
+    let p = pipeline();
+    let ds = dataset("train", "pvc://data/shapes/");
+    let job = profile_job(&p, &ds, "pvc://data/out/", &settings()).unwrap();
+    assert_eq!(request_of(&job)["outputUri"], "pvc://data/out/");
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.volumes.unwrap()[0].persistent_volume_claim.as_ref().unwrap().claim_name, "data");
+    assert_eq!(pod.containers[0].args.clone().unwrap(), vec!["profile"]);
+}
+
+#[test]
+fn job_status_becomes_run_state() {
+    let mut job: Job = object("metadata: {name: shapes-train-2, labels: {flywheel.dev/run: '2'}, annotations: {flywheel.dev/reviewed-at-trigger: '10'}}");
+    assert_eq!(run_from_job(&job).unwrap().state, RunState::Running);
+    job.status = Some(object("succeeded: 1"));
+    assert_eq!(run_from_job(&job).unwrap().state, RunState::Succeeded);
+    job.status = Some(object("conditions: [{type: Failed, status: 'True', reason: BackoffLimitExceeded, message: too many}]"));
+    assert!(matches!(run_from_job(&job).unwrap().state, RunState::Failed(m) if m.contains("BackoffLimitExceeded")));
+    let unrelated: Job = object("metadata: {name: other}");
+    assert!(run_from_job(&unrelated).is_none());
+}
+
+#[test]
+fn trained_model_keeps_the_contract_and_records_provenance() {
+    let p = pipeline();
+    let job = training_job(&p, 4, 20, &train_request(&p, &base(), vec![], None, "s3://o/".into()), &settings()).unwrap();
+    let run = run_from_job(&job).unwrap();
+    let result: TrainResult = object("{modelUri: 's3://o/model.onnx', sha256: bb, sizeBytes: 10, baseMetrics: {mAP50: 0.4}, metrics: {mAP50: 0.5}, trainSamples: 30, evalSamples: 8}");
+    let mv = trained_model_version(&p, &run, &base(), vec!["train".into(), "fb".into()], &result, Some("store".into()));
+    assert_eq!(mv.metadata.name.as_deref(), Some("shapes-r4"));
+    assert_eq!(mv.spec.version, "v1-r4");
+    assert_eq!(mv.spec.artifact.uri.as_str(), "s3://o/model.onnx");
+    assert_eq!(mv.spec.artifact.sha256.as_deref(), Some("bb"));
+    assert_eq!(mv.spec.input, base().spec.input);
+    assert_eq!(mv.spec.metrics["mAP50"], 0.5);
+    let provenance = mv.spec.provenance.unwrap();
+    assert_eq!(provenance.parent.as_deref(), Some("m-v1"));
+    assert_eq!(provenance.job.as_deref(), Some("shapes-train-4"));
+    assert_eq!(provenance.dataset_versions, vec!["train", "fb"]);
+    assert_eq!(provenance.hyperparameters["epochs"], "2");
+}

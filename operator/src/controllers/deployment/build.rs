@@ -1,0 +1,305 @@
+//! Pure builders: a Flywheel Deployment and the ModelVersions it serves → the serving
+//! config, ConfigMap, apps/v1 Deployment, Service and HorizontalPodAutoscaler.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use flywheel_api::common::Task;
+use flywheel_api::model_version::{Decoder, Layout, ResizeMode};
+use flywheel_api::serving::{
+    self, FeedbackDatasetConfig, FeedbackFormat, OutputDecoder, PredictionLogConfig, ServedModel, ServingConfig,
+    ServingTask, TensorLayout,
+};
+use flywheel_api::{DatasetVersion, FlywheelDeployment, ModelVersion};
+use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::{Error, Result};
+
+pub const HTTP_PORT: i32 = 8080;
+pub const CONFIG_DIR: &str = "/etc/flywheel/serving";
+pub const TOKEN_DIR: &str = "/etc/flywheel/review-token";
+pub const MODEL_CACHE_DIR: &str = "/var/cache/flywheel/models";
+/// Storage credential keys passed from a credentials Secret to the pods, each optional.
+pub const CREDENTIAL_KEYS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT",
+    "AWS_REGION",
+    "AWS_ALLOW_HTTP",
+    "GOOGLE_SERVICE_ACCOUNT_KEY",
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+];
+
+/// Names of a Deployment's children.
+pub fn server_name(d: &FlywheelDeployment) -> String {
+    format!("{}-inference", d.name_any())
+}
+pub fn config_map_name(d: &FlywheelDeployment) -> String {
+    format!("{}-serving", d.name_any())
+}
+pub fn token_secret_name(d: &FlywheelDeployment) -> String {
+    format!("{}-review-token", d.name_any())
+}
+
+/// Everything the builders read besides the Deployment itself.
+pub struct Inputs<'a> {
+    pub champion: &'a ModelVersion,
+    pub shadow: Option<&'a ModelVersion>,
+    pub shadow_sample_rate: f64,
+    pub feedback: Option<&'a DatasetVersion>,
+    pub reference_statistics_uri: Option<String>,
+    pub server_image: &'a str,
+}
+
+pub fn labels(d: &FlywheelDeployment) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "flywheel-inference-server".into()),
+        ("app.kubernetes.io/instance".into(), d.name_any()),
+        ("app.kubernetes.io/managed-by".into(), "flywheel-operator".into()),
+        ("flywheel.dev/deployment".into(), d.name_any()),
+    ])
+}
+
+fn served_model(mv: &ModelVersion) -> Result<ServedModel> {
+    let spec = &mv.spec;
+    let sha256 = mv
+        .status
+        .as_ref()
+        .and_then(|s| s.digest.clone())
+        .ok_or_else(|| Error::InvalidSpec(format!("ModelVersion {} has no verified digest yet", mv.name_any())))?;
+    let output = match spec.output.decoder {
+        Decoder::Logits => OutputDecoder::Logits { apply_softmax: true, top_k: spec.output.top_k.unwrap_or(5) as usize },
+        Decoder::Yolo => OutputDecoder::Yolo {
+            objectness: false,
+            iou_threshold: spec.output.nms_iou_threshold as f32,
+            max_detections: 100,
+        },
+        Decoder::BoxesScores => {
+            return Err(Error::InvalidSpec(format!(
+                "ModelVersion {}: the boxesScores decoder is not served yet; export the model with a yolo or logits output",
+                mv.name_any()
+            )));
+        }
+    };
+    Ok(ServedModel {
+        name: spec.model.clone(),
+        version: mv.name_any(),
+        uri: spec.artifact.uri.to_string(),
+        sha256,
+        task: match spec.task {
+            Task::Classification => ServingTask::Classification,
+            Task::Detection => ServingTask::Detection,
+        },
+        labels: spec.labels.clone(),
+        input: serving::InputSpec {
+            width: spec.input.width,
+            height: spec.input.height,
+            channels: spec.input.channels,
+            layout: match spec.input.layout {
+                Layout::Nchw => TensorLayout::Nchw,
+                Layout::Nhwc => TensorLayout::Nhwc,
+            },
+            mean: spec.input.mean.clone(),
+            std: spec.input.std.clone(),
+            resize: match spec.input.resize {
+                ResizeMode::Stretch => serving::ResizeMode::Stretch,
+                ResizeMode::Letterbox => serving::ResizeMode::Letterbox,
+            },
+        },
+        output,
+    })
+}
+
+/// The serving config the pods load.
+pub fn serving_config(d: &FlywheelDeployment, inputs: &Inputs) -> Result<ServingConfig> {
+    let feedback = inputs.feedback.map(|ds| FeedbackDatasetConfig {
+        uri: ds.spec.uri.to_string(),
+        format: Some(match ds.spec.task {
+            Task::Detection => FeedbackFormat::Coco,
+            Task::Classification => FeedbackFormat::Imagefolder,
+        }),
+    });
+    // Through serde so the server's own defaults fill the fields the CRD does not expose.
+    let prediction_log = d
+        .spec
+        .prediction_log
+        .as_ref()
+        .map(|log| {
+            serde_json::from_value::<PredictionLogConfig>(json!({
+                "uri": log.uri, "sampleRate": log.sample_rate, "retentionDays": log.retention_days,
+            }))
+        })
+        .transpose()
+        .map_err(|e| Error::Serialization(e.to_string()))?;
+    Ok(ServingConfig {
+        deployment: d.name_any(),
+        champion: served_model(inputs.champion)?,
+        shadow: inputs.shadow.map(served_model).transpose()?,
+        confidence_threshold: d.spec.confidence_threshold as f32,
+        shadow_sample_rate: inputs.shadow_sample_rate,
+        prediction_log,
+        feedback_dataset: feedback,
+        reference_statistics_uri: inputs.reference_statistics_uri.clone(),
+        batching: Default::default(),
+        // The pod passes the mounted token's path (FLYWHEEL_REVIEW_TOKEN_FILE).
+        auth: serving::AuthConfig::default(),
+    })
+}
+
+fn owner(d: &FlywheelDeployment) -> serde_json::Value {
+    serde_json::to_value(d.controller_owner_ref(&()).expect("a stored Deployment has a uid")).unwrap()
+}
+
+fn metadata(d: &FlywheelDeployment, name: String) -> serde_json::Value {
+    json!({
+        "name": name,
+        "namespace": d.namespace(),
+        "labels": labels(d),
+        "ownerReferences": [owner(d)],
+    })
+}
+
+pub fn config_map(d: &FlywheelDeployment, config: &ServingConfig) -> Result<ConfigMap> {
+    let yaml = serde_yaml::to_string(config).map_err(|e| Error::Serialization(e.to_string()))?;
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(d, config_map_name(d)),
+        "data": { serving::SERVING_CONFIG_FILE: yaml },
+    }))
+    .map_err(|e| Error::Serialization(e.to_string()))
+}
+
+/// PersistentVolumeClaims named by pvc:// URIs, mounted where the storage layer expects them.
+fn pvc_claims(config: &ServingConfig) -> BTreeSet<String> {
+    let mut uris = vec![config.champion.uri.clone()];
+    uris.extend(config.shadow.iter().map(|s| s.uri.clone()));
+    uris.extend(config.prediction_log.iter().map(|p| p.uri.clone()));
+    uris.extend(config.feedback_dataset.iter().map(|f| f.uri.clone()));
+    uris.extend(config.reference_statistics_uri.clone());
+    uris.iter()
+        .filter_map(|u| u.strip_prefix("pvc://"))
+        .filter_map(|rest| rest.split('/').next())
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn apps_deployment(
+    d: &FlywheelDeployment,
+    config: &ServingConfig,
+    credential_secrets: &BTreeSet<String>,
+    image: &str,
+) -> Result<AppsDeployment> {
+    let mut env = vec![
+        json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
+        json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        json!({"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+        json!({"name": "FLYWHEEL_LISTEN", "value": format!("$(POD_IP):{HTTP_PORT}")}),
+        json!({"name": "FLYWHEEL_SERVING_CONFIG", "value": format!("{CONFIG_DIR}/{}", serving::SERVING_CONFIG_FILE)}),
+        json!({"name": "FLYWHEEL_MODEL_CACHE", "value": MODEL_CACHE_DIR}),
+        json!({"name": "FLYWHEEL_REVIEW_TOKEN_FILE", "value": format!("{TOKEN_DIR}/token")}),
+        json!({"name": "RAYON_NUM_THREADS", "value": "2"}),
+    ];
+    for secret in credential_secrets {
+        for key in CREDENTIAL_KEYS {
+            env.push(json!({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}}));
+        }
+    }
+    let mut volumes = vec![
+        json!({"name": "serving-config", "configMap": {"name": config_map_name(d)}}),
+        json!({"name": "review-token", "secret": {"secretName": token_secret_name(d)}}),
+        json!({"name": "model-cache", "emptyDir": {}}),
+    ];
+    let mut mounts = vec![
+        json!({"name": "serving-config", "mountPath": CONFIG_DIR, "readOnly": true}),
+        json!({"name": "review-token", "mountPath": TOKEN_DIR, "readOnly": true}),
+        json!({"name": "model-cache", "mountPath": MODEL_CACHE_DIR}),
+    ];
+    for claim in pvc_claims(config) {
+        let volume = format!("pvc-{claim}");
+        volumes.push(json!({"name": volume, "persistentVolumeClaim": {"claimName": claim}}));
+        mounts.push(json!({"name": volume, "mountPath": format!("{}/{claim}", flywheel_storage::DEFAULT_PVC_ROOT)}));
+    }
+    let probe = |path: &str| json!({"httpGet": {"path": path, "port": "http"}, "periodSeconds": 5, "failureThreshold": 3});
+    let replicas = if d.spec.autoscaling.is_some() { None } else { Some(d.spec.replicas) };
+    let mut spec = json!({
+        "selector": {"matchLabels": {"flywheel.dev/deployment": d.name_any()}},
+        "template": {
+            "metadata": {"labels": labels(d)},
+            "spec": {
+                "containers": [{
+                    "name": "inference-server",
+                    "image": image,
+                    "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+                    "env": env,
+                    "volumeMounts": mounts,
+                    "readinessProbe": probe("/v2/health/ready"),
+                    "livenessProbe": probe("/v2/health/live"),
+                    "resources": d.spec.resources.clone().unwrap_or_default(),
+                    "securityContext": {
+                        "runAsNonRoot": true,
+                        "runAsUser": 65532,
+                        "readOnlyRootFilesystem": true,
+                        "allowPrivilegeEscalation": false,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }],
+                "volumes": volumes,
+            },
+        },
+    });
+    if let Some(r) = replicas {
+        spec["replicas"] = json!(r);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(d, server_name(d)),
+        "spec": spec,
+    }))
+    .map_err(|e| Error::Serialization(e.to_string()))
+}
+
+pub fn service(d: &FlywheelDeployment) -> Result<Service> {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(d, server_name(d)),
+        "spec": {
+            "selector": {"flywheel.dev/deployment": d.name_any()},
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                {"name": "metrics", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+            ],
+        },
+    }))
+    .map_err(|e| Error::Serialization(e.to_string()))
+}
+
+pub fn autoscaler(d: &FlywheelDeployment) -> Result<Option<HorizontalPodAutoscaler>> {
+    let Some(a) = &d.spec.autoscaling else { return Ok(None) };
+    serde_json::from_value(json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata(d, server_name(d)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": server_name(d)},
+            "minReplicas": a.min_replicas,
+            "maxReplicas": a.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization_percentage}}}],
+        },
+    }))
+    .map(Some)
+    .map_err(|e| Error::Serialization(e.to_string()))
+}
+
+/// In-cluster URL of the inference Service.
+pub fn endpoint(d: &FlywheelDeployment) -> String {
+    format!("http://{}.{}.svc:80", server_name(d), d.namespace().unwrap_or_default())
+}

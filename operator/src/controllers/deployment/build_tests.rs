@@ -1,0 +1,174 @@
+//! Builder tests from YAML fixtures.
+
+use std::collections::BTreeSet;
+
+use flywheel_api::serving::{OutputDecoder, ServingConfig, ServingTask};
+use flywheel_api::{DatasetVersion, FlywheelDeployment, ModelVersion};
+use kube::Resource;
+
+use super::build::*;
+
+fn object<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn deployment(extra: &str) -> FlywheelDeployment {
+    object(&format!(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: Deployment\nmetadata: {{name: shapes, namespace: ns, uid: u-1}}\nspec:\n  champion: {{modelVersion: m-v1}}\n{extra}"
+    ))
+}
+
+fn model(name: &str, digest: Option<&str>, decoder: &str) -> ModelVersion {
+    let status = digest.map(|d| format!("status: {{phase: Ready, digest: {d}}}")).unwrap_or_default();
+    object(&format!(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: ModelVersion\nmetadata: {{name: {name}, namespace: ns}}
+spec:
+  model: shapes
+  version: v1
+  task: detection
+  labels: [circle, square]
+  artifact: {{uri: 's3://b/{name}.onnx', credentials: {{secretName: store}}}}
+  input: {{width: 64, height: 32, resize: letterbox}}
+  output: {{decoder: {decoder}}}
+{status}"
+    ))
+}
+
+fn feedback() -> DatasetVersion {
+    object("apiVersion: flywheel.dev/v1alpha1\nkind: DatasetVersion\nmetadata: {name: fb, namespace: ns}\nspec: {uri: 's3://b/fb/', format: coco, task: detection, labels: [circle], feedback: true}")
+}
+
+fn config(d: &FlywheelDeployment, champion: &ModelVersion, shadow: Option<&ModelVersion>) -> ServingConfig {
+    let fb = feedback();
+    let inputs = Inputs {
+        champion,
+        shadow,
+        shadow_sample_rate: 0.25,
+        feedback: Some(&fb),
+        reference_statistics_uri: Some("s3://b/ref.json".into()),
+        server_image: "img",
+    };
+    serving_config(d, &inputs).unwrap()
+}
+
+#[test]
+fn serving_config_carries_models_threshold_and_loop_uris() {
+    let d = deployment("  confidenceThreshold: 0.4\n  predictionLog: {uri: 's3://b/log/', sampleRate: 0.5}\n");
+    let champion = model("m-v1", Some("aa"), "yolo");
+    let shadow = model("m-v2", Some("bb"), "logits");
+    let c = config(&d, &champion, Some(&shadow));
+    assert_eq!(c.deployment, "shapes");
+    assert_eq!(c.confidence_threshold, 0.4);
+    assert_eq!(c.shadow_sample_rate, 0.25);
+    assert_eq!(c.champion.sha256, "aa");
+    assert_eq!(c.champion.version, "m-v1");
+    assert_eq!(c.champion.task, ServingTask::Detection);
+    assert_eq!((c.champion.input.width, c.champion.input.height), (64, 32));
+    assert!(matches!(c.champion.output, OutputDecoder::Yolo { .. }));
+    assert!(matches!(c.shadow.as_ref().unwrap().output, OutputDecoder::Logits { .. }));
+    assert_eq!(c.prediction_log.as_ref().unwrap().sample_rate, 0.5);
+    assert_eq!(c.feedback_dataset.as_ref().unwrap().uri, "s3://b/fb/");
+    assert_eq!(c.reference_statistics_uri.as_deref(), Some("s3://b/ref.json"));
+}
+
+#[test]
+fn an_unverified_champion_is_refused() {
+    let d = deployment("");
+    let inputs = Inputs { champion: &model("m-v1", None, "yolo"), shadow: None, shadow_sample_rate: 1.0, feedback: None, reference_statistics_uri: None, server_image: "img" };
+    let err = serving_config(&d, &inputs).unwrap_err().to_string();
+    assert!(err.contains("m-v1") && err.contains("digest"), "{err}");
+}
+
+#[test]
+fn config_map_holds_the_config_and_an_owner_reference() {
+    let d = deployment("");
+    let c = config(&d, &model("m-v1", Some("aa"), "yolo"), None);
+    let cm = config_map(&d, &c).unwrap();
+    assert_eq!(cm.metadata.name.as_deref(), Some("shapes-serving"));
+    let owner = &cm.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("Deployment", "shapes", Some(true)));
+    let text = &cm.data.as_ref().unwrap()["serving.yaml"];
+    let parsed: ServingConfig = serde_yaml::from_str(text).unwrap();
+    assert_eq!(parsed, c);
+}
+
+#[test]
+fn pod_template_does_not_depend_on_threshold_or_shadow() {
+    let champion = model("m-v1", Some("aa"), "yolo");
+    let shadow = model("m-v2", Some("bb"), "yolo");
+    let secrets = BTreeSet::from(["store".to_string()]);
+    let a = deployment("  confidenceThreshold: 0.3\n");
+    let b = deployment("  confidenceThreshold: 0.9\n  shadow: {modelVersion: m-v2}\n");
+    let ta = apps_deployment(&a, &config(&a, &champion, None), &secrets, "img").unwrap();
+    let tb = apps_deployment(&b, &config(&b, &champion, Some(&shadow)), &secrets, "img").unwrap();
+    assert_eq!(ta.spec.as_ref().unwrap().template, tb.spec.as_ref().unwrap().template, "a hot swap, not a rollout");
+}
+
+#[test]
+fn pods_get_credentials_by_secret_key_ref_probes_and_mounts() {
+    let d = deployment("  replicas: 3\n  resources: {requests: {cpu: 250m}}\n");
+    let c = config(&d, &model("m-v1", Some("aa"), "yolo"), None);
+    let apps = apps_deployment(&d, &c, &BTreeSet::from(["store".to_string()]), "flywheel/inference-server:1").unwrap();
+    let spec = apps.spec.unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    let pod = spec.template.spec.unwrap();
+    let container = &pod.containers[0];
+    assert_eq!(container.image.as_deref(), Some("flywheel/inference-server:1"));
+    let env = container.env.clone().unwrap();
+    let key = env.iter().find(|e| e.name == "AWS_SECRET_ACCESS_KEY").unwrap();
+    let selector = key.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    assert_eq!(selector.name, "store");
+    assert!(env.iter().all(|e| e.value.as_deref().is_none_or(|v| !v.contains("secret"))), "no credential values in the spec");
+    assert!(env.iter().any(|e| e.name == "FLYWHEEL_LISTEN" && e.value.as_deref() == Some("$(POD_IP):8080")));
+    assert_eq!(container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/v2/health/ready"));
+    let mounts: Vec<_> = container.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+    assert!(mounts.contains(&CONFIG_DIR) && mounts.contains(&MODEL_CACHE_DIR) && mounts.contains(&TOKEN_DIR));
+    assert_eq!(container.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "250m");
+    assert_eq!(container.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+    assert_eq!(apps.metadata.owner_references.unwrap()[0].uid, d.meta().uid.clone().unwrap());
+}
+
+#[test]
+fn pvc_uris_are_mounted_under_the_pvc_root() {
+    let d = deployment("");
+    let mut champion = model("m-v1", Some("aa"), "yolo");
+    champion.spec.artifact.uri = flywheel_api::StorageUri("pvc://models/shapes/v1.onnx".into());
+    let c = config(&d, &champion, None);
+    let apps = apps_deployment(&d, &c, &BTreeSet::new(), "img").unwrap();
+    let pod = apps.spec.unwrap().template.spec.unwrap();
+    assert!(pod.volumes.unwrap().iter().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|p| p.claim_name == "models")));
+    assert!(pod.containers[0].volume_mounts.iter().flatten().any(|m| m.mount_path == "/var/lib/flywheel/pvc/models"));
+}
+
+#[test]
+fn service_exposes_inference_and_metrics() {
+    let svc = service(&deployment("")).unwrap();
+    let ports: Vec<_> = svc.spec.unwrap().ports.unwrap().into_iter().map(|p| (p.name.unwrap(), p.port)).collect();
+    assert_eq!(ports, vec![("http".to_string(), 80), ("metrics".to_string(), 8080)]);
+    assert_eq!(endpoint(&deployment("")), "http://shapes-inference.ns.svc:80");
+}
+
+#[test]
+fn autoscaling_makes_an_hpa_and_leaves_replicas_to_it() {
+    let d = deployment("  autoscaling: {maxReplicas: 5}\n");
+    let hpa = autoscaler(&d).unwrap().unwrap().spec.unwrap();
+    assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(1), 5));
+    assert_eq!(hpa.scale_target_ref.name, "shapes-inference");
+    let c = config(&d, &model("m-v1", Some("aa"), "yolo"), None);
+    assert_eq!(apps_deployment(&d, &c, &BTreeSet::new(), "img").unwrap().spec.unwrap().replicas, None);
+    assert!(autoscaler(&deployment("")).unwrap().is_none());
+}
+
+#[test]
+fn boxes_scores_decoder_is_refused_with_a_reason() {
+    let d = deployment("");
+    let inputs = Inputs { champion: &model("m-v1", Some("aa"), "boxesScores"), shadow: None, shadow_sample_rate: 1.0, feedback: None, reference_statistics_uri: None, server_image: "img" };
+    assert!(serving_config(&d, &inputs).unwrap_err().to_string().contains("boxesScores"));
+}
+
+#[test]
+fn unservable_models_name_the_reason() {
+    assert_eq!(super::unservable("m", None).unwrap().0, "ModelVersionNotFound");
+    assert_eq!(super::unservable("m", Some(&model("m", None, "yolo"))).unwrap().0, "ModelVersionNotReady");
+    assert!(super::unservable("m", Some(&model("m", Some("aa"), "yolo"))).is_none());
+}

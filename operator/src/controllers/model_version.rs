@@ -1,0 +1,172 @@
+//! ModelVersion: verify that the artifact exists (and matches its sha256) in storage.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flywheel_api::condition::{self, FALSE, TRUE};
+use flywheel_api::model_version::{ModelPhase, conditions};
+use flywheel_api::{ModelVersion, ModelVersionStatus};
+use flywheel_storage::StorageError;
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use super::status::{apply_status, now};
+use crate::context::Context;
+use crate::Result;
+
+pub const KIND: &str = "ModelVersion";
+
+/// The outcome of checking an artifact, before it is written into status.
+#[derive(Debug, PartialEq)]
+pub enum Verification {
+    Verified { digest: String, size: u64 },
+    Missing(String),
+    DigestMismatch { expected: String, actual: String },
+    Unreachable(String),
+}
+
+/// Pure: the new status for a verification outcome. Returns the status and whether the
+/// Ready condition changed (worth an Event).
+pub fn status_for(mv: &ModelVersion, verification: &Verification, at: k8s_openapi::jiff::Timestamp) -> (ModelVersionStatus, bool) {
+    let mut status = mv.status.clone().unwrap_or_default();
+    let generation = mv.metadata.generation;
+    let (phase, verified, reason, message) = match verification {
+        Verification::Verified { digest, size } => {
+            status.digest = Some(digest.clone());
+            status.size_bytes = Some(*size);
+            (ModelPhase::Ready, TRUE, "Verified", format!("artifact found, {size} bytes, sha256 {digest}"))
+        }
+        Verification::Missing(msg) => (ModelPhase::Failed, FALSE, "ArtifactNotFound", msg.clone()),
+        Verification::DigestMismatch { expected, actual } => (
+            ModelPhase::Failed,
+            FALSE,
+            "DigestMismatch",
+            format!("artifact sha256 is {actual}, spec.artifact.sha256 expects {expected}"),
+        ),
+        Verification::Unreachable(msg) => (
+            status.phase.unwrap_or(ModelPhase::Pending),
+            condition::UNKNOWN,
+            "StorageUnreachable",
+            msg.clone(),
+        ),
+    };
+    status.phase = Some(phase);
+    condition::set_condition(&mut status.conditions, conditions::ARTIFACT_VERIFIED, verified, reason, &message, generation, at);
+    let ready = if phase == ModelPhase::Ready { TRUE } else { FALSE };
+    let changed = condition::set_condition(&mut status.conditions, conditions::READY, ready, reason, message, generation, at);
+    status.observed_generation = generation;
+    (status, changed)
+}
+
+async fn verify(mv: &ModelVersion, ctx: &Context) -> Result<Verification> {
+    let ns = mv.namespace().unwrap_or_default();
+    let secret = mv.spec.artifact.credentials.as_ref().map(|c| c.secret_name.as_str());
+    let options = ctx.secret_options(&ns, secret).await?;
+    let location = flywheel_storage::open_with(mv.spec.artifact.uri.as_str(), options)?;
+    Ok(match location.sha256().await {
+        Ok((digest, size)) => match &mv.spec.artifact.sha256 {
+            Some(expected) if *expected != digest => Verification::DigestMismatch { expected: expected.clone(), actual: digest },
+            _ => Verification::Verified { digest, size },
+        },
+        Err(StorageError::NotFound { uri }) => Verification::Missing(format!("no artifact at {uri}")),
+        Err(e @ StorageError::InvalidUri { .. }) => return Err(e.into()),
+        Err(e) => Verification::Unreachable(e.to_string()),
+    })
+}
+
+pub async fn reconcile(mv: Arc<ModelVersion>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(KIND);
+    let status = mv.status.clone().unwrap_or_default();
+    let up_to_date = status.observed_generation == mv.metadata.generation
+        && condition::is_true(&status.conditions, conditions::READY);
+    if up_to_date {
+        // Artifacts are immutable per generation; re-check rarely in case storage lost it.
+        return Ok(Action::requeue(Duration::from_secs(600)));
+    }
+    let verification = match verify(&mv, &ctx).await {
+        Ok(v) => v,
+        Err(e) if e.is_user_error() => Verification::Missing(e.to_string()),
+        Err(e) => return Err(e),
+    };
+    let (new_status, changed) = status_for(&mv, &verification, now());
+    let api: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &mv.namespace().unwrap_or_default());
+    apply_status(&api, &mv, &new_status).await?;
+    if changed {
+        let (warning, reason, note) = match &verification {
+            Verification::Verified { digest, .. } => (false, "Ready", format!("artifact verified, sha256 {digest}")),
+            Verification::Missing(m) => (true, "ArtifactNotFound", m.clone()),
+            Verification::DigestMismatch { actual, .. } => (true, "DigestMismatch", format!("artifact sha256 is {actual}")),
+            Verification::Unreachable(m) => (true, "StorageUnreachable", m.clone()),
+        };
+        ctx.event(mv.as_ref(), warning, reason, "VerifyArtifact", note).await;
+    }
+    Ok(match verification {
+        Verification::Verified { .. } => Action::requeue(Duration::from_secs(600)),
+        // The file may be uploaded later or storage may come back: look again with backoff.
+        Verification::Missing(_) | Verification::Unreachable(_) => Action::requeue(Duration::from_secs(15)),
+        Verification::DigestMismatch { .. } => Action::await_change(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flywheel_api::ModelVersionSpec;
+
+    fn model() -> ModelVersion {
+        let spec: ModelVersionSpec = serde_yaml::from_str(
+            "model: m\nversion: v1\ntask: detection\nlabels: [a]\nartifact: {uri: 's3://b/m.onnx'}\ninput: {width: 8, height: 8}",
+        )
+        .unwrap();
+        let mut mv = ModelVersion::new("m-v1", spec);
+        mv.metadata.generation = Some(3);
+        mv
+    }
+
+    fn at(s: i64) -> k8s_openapi::jiff::Timestamp {
+        k8s_openapi::jiff::Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn verified_artifact_makes_the_model_ready() {
+        let (status, changed) = status_for(&model(), &Verification::Verified { digest: "ab".into(), size: 9 }, at(1));
+        assert!(changed);
+        assert_eq!(status.phase, Some(ModelPhase::Ready));
+        assert_eq!(status.digest.as_deref(), Some("ab"));
+        assert_eq!(status.size_bytes, Some(9));
+        assert_eq!(status.observed_generation, Some(3));
+        assert!(condition::is_true(&status.conditions, conditions::ARTIFACT_VERIFIED));
+        assert!(condition::is_true(&status.conditions, conditions::READY));
+    }
+
+    #[test]
+    fn missing_artifact_fails_with_the_reason() {
+        let (status, _) = status_for(&model(), &Verification::Missing("no artifact at s3://b/m.onnx".into()), at(1));
+        assert_eq!(status.phase, Some(ModelPhase::Failed));
+        let ready = condition::find(&status.conditions, conditions::READY).unwrap();
+        assert_eq!(ready.status, FALSE);
+        assert_eq!(ready.reason, "ArtifactNotFound");
+        assert!(ready.message.contains("s3://b/m.onnx"));
+    }
+
+    #[test]
+    fn digest_mismatch_names_both_digests() {
+        let v = Verification::DigestMismatch { expected: "aa".into(), actual: "bb".into() };
+        let (status, _) = status_for(&model(), &v, at(1));
+        let verified = condition::find(&status.conditions, conditions::ARTIFACT_VERIFIED).unwrap();
+        assert_eq!(verified.reason, "DigestMismatch");
+        assert!(verified.message.contains("aa") && verified.message.contains("bb"));
+    }
+
+    #[test]
+    fn unreachable_storage_keeps_a_verified_model_ready() {
+        let mut mv = model();
+        let (ready_status, _) = status_for(&mv, &Verification::Verified { digest: "ab".into(), size: 1 }, at(1));
+        mv.status = Some(ready_status);
+        let (status, changed) = status_for(&mv, &Verification::Unreachable("timeout".into()), at(2));
+        assert_eq!(status.phase, Some(ModelPhase::Ready));
+        assert_eq!(condition::find(&status.conditions, conditions::ARTIFACT_VERIFIED).unwrap().status, condition::UNKNOWN);
+        assert!(!changed, "a verified model stays Ready while storage is briefly unreachable");
+        assert!(condition::is_true(&status.conditions, conditions::READY));
+    }
+}

@@ -1,0 +1,33 @@
+//! Writing status: server-side apply of the whole status with the operator's field manager,
+//! guarded by the object's resourceVersion so a concurrent writer makes us retry instead of
+//! being overwritten.
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::context::FIELD_MANAGER;
+use crate::Result;
+
+/// Applies `status` to the status subresource of `obj`.
+pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "name": obj.name_any(), "resourceVersion": obj.resource_version() },
+        "status": status,
+    });
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Current time as a Kubernetes timestamp.
+pub fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
