@@ -226,3 +226,131 @@ spec:
     assert!(request.contains("\"m-v1\"") && request.contains("\"fb\""), "{request}");
     operator.abort();
 }
+
+/// Runs `flywheel-trainer generate ...` and returns what it printed (a spec as JSON).
+fn generate(args: &[&str]) -> serde_json::Value {
+    let bin = flywheel_e2e::cluster::default_bin_dir().expect("bin dir").join("flywheel-trainer");
+    let out = std::process::Command::new(&bin).arg("generate").args(args).output().unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    assert!(out.status.success(), "generate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A generated base model, training data and a feedback dataset holding `reviewed` samples,
+/// a Deployment serving the base model, and a DataPipeline with `policy` that triggers at
+/// `reviewed` samples. Returns when run 1 has produced and registered its ModelVersion.
+async fn trained_once(ns: &TestNamespace, dir: &Path, policy: &str, reviewed: usize) -> ModelVersion {
+    let uri = |leaf: &str| format!("file://{}/{leaf}", dir.display());
+    let base = generate(&["model", "--task", "detection", "--out", &uri("base.onnx")]);
+    generate(&["dataset", "--task", "detection", "--format", "coco", "--count", "48", "--out", &uri("train")]);
+    let count = reviewed.to_string();
+    generate(&["dataset", "--task", "detection", "--format", "coco", "--count", &count, "--seed", "7", "--out", &uri("feedback")]);
+    let base_mv = serde_json::json!({
+        "apiVersion": "flywheel.dev/v1alpha1", "kind": "ModelVersion", "metadata": {"name": "base"}, "spec": base,
+    });
+    ns.apply_yaml(&serde_json::to_string(&base_mv).unwrap()).await.unwrap();
+    ns.apply_yaml(&format!(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: Deployment\nmetadata: {{name: shapes}}\nspec: {{champion: {{modelVersion: base}}, replicas: 0}}
+---
+apiVersion: flywheel.dev/v1alpha1\nkind: DatasetVersion\nmetadata: {{name: train}}
+spec: {{uri: '{train}', format: coco, task: detection, labels: [circle, square, triangle]}}
+---
+apiVersion: flywheel.dev/v1alpha1\nkind: DatasetVersion\nmetadata: {{name: fb}}
+spec: {{uri: '{feedback}', format: coco, task: detection, labels: [circle, square, triangle], feedback: true}}
+---
+apiVersion: flywheel.dev/v1alpha1\nkind: DataPipeline\nmetadata: {{name: loop}}
+spec:
+  deployment: shapes
+  trainingData: {{datasetVersion: train}}
+  feedbackLoop: {{datasetVersion: fb}}
+  continuousTraining: {{trigger: {{reviewedSamples: {reviewed}}}, hyperparameters: {{epochs: 2, batchSize: 8}}}}
+  continuousDeployment: {{policy: {policy}}}
+",
+        train = uri("train"),
+        feedback = uri("feedback"),
+    ))
+    .await
+    .unwrap();
+    let produced = |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).and_then(|s| s.last_model_version.clone()).is_some();
+    let pipeline = ns.wait_for::<DataPipeline>("loop", produced, 240).await.unwrap().unwrap();
+    let status = pipeline.status.unwrap();
+    assert_eq!(status.last_model_version.as_deref(), Some("loop-r1"));
+    assert_eq!(training_jobs(ns).await, vec!["loop-train-1".to_string()], "exactly one Job for one trigger");
+    let ready = condition_is("Ready", "True");
+    let mv = ns
+        .wait_for::<ModelVersion>("loop-r1", |m| m.and_then(|m| m.status.as_ref()).is_some_and(|s| ready(&s.conditions)), 60)
+        .await
+        .unwrap()
+        .unwrap();
+    let provenance = mv.spec.provenance.clone().unwrap();
+    assert_eq!(provenance.parent.as_deref(), Some("base"));
+    assert_eq!(provenance.job.as_deref(), Some("loop-train-1"));
+    assert_eq!(provenance.pipeline.as_deref(), Some("loop"));
+    assert!(provenance.dataset_versions.contains(&"fb".to_string()));
+    assert!(mv.spec.metrics.contains_key("mAP50"), "{:?}", mv.spec.metrics);
+    mv
+}
+
+fn served(d: &FlywheelDeployment) -> (Option<String>, Option<String>) {
+    let s = d.status.clone().unwrap_or_default();
+    (s.champion, s.shadow)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_shadow_deploys_the_trained_model_as_shadow() {
+    let (ns, client) = setup("op-shadow").await;
+    let dir = tempfile::tempdir().unwrap();
+    let operator = start_operator(client, &ns.name, dir.path());
+    trained_once(&ns, dir.path(), "shadow", 4).await;
+    let d = ns
+        .wait_for::<FlywheelDeployment>("shapes", |d| d.is_some_and(|d| served(d).1.as_deref() == Some("loop-r1")), 60)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(served(&d).0.as_deref(), Some("base"), "the champion stays");
+    let history = d.status.unwrap().promotion_history;
+    assert!(history.iter().any(|p| p.reason == "ContinuousDeployment" && p.model_version.as_deref() == Some("loop-r1")));
+    // The profiling Job ran too: drift and outlier metrics are available to the pods.
+    let profiled = |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.unsupervised_metrics_available);
+    let p = ns.wait_for::<DataPipeline>("loop", profiled, 120).await.unwrap().unwrap();
+    let stats = p.status.unwrap().reference_statistics_uri.unwrap();
+    assert!(Path::new(stats.trim_start_matches("file://")).exists(), "{stats}");
+    let cm = ns
+        .wait_for::<ConfigMap>("shapes-serving", |c| c.and_then(|c| c.data.as_ref()).is_some_and(|d| d["serving.yaml"].contains("reference-statistics")), 60)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(cm.data.unwrap()["serving.yaml"].contains("loop-r1"));
+    operator.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_champion_replaces_the_champion() {
+    let (ns, client) = setup("op-champion").await;
+    let dir = tempfile::tempdir().unwrap();
+    let operator = start_operator(client, &ns.name, dir.path());
+    trained_once(&ns, dir.path(), "champion", 4).await;
+    let d = ns
+        .wait_for::<FlywheelDeployment>("shapes", |d| d.is_some_and(|d| served(d).0.as_deref() == Some("loop-r1")), 60)
+        .await
+        .unwrap()
+        .unwrap();
+    let spec_champion = d.spec.champion.model_version.clone();
+    assert_eq!(spec_champion, "base", "the promotion lives in status; the spec (Git) is untouched");
+    let promotion = d.status.unwrap().promotion_history.into_iter().find(|p| p.model_version.as_deref() == Some("loop-r1")).unwrap();
+    assert_eq!(promotion.previous.as_deref(), Some("base"));
+    operator.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_manual_leaves_a_candidate() {
+    let (ns, client) = setup("op-manual").await;
+    let dir = tempfile::tempdir().unwrap();
+    let operator = start_operator(client, &ns.name, dir.path());
+    trained_once(&ns, dir.path(), "manual", 4).await;
+    let waiting = |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.candidate_model_version.as_deref() == Some("loop-r1"));
+    let p = ns.wait_for::<DataPipeline>("loop", waiting, 60).await.unwrap().unwrap();
+    assert_eq!(p.status.unwrap().phase.as_deref(), Some("WaitingForApproval"));
+    let d = ns.api::<FlywheelDeployment>().get("shapes").await.unwrap();
+    assert_eq!(served(&d), (Some("base".to_string()), None), "manual changes nothing");
+    operator.abort();
+}

@@ -71,9 +71,10 @@ where
         .filter(|(k, _)| k.starts_with("aws_") || k.starts_with("google_") || k.starts_with("azure_"))
         .collect();
     let (store, path) = if url.scheme() == "file" {
-        // The local store needs an existing root; keep the root at "/" so any path works.
+        // Rooted at "/" so any absolute path works; from_url_path decodes %20 and friends
+        // and, unlike from_filesystem_path, accepts paths that do not exist yet (outputs).
         let local = object_store::local::LocalFileSystem::new();
-        let path = Path::from_filesystem_path(url.path()).map_err(|e| invalid(e.to_string()))?;
+        let path = Path::from_url_path(url.path()).map_err(|e| invalid(e.to_string()))?;
         (Box::new(local) as Box<dyn ObjectStore>, path)
     } else {
         object_store::parse_url_opts(&url, options).map_err(|e| invalid(e.to_string()))?
@@ -209,6 +210,9 @@ mod tests {
         assert_eq!(digest, sha256_hex(b"hello"));
         assert_eq!(size, 5);
         root.join("c.txt").put_atomic(Bytes::from_static(b"x")).await.unwrap();
-        assert_eq!(root.list_relative().await.unwrap(), vec!["a/b.bin", "c.txt"]);
+        let spaced = open(&format!("file://{}/new%20dir/d.txt", dir.path().display())).unwrap();
+        spaced.put_atomic(Bytes::from_static(b"y")).await.unwrap();
+        assert!(dir.path().join("new dir/d.txt").exists(), "outputs may go to directories that do not exist yet");
+        assert_eq!(root.list_relative().await.unwrap(), vec!["a/b.bin", "c.txt", "new dir/d.txt"]);
     }
 }
