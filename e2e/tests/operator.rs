@@ -354,3 +354,73 @@ async fn policy_manual_leaves_a_candidate() {
     assert_eq!(served(&d), (Some("base".to_string()), None), "manual changes nothing");
     operator.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_with_a_missing_deployment_waits_with_a_condition() {
+    let (ns, client) = setup("op-invalid").await;
+    let dir = tempfile::tempdir().unwrap();
+    let operator = start_operator(client, &ns.name, dir.path());
+    ns.apply_yaml("apiVersion: flywheel.dev/v1alpha1\nkind: DataPipeline\nmetadata: {name: lost}\nspec: {deployment: nowhere}\n")
+        .await
+        .unwrap();
+    let invalid = condition_is("Ready", "False");
+    let p = ns
+        .wait_for::<DataPipeline>("lost", |p| p.and_then(|p| p.status.as_ref()).is_some_and(|s| invalid(&s.conditions)), 60)
+        .await
+        .unwrap()
+        .unwrap();
+    let ready = condition::find(&p.status.unwrap().conditions, "Ready").unwrap().clone();
+    assert_eq!(ready.reason, "InvalidSpec");
+    assert!(ready.message.contains("nowhere"), "{}", ready.message);
+    operator.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_training_job_sets_a_condition_and_registers_nothing() {
+    let (ns, client) = setup("op-fail").await;
+    let dir = tempfile::tempdir().unwrap();
+    let operator = start_operator(client, &ns.name, dir.path());
+    let uri = |leaf: &str| format!("file://{}/{leaf}", dir.path().display());
+    let mut base = generate(&["model", "--task", "detection", "--out", &uri("base.onnx")]);
+    generate(&["dataset", "--task", "detection", "--format", "coco", "--count", "2", "--out", &uri("feedback")]);
+    // The base model's file is not ONNX: the trainer must fail, loudly.
+    std::fs::write(dir.path().join("base.onnx"), b"not a model").unwrap();
+    base["artifact"].as_object_mut().unwrap().remove("sha256");
+    let base_mv = serde_json::json!({"apiVersion": "flywheel.dev/v1alpha1", "kind": "ModelVersion", "metadata": {"name": "base"}, "spec": base});
+    ns.apply_yaml(&serde_json::to_string(&base_mv).unwrap()).await.unwrap();
+    ns.apply_yaml(&format!(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: Deployment\nmetadata: {{name: shapes}}\nspec: {{champion: {{modelVersion: base}}, replicas: 0}}
+---
+apiVersion: flywheel.dev/v1alpha1\nkind: DatasetVersion\nmetadata: {{name: fb}}
+spec: {{uri: '{}', format: coco, task: detection, labels: [circle, square, triangle], feedback: true}}
+---
+apiVersion: flywheel.dev/v1alpha1\nkind: DataPipeline\nmetadata: {{name: loop}}
+spec: {{deployment: shapes, feedbackLoop: {{datasetVersion: fb}}, continuousTraining: {{trigger: {{reviewedSamples: 2}}}}}}
+",
+        uri("feedback")
+    ))
+    .await
+    .unwrap();
+    let failed = condition_is("TrainingSucceeded", "False");
+    let p = ns
+        .wait_for::<DataPipeline>("loop", |p| p.and_then(|p| p.status.as_ref()).is_some_and(|s| failed(&s.conditions)), 180)
+        .await
+        .unwrap()
+        .unwrap();
+    let status = p.status.unwrap();
+    let c = condition::find(&status.conditions, "TrainingSucceeded").unwrap().clone();
+    assert_eq!(c.reason, "TrainingFailed");
+    assert!(c.message.contains("loop-train-1"), "{}", c.message);
+    assert_eq!(status.run_history.len(), 1);
+    assert_eq!(status.run_history[0].outcome, "Failed");
+    assert!(status.last_model_version.is_none());
+    assert!(ns.api::<ModelVersion>().get_opt("loop-r1").await.unwrap().is_none(), "a failed run registers nothing");
+    let d = ns.api::<FlywheelDeployment>().get("shapes").await.unwrap();
+    assert!(d.status.unwrap_or_default().promotion_history.iter().all(|p| p.reason == "Spec"), "no promotion");
+    // The trainer said why in its log.
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = ns.api();
+    let pod = pods.list(&ListParams::default().labels("job-name=loop-train-1")).await.unwrap().items.remove(0);
+    let log = ns.container_log(&pod.name_any(), "trainer").unwrap_or_default();
+    assert!(log.contains("error"), "trainer log: {log}");
+    operator.abort();
+}

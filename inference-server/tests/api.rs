@@ -192,6 +192,8 @@ async fn classification_oip_predict_shadow_log_and_review() {
     assert_eq!(st["champion"]["version"], "v1");
     assert_eq!(st["shadow"]["name"], "colour-shadow");
     assert_eq!(st["reload"]["errors"], json!([]));
+    // The quality summary the operator's promotion gate reads.
+    assert_eq!(st["quality"], json!({"metric": "accuracy", "reviewedSamples": 2, "champion": 0.5, "shadow": 0.0}));
 
     // A new server on the same log sees the reviews: still exactly once.
     let s2 = TestServer::start(&cfg).await;

@@ -42,8 +42,25 @@ pub async fn status(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "shadow": serving.as_ref().and_then(|s| s.shadow.as_ref().map(|m| model(m))),
         "confidenceThreshold": serving.as_ref().map(|s| s.config.confidence_threshold),
         "driftMonitoring": state.drift.lock().expect("drift lock").is_some(),
+        "quality": serving.as_ref().map(|s| quality(&state.metrics, s.config.champion.task)),
         "reload": reload,
     }))
+}
+
+/// Champion and shadow quality on reviewed samples (mAP@0.5 or accuracy), as the operator's
+/// promotion gate reads it. A role without a score yet is null, never 0.
+fn quality(metrics: &crate::metrics::Metrics, task: crate::serving::ServingTask) -> serde_json::Value {
+    let (name, family) = match task {
+        crate::serving::ServingTask::Detection => ("mAP50", &metrics.reviewed_map50),
+        crate::serving::ServingTask::Classification => ("accuracy", &metrics.reviewed_accuracy),
+    };
+    let score = |role: &str| family.get(&crate::metrics::RoleLabel { role: role.into() }).map(|g| g.get());
+    serde_json::json!({
+        "metric": name,
+        "reviewedSamples": metrics.reviewed_samples.get(),
+        "champion": score("champion"),
+        "shadow": score("shadow"),
+    })
 }
 
 pub async fn not_found() -> ServerError {

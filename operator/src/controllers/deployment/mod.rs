@@ -7,6 +7,7 @@
 //! mounted file, so nothing restarts.
 
 pub mod build;
+pub mod monitoring;
 pub mod served;
 
 #[cfg(test)]
@@ -185,6 +186,12 @@ pub async fn reconcile(d: Arc<FlywheelDeployment>, ctx: Arc<Context>) -> Result<
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
     status.ready_replicas = Some(ready);
+    if ready > 0 {
+        let summary = monitoring::summarise(&monitoring::read_pods(client, &d).await);
+        if !monitoring::same_figures(summary.as_ref(), status.monitoring.as_ref()) {
+            status.monitoring = summary.map(|m| flywheel_api::deployment::MonitoringSummary { time: Some(Time(at)), ..m });
+        }
+    }
     let (ready_status, reason, message) = match (&champion_problem, ready) {
         (Some((reason, message)), _) => (FALSE, reason.as_str(), message.clone()),
         (None, 0) => (FALSE, "NoReadyReplicas", "waiting for inference pods to become ready".to_string()),
@@ -210,6 +217,7 @@ pub async fn reconcile(d: Arc<FlywheelDeployment>, ctx: Arc<Context>) -> Result<
         ctx.event(d.as_ref(), warning, &reason, "Reconcile", message).await;
     }
     // Models become Ready and pods become ready without touching this object: look again soon.
-    let requeue = if champion_problem.is_some() || ready == 0 { 5 } else { 60 };
+    // Monitoring figures move with reviews: refresh them every 15 s while serving.
+    let requeue = if champion_problem.is_some() || ready == 0 { 5 } else { 15 };
     Ok(Action::requeue(Duration::from_secs(requeue)))
 }
