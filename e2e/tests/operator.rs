@@ -424,3 +424,21 @@ spec: {{deployment: shapes, feedbackLoop: {{datasetVersion: fb}}, continuousTrai
     assert!(log.contains("error"), "trainer log: {log}");
     operator.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_at_a_time_and_release_hands_over() {
+    use flywheel_operator::leader::LeaderElector;
+    let (ns, client) = setup("op-lease").await;
+    let a = LeaderElector::new(client.clone(), &ns.name, "flywheel-operator", "replica-a".into());
+    let b = LeaderElector::new(client.clone(), &ns.name, "flywheel-operator", "replica-b".into());
+    assert!(a.try_acquire_or_renew().await.unwrap(), "the first replica takes the free lease");
+    assert!(!b.try_acquire_or_renew().await.unwrap(), "a held, unexpired lease is not taken");
+    assert!(a.try_acquire_or_renew().await.unwrap(), "the holder renews");
+    a.release().await;
+    assert!(b.try_acquire_or_renew().await.unwrap(), "a released lease is taken at once");
+    assert!(!a.try_acquire_or_renew().await.unwrap());
+    let lease = ns.api::<k8s_openapi::api::coordination::v1::Lease>().get("flywheel-operator").await.unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("replica-b"));
+    assert_eq!(spec.lease_transitions, Some(1));
+}
