@@ -271,7 +271,10 @@ pub async fn reconcile(p: Arc<DataPipeline>, ctx: Arc<Context>) -> Result<Action
     // Promotion gate: a shadow that beats the champion on reviewed data becomes champion.
     if let Some(gate) = &p.spec.continuous_deployment.promotion_gate {
         let d_status = refs.deployment.status.clone().unwrap_or_default();
-        if let (Some(shadow), Some(justification)) = (&d_status.shadow, decide::gate_says_promote(gate, d_status.monitoring.as_ref())) {
+        // The history, not status.shadow, says what is served now: right after a promotion
+        // status.shadow and the monitoring figures still describe the old pair.
+        let shadow = served::served(&d_status.promotion_history, Role::Shadow).filter(|s| d_status.shadow.as_ref() == Some(s));
+        if let (Some(shadow), Some(justification)) = (&shadow, decide::gate_says_promote(gate, d_status.monitoring.as_ref())) {
             promote(&ctx, &refs.deployment, &[(Role::Champion, Some(shadow.clone())), (Role::Shadow, None)], "PromotionGate", &justification).await?;
             condition::set_condition(&mut status.conditions, conditions::PROMOTED, TRUE, "PromotionGate", format!("{shadow} promoted to champion: {justification}"), generation, at);
         }

@@ -172,8 +172,13 @@ pub async fn reconcile(d: Arc<FlywheelDeployment>, ctx: Arc<Context>) -> Result<
         if let Some(hpa) = build::autoscaler(&d)? {
             apply(client, &ns, &hpa).await?;
         }
+        let shadow_now = shadow_ready.map(|s| s.name_any());
+        if status.champion.as_deref() != Some(&champion_name) || status.shadow != shadow_now {
+            // Figures of the previous pair must not decide about the new one.
+            status.monitoring = None;
+        }
         status.champion = Some(champion_name.clone());
-        status.shadow = shadow_ready.map(|s| s.name_any());
+        status.shadow = shadow_now;
         status.endpoint = Some(build::endpoint(&d));
     }
 
