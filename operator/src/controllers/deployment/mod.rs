@@ -221,8 +221,13 @@ pub async fn reconcile(d: Arc<FlywheelDeployment>, ctx: Arc<Context>) -> Result<
     for (warning, reason, message) in transitions {
         ctx.event(d.as_ref(), warning, &reason, "Reconcile", message).await;
     }
-    // Models become Ready and pods become ready without touching this object: look again soon.
-    // Monitoring figures move with reviews: refresh them every 15 s while serving.
-    let requeue = if champion_problem.is_some() || ready == 0 { 5 } else { 15 };
+    // Models become Ready without touching this object (poll while the champion is not);
+    // pod readiness arrives through the owned apps/v1 Deployment's watch; monitoring figures
+    // move with reviews, so refresh them every 15 s while serving. Nothing to poll at 0 replicas.
+    let requeue = match (&champion_problem, ready) {
+        (Some(_), _) => 5,
+        (None, 0) => 60,
+        (None, _) => 15,
+    };
     Ok(Action::requeue(Duration::from_secs(requeue)))
 }

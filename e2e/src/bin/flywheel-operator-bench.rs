@@ -1,0 +1,494 @@
+//! `flywheel-operator-bench`: how long the operator takes to converge N Flywheel Deployments
+//! on the local cluster, and its peak RSS, beside the time the API server alone needs to create
+//! the same objects. A separate binary so it never runs with the tests.
+//!
+//! ```sh
+//! cargo build -p flywheel-operator -p flywheel-e2e --bins
+//! target/debug/flywheel-operator-bench --count 1000
+//! ```
+//!
+//! Each round runs two phases, each on a fresh local cluster (so neither sees the other's
+//! objects, or the controller-manager's work on them):
+//! - **Operator**: the real `flywheel-operator` binary runs as a child process watching one
+//!   namespace (so its RSS is its own). Once its ModelVersion is Ready, the bench applies N
+//!   flywheel Deployments (replicas 0), `--concurrency` in flight, and polls with list calls
+//!   until every one reports ChampionReady=True and its four children exist.
+//! - **API server alone**: no operator. For each Deployment the bench applies the flywheel
+//!   Deployment (its children need its uid as owner) and then creates its children exactly as
+//!   the operator does (review-token Secret by POST, then server-side apply of ConfigMap,
+//!   apps/v1 Deployment and Service, built with the operator's own builders), with the same
+//!   concurrency.
+//!
+//! The peak RSS is the operator's VmHWM from /proc at the end of the round.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use flywheel_api::condition;
+use flywheel_api::deployment::conditions::CHAMPION_READY;
+use flywheel_api::model_version::ModelPhase;
+use flywheel_api::{FlywheelDeployment, ModelVersion};
+use flywheel_cluster::Cluster;
+use flywheel_cluster::process::{ManagedChild, log_tail};
+use flywheel_e2e::cluster::{default_bin_dir, test_options};
+use flywheel_e2e::{install_crds, workspace_root};
+use flywheel_operator::context::Settings;
+use flywheel_operator::controllers::deployment::build;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+const FIELD_MANAGER: &str = "flywheel-operator-bench";
+/// The ModelVersion every benchmark Deployment serves.
+const MODEL: &str = "bench-model";
+/// Interval between list calls while waiting; bounds the resolution of the converge time.
+const POLL: Duration = Duration::from_millis(250);
+/// Label the operator puts on every child (see `build::labels`).
+const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=flywheel-operator";
+
+#[derive(Parser, Debug)]
+#[command(about = "Times the operator converging N Deployments against the API server alone creating the same objects")]
+struct Args {
+    /// Flywheel Deployments to create per round.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Deployments in flight at once, for the bench's own creates in both runs.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Rounds (fresh namespaces and a fresh operator each); the table shows medians.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// The operator binary (default: flywheel-operator next to this executable).
+    #[arg(long)]
+    operator_bin: Option<PathBuf>,
+    /// Skip the check of --count against the cluster's Service range (for a control plane whose
+    /// kube-apiserver is started with a wider --service-cluster-ip-range).
+    #[arg(long)]
+    ignore_service_range: bool,
+    /// Give up waiting for any one phase after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+}
+
+/// What one round measured.
+#[derive(Debug, Clone)]
+struct Round {
+    api_server_alone: Duration,
+    operator_converge: Duration,
+    operator_idle_rss_kib: u64,
+    operator_peak_rss_kib: u64,
+    /// Deployment reconciles the operator had started when it converged (its /metrics).
+    operator_reconciles: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // The cluster's start-up probes log connection errors while the API server comes up: not ours to show.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,kube_client=off".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.count == 0 || args.concurrency == 0 || args.rounds == 0 {
+        bail!("--count, --concurrency and --rounds must be at least 1");
+    }
+    let operator_bin = match &args.operator_bin {
+        Some(path) => path.clone(),
+        None => default_bin_dir().context("cannot locate the bin dir; pass --operator-bin")?.join("flywheel-operator"),
+    };
+    if !operator_bin.is_file() {
+        bail!("{} does not exist: build it with `cargo build -p flywheel-operator` or pass --operator-bin", operator_bin.display());
+    }
+
+    if !args.ignore_service_range {
+        check_service_capacity(args.count)?;
+    }
+    // The operator only reads and hashes the artifact (replicas 0: no server loads it).
+    let models = tempfile::tempdir().context("creating a temporary directory")?;
+    let model_path = models.path().join("model.onnx");
+    std::fs::write(&model_path, b"benchmark model: hashed by the operator, never loaded")?;
+    let uri = format!("file://{}", model_path.display());
+
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        // Each phase gets a fresh cluster, so neither sees the other's objects or leftover work.
+        let cluster = start_cluster().await?;
+        let outcome = operator_phase(&cluster, &args, &operator_bin, &uri, round).await;
+        stop_cluster(cluster).await;
+        let (champion, operator) = outcome?;
+        let cluster = start_cluster().await?;
+        let outcome = api_server_phase(&cluster, &args, &champion, round).await;
+        stop_cluster(cluster).await;
+        let api_server_alone = outcome?;
+        let r = Round { api_server_alone, ..operator };
+        eprintln!(
+            "round {round}: API server alone {:.2}s, operator {:.2}s, operator peak RSS {:.1} MiB, {} Deployment reconciles",
+            r.api_server_alone.as_secs_f64(),
+            r.operator_converge.as_secs_f64(),
+            mib(r.operator_peak_rss_kib),
+            r.operator_reconciles
+        );
+        rounds.push(r);
+    }
+    print_table(&args, &rounds);
+    Ok(())
+}
+
+/// Every Service gets a ClusterIP; the local cluster's range bounds how many can exist.
+fn check_service_capacity(count: usize) -> anyhow::Result<()> {
+    let cidr = flywheel_cluster::control_plane::SERVICE_CIDR;
+    let prefix: u32 = cidr.rsplit_once('/').and_then(|(_, p)| p.parse().ok()).context("SERVICE_CIDR without a prefix length")?;
+    // Network and broadcast addresses are not handed out, and `kubernetes` takes one.
+    let free = (1usize << (32 - prefix)).saturating_sub(3);
+    if count > free {
+        bail!(
+            "--count {count} needs {count} Services, but the local cluster's Service range {cidr} has room for {free} \
+             besides `kubernetes` (widen SERVICE_CIDR in cluster/src/control_plane.rs)"
+        );
+    }
+    Ok(())
+}
+
+/// A fresh local cluster with the CRDs installed.
+async fn start_cluster() -> anyhow::Result<Cluster> {
+    let started = Instant::now();
+    let cluster = Cluster::start(test_options("opbench"))
+        .await
+        .context("starting the local cluster (the control plane is installed by `cargo run -p flywheel-cluster -- install`)")?;
+    eprintln!("cluster {} up in {:.1}s", cluster.id(), started.elapsed().as_secs_f64());
+    if let Err(e) = install_crds(&cluster.client(), &workspace_root().join("crds")).await {
+        stop_cluster(cluster).await;
+        return Err(anyhow::Error::new(e).context("installing the CRDs"));
+    }
+    Ok(cluster)
+}
+
+/// Stops every process of the cluster and removes its state.
+async fn stop_cluster(cluster: Cluster) {
+    let id = cluster.id().to_string();
+    cluster.stop().await;
+    let leftovers = flywheel_cluster::find_leftovers(Some(&id));
+    if !leftovers.is_empty() {
+        eprintln!("warning: processes of cluster {id} still running: {leftovers:?}");
+    }
+}
+
+/// The real operator converging `count` Deployments. Returns the verified ModelVersion (for
+/// the other phase's builders) and the round's operator figures.
+async fn operator_phase(cluster: &Cluster, args: &Args, operator_bin: &Path, uri: &str, round: usize) -> anyhow::Result<(ModelVersion, Round)> {
+    let client = cluster.client();
+    let ns = create_namespace(&client, "bench-operator").await?;
+    let log = cluster.state_dir().join(format!("flywheel-operator-bench-{round}.log"));
+    let metrics_port = free_port()?;
+    let mut operator = start_operator(cluster, operator_bin, &ns, metrics_port, &log)?;
+    let outcome = async {
+        let champion = ready_model(&client, &ns, uri, &mut operator, &log).await?;
+        let operator_idle_rss_kib = peak_rss_kib(operator.pid())?;
+        eprintln!("round {round}: operator converging {} Deployments", args.count);
+        let start = Instant::now();
+        futures::stream::iter(0..args.count)
+            .map(|i| {
+                let (client, ns) = (&client, &ns);
+                async move { apply::<FlywheelDeployment, _>(client, ns, &deployment_manifest(&name(i))).await }
+            })
+            .buffer_unordered(args.concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let timeout = Duration::from_secs(args.timeout_secs);
+        let operator_converge = wait_converged(&client, &ns, args.count, start, timeout, &mut operator, &log).await?;
+        let operator_peak_rss_kib = peak_rss_kib(operator.pid())?;
+        let operator_reconciles = deployment_reconciles(metrics_port).await?;
+        let round = Round { api_server_alone: Duration::ZERO, operator_converge, operator_idle_rss_kib, operator_peak_rss_kib, operator_reconciles };
+        anyhow::Ok((champion, round))
+    }
+    .await;
+    operator.terminate(Duration::from_secs(5)).await;
+    outcome
+}
+
+/// The bench itself creating what the operator would, with no operator running.
+async fn api_server_phase(cluster: &Cluster, args: &Args, champion: &ModelVersion, round: usize) -> anyhow::Result<Duration> {
+    let client = cluster.client();
+    let ns = create_namespace(&client, "bench-apiserver").await?;
+    eprintln!("round {round}: API server alone creating {} Deployments' objects", args.count);
+    let start = Instant::now();
+    futures::stream::iter(0..args.count)
+        .map(|i| create_directly(&client, &ns, champion, i))
+        .buffer_unordered(args.concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(start.elapsed())
+}
+
+fn name(i: usize) -> String {
+    format!("bench-{i:05}")
+}
+
+/// A flywheel Deployment as a user would write it.
+fn deployment_manifest(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "flywheel.dev/v1alpha1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"champion": {"modelVersion": MODEL}, "replicas": 0},
+    })
+}
+
+async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<String> {
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.to_string());
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(name.to_string())
+}
+
+/// Server-side apply of a namespaced object (typed, or a JSON manifest of kind `K`).
+async fn apply<K, P>(client: &Client, ns: &str, obj: &P) -> anyhow::Result<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    P: Serialize,
+{
+    let value = serde_json::to_value(obj)?;
+    let name = value["metadata"]["name"].as_str().context("object without metadata.name")?.to_string();
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
+        .await
+        .with_context(|| format!("applying {} {ns}/{name}", K::kind(&())))
+}
+
+/// Runs the operator binary watching `ns`; it dies with this process or the cluster.
+fn start_operator(cluster: &Cluster, bin: &Path, ns: &str, metrics_port: u16, log: &Path) -> anyhow::Result<ManagedChild> {
+    let mut cmd = tokio::process::Command::new(bin);
+    let listen = format!("127.0.0.1:{metrics_port}");
+    cmd.args(["--watch-namespace", ns, "--no-leader-election", "--listen", &listen])
+        .env("KUBECONFIG", cluster.kubeconfig_path())
+        .env("RUST_LOG", "info,kube=warn");
+    Ok(ManagedChild::spawn("flywheel-operator", cmd, cluster.id(), log)?)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `reconciles_total{kind="Deployment"}` from the operator's /metrics (plain HTTP/1.0 GET).
+async fn deployment_reconciles(port: u16) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.context("connecting to the operator's /metrics")?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    body.lines()
+        .filter(|l| l.contains("reconciles_total{") && l.contains("kind=\"Deployment\""))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .context("no Deployment reconciles_total in the operator's /metrics")
+}
+
+fn check_alive(operator: &mut ManagedChild, log: &Path) -> anyhow::Result<()> {
+    match operator.try_wait() {
+        Some(status) => bail!("the operator exited ({status}); its log ends with:\n{}", log_tail(log, 30)),
+        None => Ok(()),
+    }
+}
+
+/// Creates the ModelVersion in the operator's namespace and waits until the operator has
+/// verified it; returns it (with its digest) for the builders of the API-server-alone run.
+async fn ready_model(client: &Client, ns: &str, uri: &str, operator: &mut ManagedChild, log: &Path) -> anyhow::Result<ModelVersion> {
+    let manifest = json!({
+        "apiVersion": "flywheel.dev/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {"name": MODEL},
+        "spec": {
+            "model": "shapes", "version": "1", "task": "detection", "labels": ["circle", "square", "triangle"],
+            "artifact": {"uri": uri},
+            "input": {"width": 64, "height": 64, "resize": "letterbox"},
+            "output": {"decoder": "yolo"},
+        },
+    });
+    apply::<ModelVersion, _>(client, ns, &manifest).await?;
+    let api: Api<ModelVersion> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        check_alive(operator, log)?;
+        let mv = api.get(MODEL).await?;
+        let status = mv.status.clone().unwrap_or_default();
+        if status.phase == Some(ModelPhase::Ready) && status.digest.is_some() {
+            return Ok(mv);
+        }
+        if Instant::now() > deadline {
+            bail!("ModelVersion {ns}/{MODEL} not Ready after 120s: {status:?}\noperator log:\n{}", log_tail(log, 30));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What the operator's reconcile writes for one Deployment, written by the bench instead.
+async fn create_directly(client: &Client, ns: &str, champion: &ModelVersion, i: usize) -> anyhow::Result<()> {
+    let d: FlywheelDeployment = apply(client, ns, &deployment_manifest(&name(i))).await?;
+    let image = Settings::default().server_image;
+    let inputs = build::Inputs {
+        champion,
+        shadow: None,
+        shadow_sample_rate: 1.0,
+        feedback: None,
+        reference_statistics_uri: None,
+        server_image: &image,
+    };
+    let config = build::serving_config(&d, &inputs)?;
+    // The operator creates the token Secret once (POST), and applies the rest.
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &token_secret(&d)?)
+        .await
+        .with_context(|| format!("creating Secret {}", build::token_secret_name(&d)))?;
+    apply::<ConfigMap, _>(client, ns, &build::config_map(&d, &config)?).await?;
+    apply::<AppsDeployment, _>(client, ns, &build::apps_deployment(&d, &config, &BTreeSet::new(), &image)?).await?;
+    apply::<Service, _>(client, ns, &build::service(&d)?).await?;
+    Ok(())
+}
+
+/// The review-token Secret as the operator creates it.
+fn token_secret(d: &FlywheelDeployment) -> anyhow::Result<Secret> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(build::token_secret_name(d));
+    secret.metadata.labels = Some(build::labels(d));
+    secret.metadata.owner_references = Some(vec![d.controller_owner_ref(&()).context("applied Deployment without uid")?]);
+    secret.data = Some([("token".to_string(), ByteString(token.into_bytes()))].into());
+    Ok(secret)
+}
+
+/// Polls until every Deployment of `ns` has ChampionReady=True and all four children; returns
+/// the time from `start` to the list that first saw it (the operator applies the children
+/// before it writes the status, so a ready status means they were already there).
+async fn wait_converged(
+    client: &Client,
+    ns: &str,
+    count: usize,
+    start: Instant,
+    timeout: Duration,
+    operator: &mut ManagedChild,
+    log: &Path,
+) -> anyhow::Result<Duration> {
+    let parents: Api<FlywheelDeployment> = Api::namespaced(client.clone(), ns);
+    let mut last_report = Instant::now();
+    loop {
+        check_alive(operator, log)?;
+        let list = parents.list(&ListParams::default()).await?;
+        let seen = start.elapsed();
+        let ready: BTreeSet<String> = list
+            .items
+            .iter()
+            .filter(|d| {
+                d.status
+                    .as_ref()
+                    .and_then(|s| condition::find(&s.conditions, CHAMPION_READY))
+                    .is_some_and(|c| c.status == condition::TRUE)
+            })
+            .map(|d| d.name_any())
+            .collect();
+        if ready.len() >= count {
+            let missing = missing_children(client, ns, &ready).await?;
+            if missing.is_empty() {
+                return Ok(seen);
+            }
+            tracing::warn!(?missing, "ChampionReady=True but children missing");
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("  {:.0}s: {} of {count} ChampionReady", seen.as_secs_f64(), ready.len());
+            last_report = Instant::now();
+        }
+        if seen > timeout {
+            let untouched: Vec<String> = list.items.iter().filter(|d| d.status.is_none()).map(|d| d.name_any()).collect();
+            bail!(
+                "only {} of {count} Deployments ChampionReady after {timeout:?}; {} never got a status (e.g. {:?}); operator log:\n{}",
+                ready.len(),
+                untouched.len(),
+                &untouched[..untouched.len().min(5)],
+                log_tail(log, 30)
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Children (kind/name) of `parents` not found in `ns`.
+async fn missing_children(client: &Client, ns: &str, parents: &BTreeSet<String>) -> anyhow::Result<Vec<String>> {
+    async fn names<K>(client: &Client, ns: &str) -> anyhow::Result<BTreeSet<String>>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(client.clone(), ns);
+        let list = api.list_metadata(&ListParams::default().labels(CHILD_SELECTOR)).await?;
+        Ok(list.items.iter().map(|m| m.name_any()).collect())
+    }
+    let config_maps = names::<ConfigMap>(client, ns).await?;
+    let apps = names::<AppsDeployment>(client, ns).await?;
+    let services = names::<Service>(client, ns).await?;
+    let secrets = names::<Secret>(client, ns).await?;
+    let mut missing = Vec::new();
+    for parent in parents {
+        let wanted = [
+            ("ConfigMap", format!("{parent}-serving"), &config_maps),
+            ("Deployment.apps", format!("{parent}-inference"), &apps),
+            ("Service", format!("{parent}-inference"), &services),
+            ("Secret", format!("{parent}-review-token"), &secrets),
+        ];
+        missing.extend(wanted.iter().filter(|(_, n, set)| !set.contains(n)).map(|(kind, n, _)| format!("{kind}/{n}")));
+    }
+    Ok(missing)
+}
+
+/// The peak resident set size (VmHWM) of a live process, in KiB.
+fn peak_rss_kib(pid: i32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmHWM in {path}"))
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+}
+
+fn print_table(args: &Args, rounds: &[Round]) {
+    let api = median(rounds.iter().map(|r| r.api_server_alone.as_secs_f64()).collect());
+    let op = median(rounds.iter().map(|r| r.operator_converge.as_secs_f64()).collect());
+    let peak = median(rounds.iter().map(|r| mib(r.operator_peak_rss_kib)).collect());
+    let idle = median(rounds.iter().map(|r| mib(r.operator_idle_rss_kib)).collect());
+    let what = if rounds.len() > 1 { format!("medians of {} rounds", rounds.len()) } else { "1 round".to_string() };
+    println!("flywheel-operator-bench ({what}, concurrency {})", args.concurrency);
+    let per_deployment = median(rounds.iter().map(|r| r.operator_reconciles / args.count as f64).collect());
+    println!(
+        "{:>6}  {:>20}  {:>21}  {:>6}  {:>21}  {:>21}  {:>19}",
+        "N", "API server alone (s)", "operator converge (s)", "ratio", "operator peak RSS MiB", "operator idle RSS MiB", "reconciles/Deployment"
+    );
+    println!(
+        "{:>6}  {:>20.2}  {:>21.2}  {:>6.2}  {:>21.1}  {:>21.1}  {:>19.1}",
+        args.count, api, op, op / api, peak, idle, per_deployment
+    );
+}
