@@ -133,28 +133,18 @@ fn yolo(out: &TensorF32, objectness: bool, classes: usize, threshold: f32) -> Re
     Ok(dets)
 }
 
-pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let iy = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = ix * iy;
-    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
-    let union = area(a) + area(b) - inter;
-    if union <= 0.0 { 0.0 } else { inter / union }
-}
+pub use flywheel_vision::{iou, nms};
 
-/// Greedy per-class NMS, highest score first.
-pub fn nms(mut dets: Vec<Detection>, iou_threshold: f32, max_detections: usize) -> Vec<Detection> {
-    dets.sort_by(|a, b| b.score.total_cmp(&a.score));
-    let mut kept: Vec<Detection> = Vec::new();
-    for d in dets {
-        if kept.len() >= max_detections {
-            break;
-        }
-        if kept.iter().all(|k| k.class_id != d.class_id || iou(&k.bbox, &d.bbox) <= iou_threshold) {
-            kept.push(d);
-        }
+impl flywheel_vision::Candidate for Detection {
+    fn class(&self) -> usize {
+        self.class_id
     }
-    kept
+    fn bbox(&self) -> &[f32; 4] {
+        &self.bbox
+    }
+    fn score(&self) -> f32 {
+        self.score
+    }
 }
 
 #[cfg(test)]

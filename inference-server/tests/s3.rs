@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use flywheel_test_support::seaweed;
 use flywheel_inference_server::serving::*;
 use flywheel_inference_server::storage::Location;
 use serde_json::{Value, json};

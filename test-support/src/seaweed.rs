@@ -40,7 +40,7 @@ fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
 impl Seaweed {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let weed = super::venv_bin("weed");
+        let weed = crate::venv_bin("weed");
         let p: Vec<u16> = (0..8).map(|_| free_port()).collect();
         let s3_port = p[6];
         let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();

@@ -1,0 +1,13 @@
+//! Image pre-processing shared by the inference server and the trainer. The trainer must feed a
+//! model exactly the inputs the server will feed it, and profile datasets with exactly the image
+//! statistics the server monitors for drift; one implementation makes that hold by construction.
+
+pub mod boxes;
+pub mod preprocess;
+pub mod stats;
+
+pub use boxes::{BoxTransform, Candidate, InverseTransform, iou, nms};
+pub use preprocess::{
+    InputSpec, Layout, Placement, ResizeMode, UnsupportedInput, batch_shape, to_input,
+};
+pub use stats::ImageStats;

@@ -1,0 +1,299 @@
+//! Image → model input: resize by `stretch` or `letterbox` (grey 114 padding), triangle filter,
+//! x = (p/255 - mean) / std per channel (grey = luma 0.299 R + 0.587 G + 0.114 B), NCHW or NHWC.
+//!
+//! The serving config and the ModelVersion CRD each have their own input-spec type; callers
+//! convert to the borrowed [`InputSpec`] here, which costs no copy per image.
+
+use image::RgbImage;
+use image::imageops::FilterType;
+
+use crate::boxes::{BoxTransform, InverseTransform};
+
+/// How an image becomes the model's input tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InputSpec<'a> {
+    pub width: u32,
+    pub height: u32,
+    /// 1 (grey) or 3 (RGB); other values are clamped into 1..=3.
+    pub channels: u32,
+    pub layout: Layout,
+    /// Per-channel mean and standard deviation; a single value applies to every channel, an
+    /// empty list means mean 0 / std 1.
+    pub mean: &'a [f32],
+    pub std: &'a [f32],
+    pub resize: ResizeMode,
+}
+
+/// Tensor memory layouts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    #[default]
+    Nchw,
+    Nhwc,
+}
+
+/// How images are fitted to the input size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResizeMode {
+    /// Scale each axis independently to the input size.
+    #[default]
+    Stretch,
+    /// Scale to fit keeping the aspect ratio and pad with grey (114), as YOLO models expect.
+    Letterbox,
+}
+
+/// A model input this module cannot produce.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unsupported model input {width}x{height}x{channels}")]
+pub struct UnsupportedInput {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u32,
+}
+
+impl InputSpec<'_> {
+    /// Rejects empty inputs and channel counts other than 1 or 3.
+    pub fn check(&self) -> Result<(), UnsupportedInput> {
+        let (width, height, channels) = (self.width, self.height, self.channels);
+        if width == 0 || height == 0 || !(channels == 1 || channels == 3) {
+            return Err(UnsupportedInput {
+                width,
+                height,
+                channels,
+            });
+        }
+        Ok(())
+    }
+
+    fn effective_channels(&self) -> usize {
+        self.channels.clamp(1, 3) as usize
+    }
+}
+
+/// Where the original image landed in the input canvas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Original image size.
+    pub width: u32,
+    pub height: u32,
+    /// Size of the resized image inside the canvas.
+    pub resized_width: u32,
+    pub resized_height: u32,
+    /// Offset of the resized image (letterbox padding; 0 for stretch).
+    pub pad_x: u32,
+    pub pad_y: u32,
+}
+
+impl Placement {
+    /// Input pixels → original pixels (the server maps predicted boxes back with it).
+    pub fn inverse(&self) -> InverseTransform {
+        InverseTransform {
+            scale_x: self.resized_width as f32 / self.width as f32,
+            scale_y: self.resized_height as f32 / self.height as f32,
+            pad_x: self.pad_x as f32,
+            pad_y: self.pad_y as f32,
+            width: self.width,
+            height: self.height,
+        }
+    }
+
+    /// Normalised (0..1) original boxes → input pixels (the trainer maps labels with it).
+    pub fn box_transform(&self) -> BoxTransform {
+        BoxTransform {
+            scale_x: self.resized_width as f32,
+            scale_y: self.resized_height as f32,
+            pad_x: self.pad_x as f32,
+            pad_y: self.pad_y as f32,
+        }
+    }
+}
+
+/// One image as the model's input values (batch of one, `spec`'s layout) and where it was placed.
+/// The spec must have a non-zero size (see [`InputSpec::check`]).
+pub fn to_input(img: &RgbImage, spec: &InputSpec) -> (Vec<f32>, Placement) {
+    let (w, h) = (spec.width, spec.height);
+    let (canvas, placement) = match spec.resize {
+        ResizeMode::Stretch => {
+            let resized = if img.dimensions() == (w, h) {
+                img.clone()
+            } else {
+                image::imageops::resize(img, w, h, FilterType::Triangle)
+            };
+            let placement = Placement {
+                width: img.width(),
+                height: img.height(),
+                resized_width: w,
+                resized_height: h,
+                pad_x: 0,
+                pad_y: 0,
+            };
+            (resized, placement)
+        }
+        ResizeMode::Letterbox => {
+            let s = (w as f32 / img.width() as f32).min(h as f32 / img.height() as f32);
+            let nw = ((img.width() as f32 * s).round() as u32).clamp(1, w);
+            let nh = ((img.height() as f32 * s).round() as u32).clamp(1, h);
+            let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+            let mut canvas = RgbImage::from_pixel(w, h, image::Rgb([114, 114, 114]));
+            let (px, py) = ((w - nw) / 2, (h - nh) / 2);
+            image::imageops::replace(&mut canvas, &resized, px as i64, py as i64);
+            let placement = Placement {
+                width: img.width(),
+                height: img.height(),
+                resized_width: nw,
+                resized_height: nh,
+                pad_x: px,
+                pad_y: py,
+            };
+            (canvas, placement)
+        }
+    };
+    (normalise(&canvas, spec), placement)
+}
+
+fn normalise(img: &RgbImage, spec: &InputSpec) -> Vec<f32> {
+    let c = spec.effective_channels();
+    let mean = |k: usize| {
+        spec.mean
+            .get(k)
+            .or(spec.mean.first())
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let std = |k: usize| spec.std.get(k).or(spec.std.first()).copied().unwrap_or(1.0);
+    let scale: Vec<f32> = (0..c).map(|k| 1.0 / (255.0 * std(k))).collect();
+    let shift: Vec<f32> = (0..c).map(|k| mean(k) / std(k)).collect();
+    let plane = (img.width() * img.height()) as usize;
+    let mut out = vec![0f32; plane * c];
+    for (i, p) in img.pixels().enumerate() {
+        let vals: [f32; 3] = if c == 1 {
+            let l = 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
+            [l, 0.0, 0.0]
+        } else {
+            [p[0] as f32, p[1] as f32, p[2] as f32]
+        };
+        for k in 0..c {
+            let v = vals[k] * scale[k] - shift[k];
+            match spec.layout {
+                Layout::Nchw => out[k * plane + i] = v,
+                Layout::Nhwc => out[i * c + k] = v,
+            }
+        }
+    }
+    out
+}
+
+/// Input tensor shape of a batch of `n` images.
+pub fn batch_shape(spec: &InputSpec, n: usize) -> Vec<usize> {
+    let (c, h, w) = (
+        spec.effective_channels(),
+        spec.height as usize,
+        spec.width as usize,
+    );
+    match spec.layout {
+        Layout::Nchw => vec![n, c, h, w],
+        Layout::Nhwc => vec![n, h, w, c],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HALF: &[f32] = &[0.5];
+
+    fn spec(side: u32, resize: ResizeMode) -> InputSpec<'static> {
+        InputSpec {
+            width: side,
+            height: side,
+            channels: 3,
+            layout: Layout::Nchw,
+            mean: HALF,
+            std: HALF,
+            resize,
+        }
+    }
+
+    #[test]
+    fn letterbox_maps_boxes_back_to_original_pixels() {
+        let img = RgbImage::from_pixel(128, 64, image::Rgb([255, 0, 0]));
+        let (t, placement) = to_input(&img, &spec(64, ResizeMode::Letterbox));
+        let inv = placement.inverse();
+        assert_eq!(t.len(), 3 * 64 * 64);
+        assert_eq!(inv.pad_y, 16.0);
+        // Content row 16 is red (1.0 after normalisation), padding row 0 is grey.
+        assert!((t[16 * 64] - 1.0).abs() < 1e-5);
+        assert!((t[0] - (114.0 / 255.0 - 0.5) / 0.5).abs() < 1e-5);
+        let b = inv.to_original([0.0, 16.0, 64.0, 48.0]);
+        assert_eq!(b, [0.0, 0.0, 128.0, 64.0]);
+    }
+
+    #[test]
+    fn letterbox_maps_normalised_boxes_into_the_padded_canvas() {
+        let img = RgbImage::from_pixel(16, 8, image::Rgb([255, 0, 0]));
+        let (data, placement) = to_input(&img, &spec(8, ResizeMode::Letterbox));
+        assert_eq!(data.len(), 3 * 64);
+        assert_eq!(
+            placement.box_transform().to_input([0.0, 0.0, 1.0, 1.0]),
+            [0.0, 2.0, 8.0, 6.0]
+        );
+        // Red channel inside the image is (1 - 0.5) / 0.5 = 1, padding is grey.
+        assert!((data[3 * 8 + 4] - 1.0).abs() < 1e-5);
+        assert!((data[4] - (114.0 / 255.0 - 0.5) / 0.5).abs() < 1e-5);
+    }
+
+    #[test]
+    fn stretch_scales_axes_independently() {
+        let img = RgbImage::from_pixel(32, 16, image::Rgb([0, 0, 255]));
+        let (t, placement) = to_input(&img, &spec(64, ResizeMode::Stretch));
+        assert!((t[2 * 64 * 64] - 1.0).abs() < 1e-5);
+        assert_eq!(
+            placement.inverse().to_original([32.0, 32.0, 64.0, 64.0]),
+            [16.0, 8.0, 32.0, 16.0]
+        );
+        assert_eq!(
+            placement.box_transform().to_input([0.5, 0.5, 1.0, 1.0]),
+            [32.0, 32.0, 64.0, 64.0]
+        );
+    }
+
+    #[test]
+    fn grey_nhwc_uses_luma_and_one_channel() {
+        let img = RgbImage::from_pixel(4, 4, image::Rgb([255, 255, 255]));
+        let grey = InputSpec {
+            channels: 1,
+            layout: Layout::Nhwc,
+            mean: &[],
+            std: &[],
+            ..spec(4, ResizeMode::Stretch)
+        };
+        let (t, _) = to_input(&img, &grey);
+        assert_eq!(t.len(), 16);
+        assert!(t.iter().all(|v| (v - 1.0).abs() < 1e-5));
+        assert_eq!(batch_shape(&grey, 2), vec![2, 4, 4, 1]);
+        assert_eq!(
+            batch_shape(&spec(8, ResizeMode::Stretch), 2),
+            vec![2, 3, 8, 8]
+        );
+    }
+
+    #[test]
+    fn unsupported_inputs_are_named() {
+        assert!(spec(8, ResizeMode::Stretch).check().is_ok());
+        let e = InputSpec {
+            channels: 2,
+            ..spec(8, ResizeMode::Stretch)
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(e.to_string(), "unsupported model input 8x8x2");
+        assert!(
+            InputSpec {
+                width: 0,
+                ..spec(8, ResizeMode::Stretch)
+            }
+            .check()
+            .is_err()
+        );
+    }
+}
