@@ -23,5 +23,6 @@ status=0
 cargo test --workspace --no-fail-fast || status=$?
 
 echo "==> leftover cluster processes"
-cargo run -q -p flywheel-cluster -- leftovers || status=1
+# The binary built above (a `cargo run -p` would re-resolve features and rebuild).
+"${CARGO_TARGET_DIR:-target}/debug/flywheel-cluster" leftovers || status=1
 exit $status
