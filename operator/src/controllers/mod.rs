@@ -57,6 +57,18 @@ where
     }
 }
 
+/// Ticks every `period`. kube-runtime drops a reconcile whose object is not in its store yet
+/// (e.g. created while the watcher re-lists under load) and never retries it; a periodic
+/// reconcile of everything bounds how long such an object can go unnoticed.
+fn every(period: Duration) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold((), move |_| async move {
+        tokio::time::sleep(period).await;
+        Some(((), ()))
+    })
+}
+
+const RESYNC: Duration = Duration::from_secs(120);
+
 /// Runs every controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     let client = ctx.client.clone();
@@ -66,19 +78,23 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
 
     let model_versions = Controller::new(scoped::<ModelVersion>(&client, &namespace), config.clone())
+        .reconcile_all_on(every(RESYNC))
         .graceful_shutdown_on(shutdown.clone())
         .run(model_version::reconcile, error_policy(model_version::KIND), ctx.clone());
     let dataset_versions = Controller::new(scoped::<DatasetVersion>(&client, &namespace), config.clone())
+        .reconcile_all_on(every(RESYNC))
         .graceful_shutdown_on(shutdown.clone())
         .run(dataset_version::reconcile, error_policy(dataset_version::KIND), ctx.clone());
     let deployments = Controller::new(scoped::<FlywheelDeployment>(&client, &namespace), config.clone())
         .owns(scoped::<AppsDeployment>(&client, &namespace), config.clone())
         .owns(scoped::<Service>(&client, &namespace), config.clone())
         .owns(scoped::<ConfigMap>(&client, &namespace), config.clone())
+        .reconcile_all_on(every(RESYNC))
         .graceful_shutdown_on(shutdown.clone())
         .run(deployment::reconcile, error_policy(deployment::KIND), ctx.clone());
     let pipelines = Controller::new(scoped::<DataPipeline>(&client, &namespace), config.clone())
         .owns(scoped::<Job>(&client, &namespace), config.clone())
+        .reconcile_all_on(every(RESYNC))
         .graceful_shutdown_on(shutdown.clone())
         .run(data_pipeline::reconcile, error_policy(data_pipeline::KIND), ctx.clone());
 
