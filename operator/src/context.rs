@@ -77,13 +77,7 @@ impl Context {
             .get_opt(name)
             .await?
             .ok_or_else(|| crate::Error::MissingReference { kind: "Secret", name: name.to_string() })?;
-        let mut options = Vec::new();
-        for (k, v) in secret.data.unwrap_or_default() {
-            options.push((k, String::from_utf8_lossy(&v.0).into_owned()));
-        }
-        for (k, v) in secret.string_data.unwrap_or_default() {
-            options.push((k, v));
-        }
-        Ok(options)
+        // stringData is write-only: the API server returns everything in data.
+        Ok(secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect())
     }
 }
