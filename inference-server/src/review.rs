@@ -199,7 +199,6 @@ impl ReviewStore {
         item.status = ReviewStatus::Reviewed;
         item.review = Some(review.clone());
         metrics.reviews.inc();
-        update_quality(self.task, &items, metrics);
         Ok(review)
     }
 
@@ -254,29 +253,153 @@ fn disagree(task: ServingTask, a: &[Shape], b: &[Shape]) -> bool {
     }
 }
 
-fn update_quality(task: ServingTask, items: &HashMap<String, Item>, metrics: &Metrics) {
-    let reviewed: Vec<&Item> = items.values().filter(|i| i.review.is_some()).collect();
-    metrics.reviewed_samples.set(reviewed.len() as i64);
-    for role in ["champion", "shadow"] {
-        let pairs: Vec<(&[Shape], &[Shape])> = reviewed
-            .iter()
-            .filter_map(|i| {
-                let pred = if role == "champion" { Some(&i.record.champion) } else { i.record.shadow.as_ref() }?;
-                Some((pred.shapes.as_slice(), i.review.as_ref()?.shapes.as_slice()))
-            })
-            .collect();
-        let label = RoleLabel { role: role.into() };
+/// A served model as prediction records name it.
+#[derive(Clone, Copy, Debug)]
+pub struct Served<'a> {
+    pub model: &'a str,
+    pub version: &'a str,
+}
+
+impl Served<'_> {
+    fn made(&self, out: &crate::predlog::ModelOutput) -> bool {
+        out.model == self.model && out.version == self.version
+    }
+}
+
+/// Champion and shadow quality on the same reviewed samples.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quality {
+    /// `mAP50` (detection) or `accuracy` (classification).
+    pub metric: &'static str,
+    /// Reviewed samples both scores are computed on.
+    pub reviewed_samples: usize,
+    /// None until a sample is scored, never 0 for "unknown".
+    pub champion: Option<f64>,
+    pub shadow: Option<f64>,
+}
+
+impl ReviewStore {
+    /// Quality of the models served now. Only reviewed samples that the current champion
+    /// (and, with a shadow, the current shadow) predicted count: a comparison must not mix in
+    /// predictions of a model that is no longer served, or a freshly deployed shadow would
+    /// inherit its predecessor's score.
+    pub async fn quality(&self, champion: Served<'_>, shadow: Option<Served<'_>>) -> Quality {
+        let items = self.items.lock().await;
+        quality(self.task, items.values(), champion, shadow)
+    }
+}
+
+/// Pure: the scores over `items` (see [`ReviewStore::quality`]).
+pub fn quality<'a>(
+    task: ServingTask,
+    items: impl Iterator<Item = &'a Item>,
+    champion: Served<'_>,
+    shadow: Option<Served<'_>>,
+) -> Quality {
+    let scored: Vec<(&Item, &Review)> = items
+        .filter_map(|i| Some((i, i.review.as_ref()?)))
+        .filter(|(i, _)| champion.made(&i.record.champion))
+        .filter(|(i, _)| match shadow {
+            Some(s) => i.record.shadow.as_ref().is_some_and(|o| s.made(o)),
+            None => true,
+        })
+        .collect();
+    let score = |pred: &dyn Fn(&Item) -> Option<&[Shape]>| {
+        let pairs: Vec<(&[Shape], &[Shape])> =
+            scored.iter().filter_map(|(i, r)| Some((pred(i)?, r.shapes.as_slice()))).collect();
         match task {
-            ServingTask::Classification => {
-                if let Some(a) = crate::quality::accuracy(&pairs) {
-                    metrics.reviewed_accuracy.get_or_create(&label).set(a);
-                }
+            ServingTask::Classification => crate::quality::accuracy(&pairs),
+            ServingTask::Detection => crate::quality::map50(&pairs),
+        }
+    };
+    Quality {
+        metric: match task {
+            ServingTask::Classification => "accuracy",
+            ServingTask::Detection => "mAP50",
+        },
+        reviewed_samples: scored.len(),
+        champion: score(&|i: &Item| Some(i.record.champion.shapes.as_slice())),
+        shadow: shadow.and_then(|_| score(&|i: &Item| i.record.shadow.as_ref().map(|o| o.shapes.as_slice()))),
+    }
+}
+
+/// Sets the reviewed-quality gauges from `q`; a role without a score loses its series.
+pub fn export_quality(q: &Quality, task: ServingTask, metrics: &Metrics) {
+    metrics.reviewed_samples.set(q.reviewed_samples as i64);
+    let family = match task {
+        ServingTask::Classification => &metrics.reviewed_accuracy,
+        ServingTask::Detection => &metrics.reviewed_map50,
+    };
+    for (role, value) in [("champion", q.champion), ("shadow", q.shadow)] {
+        let label = RoleLabel { role: role.into() };
+        match value {
+            Some(v) => {
+                family.get_or_create(&label).set(v);
             }
-            ServingTask::Detection => {
-                if let Some(m) = crate::quality::map50(&pairs) {
-                    metrics.reviewed_map50.get_or_create(&label).set(m);
-                }
+            None => {
+                family.remove(&label);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(l: &str) -> Vec<Shape> {
+        vec![Shape { label: l.into(), class_id: 0, confidence: 0.9, bbox: None }]
+    }
+
+    fn out(version: &str, l: &str) -> crate::predlog::ModelOutput {
+        crate::predlog::ModelOutput { model: "m".into(), version: version.into(), shapes: label(l), latency_ms: 1.0 }
+    }
+
+    /// A reviewed classification item: champion `c` said `cl`, shadow `s` said `sl`, truth `truth`.
+    fn item(c: &str, cl: &str, s: Option<(&str, &str)>, truth: &str) -> Item {
+        let record = PredictionRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            time: Utc::now(),
+            deployment: "d".into(),
+            task: ServingTask::Classification,
+            image: Some("x.png".into()),
+            width: 8,
+            height: 8,
+            champion: out(c, cl),
+            shadow: s.map(|(v, l)| out(v, l)),
+        };
+        let review = Review { id: record.id.clone(), decision: Decision::Correct, shapes: label(truth), time: Utc::now() };
+        Item { status: ReviewStatus::Reviewed, disagreement: false, min_confidence: 0.9, record, review: Some(review) }
+    }
+
+    const V1: Served = Served { model: "m", version: "v1" };
+    const V2: Served = Served { model: "m", version: "v2" };
+    const V3: Served = Served { model: "m", version: "v3" };
+
+    #[test]
+    fn a_new_shadow_is_scored_only_on_its_own_predictions() {
+        let items = [
+            // The previous shadow v2 was right twice.
+            item("v1", "cat", Some(("v2", "cat")), "cat"),
+            item("v1", "dog", Some(("v2", "cat")), "cat"),
+            // The current shadow v3 was wrong once, on a sample where the champion was right.
+            item("v1", "cat", Some(("v3", "dog")), "cat"),
+            // Not reviewed: never counts.
+            Item { review: None, status: ReviewStatus::ToReview, ..item("v1", "cat", Some(("v3", "cat")), "cat") },
+        ];
+        let q = quality(ServingTask::Classification, items.iter(), V1, Some(V3));
+        assert_eq!(q, Quality { metric: "accuracy", reviewed_samples: 1, champion: Some(1.0), shadow: Some(0.0) });
+        let q = quality(ServingTask::Classification, items.iter(), V1, Some(V2));
+        assert_eq!((q.reviewed_samples, q.champion, q.shadow), (2, Some(0.5), Some(1.0)));
+    }
+
+    #[test]
+    fn without_a_shadow_every_champion_sample_counts_and_a_new_champion_starts_empty() {
+        let items = [item("v1", "cat", None, "cat"), item("v1", "cat", Some(("v2", "dog")), "dog")];
+        let q = quality(ServingTask::Classification, items.iter(), V1, None);
+        assert_eq!((q.reviewed_samples, q.champion, q.shadow), (2, Some(0.5), None));
+        let q = quality(ServingTask::Classification, items.iter(), V2, None);
+        assert_eq!((q.reviewed_samples, q.champion, q.shadow), (0, None, None));
     }
 }

@@ -14,6 +14,11 @@ use crate::state::AppState;
 /// text format (what promtool and most tools parse).
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
     crate::pipeline::refresh_drift_gauges(&state);
+    if let Some(serving) = state.serving.load_full()
+        && let Some(q) = quality(&serving).await
+    {
+        crate::review::export_quality(&q, serving.config.champion.task, &state.metrics);
+    }
     let text = state.metrics.encode();
     let openmetrics = headers
         .get(header::ACCEPT)
@@ -42,25 +47,24 @@ pub async fn status(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "shadow": serving.as_ref().and_then(|s| s.shadow.as_ref().map(|m| model(m))),
         "confidenceThreshold": serving.as_ref().map(|s| s.config.confidence_threshold),
         "driftMonitoring": state.drift.lock().expect("drift lock").is_some(),
-        "quality": serving.as_ref().map(|s| quality(&state.metrics, s.config.champion.task)),
+        "quality": match &serving {
+            Some(s) => quality(s).await,
+            None => None,
+        },
         "reload": reload,
     }))
 }
 
-/// Champion and shadow quality on reviewed samples (mAP@0.5 or accuracy), as the operator's
-/// promotion gate reads it. A role without a score yet is null, never 0.
-fn quality(metrics: &crate::metrics::Metrics, task: crate::serving::ServingTask) -> serde_json::Value {
-    let (name, family) = match task {
-        crate::serving::ServingTask::Detection => ("mAP50", &metrics.reviewed_map50),
-        crate::serving::ServingTask::Classification => ("accuracy", &metrics.reviewed_accuracy),
-    };
-    let score = |role: &str| family.get(&crate::metrics::RoleLabel { role: role.into() }).map(|g| g.get());
-    serde_json::json!({
-        "metric": name,
-        "reviewedSamples": metrics.reviewed_samples.get(),
-        "champion": score("champion"),
-        "shadow": score("shadow"),
-    })
+/// Champion and shadow quality on reviewed samples (mAP@0.5 or accuracy) of the models served
+/// now, as the operator's promotion gate reads it. None without a prediction log to review.
+async fn quality(serving: &crate::state::Serving) -> Option<crate::review::Quality> {
+    let reviews = serving.reviews.as_ref()?;
+    let champion = served(&serving.champion);
+    let shadow = serving.shadow.as_deref().map(served);
+    fn served(m: &crate::models::LoadedModel) -> crate::review::Served<'_> {
+        crate::review::Served { model: &m.spec.name, version: &m.spec.version }
+    }
+    Some(reviews.quality(champion, shadow).await)
 }
 
 pub async fn not_found() -> ServerError {
