@@ -1,0 +1,120 @@
+//! The whole flywheel on the local cluster, as the README demo runs it, asserting every
+//! transition: the operator from the Helm chart, the quickstart on a real S3 server, traffic,
+//! reviews, one retraining Job, the new model as shadow, and the promotion gate.
+
+use flywheel_api::deployment::Role;
+use flywheel_api::{DataPipeline, FlywheelDeployment, ModelVersion};
+use flywheel_demo::flywheel_loop::{CHAMPION, DEPLOYMENT, FEEDBACK, PIPELINE, SHADOW, TRAIN};
+use flywheel_demo::serving::has_metric;
+use flywheel_demo::{FlywheelLoop, Platform, quickstart};
+use flywheel_e2e::{TestNamespace, shared_cluster};
+use serde_json::json;
+
+mod common;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_loop_from_traffic_to_a_gated_promotion() {
+    let ns = TestNamespace::new(shared_cluster(), "loop").await.unwrap();
+    let platform = Platform::new(ns.cluster.clone(), &ns.name, common::bin_dir()).await.unwrap();
+    let operator = platform.install_operator().await.unwrap();
+    assert_eq!(operator.spec.as_ref().unwrap().service_account_name.as_deref(), Some("flywheel"));
+    let samples = common::assets(&platform, 60);
+    let mut fw = FlywheelLoop::new(platform, samples);
+    quickstart::apply(&fw.platform, |_, y| y).await.unwrap();
+
+    // Serving: the champion answers, the shadow is loaded beside it.
+    fw.wait_model_ready(CHAMPION, 120).await.unwrap();
+    fw.wait_serving(CHAMPION).await.unwrap();
+    fw.wait_shadow(SHADOW).await.unwrap();
+
+    // Profiling: reference statistics reach the pipeline and the Pod.
+    let p = fw.wait_profiled().await.unwrap();
+    let stats = p.status.unwrap().reference_statistics_uri.unwrap();
+    assert!(stats.starts_with("s3://flywheel-demo/runs/"), "{stats}");
+
+    // Predictions: the 0.4 threshold applies to every shape returned.
+    let predictions = fw.send_traffic(30).await.unwrap();
+    assert_eq!(predictions.len(), 30);
+    assert!(predictions.iter().flat_map(|p| &p.shapes).all(|s| s.confidence >= 0.4));
+    let metrics = fw.serving().unwrap().metrics().await.unwrap();
+    for name in ["flywheel_drift_ks", "flywheel_outlier_score", "flywheel_predictions_total"] {
+        assert!(has_metric(&metrics, name), "{name} missing from /metrics");
+    }
+
+    // Shadow predictions are logged: records in the object store carry the shadow's output.
+    // (The log writer flushes about every second.)
+    flywheel_e2e::wait::eventually("a logged record with the shadow's output", 30, || async {
+        let logged = common::logged_records(&fw.platform).await;
+        logged.iter().any(|r| r["shadow"]["version"] == SHADOW).then_some(()).ok_or(format!("{} records, none from {SHADOW}", logged.len()))
+    })
+    .await
+    .unwrap();
+
+    // Reviews land in the feedback DatasetVersion; the 20th starts exactly one training Job.
+    let reviewed = fw.review(20, 60, |_| true).await.unwrap();
+    assert_eq!(reviewed.len(), 20);
+    let feedback = fw.wait_feedback_count(20).await.unwrap();
+    assert_eq!(feedback.status.unwrap().reviewed_count, Some(20));
+    let annotations = common::read_json(&fw.platform, "datasets/shapes-feedback/annotations.json").await;
+    assert_eq!(annotations["images"].as_array().unwrap().len(), 20);
+    let run = fw.wait_run_finished(1).await.unwrap();
+    let history = run.status.unwrap().run_history;
+    assert_eq!((history[0].outcome.as_str(), history[0].reviewed_at_trigger), ("Succeeded", 20), "{history:?}");
+    assert_eq!(fw.training_jobs().await.unwrap().len(), 1);
+
+    // The new ModelVersion: Ready, with provenance.
+    let trained = history[0].model_version.clone().expect("run 1 registered a model");
+    assert_eq!(trained, "shapes-r1");
+    let mv: ModelVersion = fw.wait_model_ready(&trained, 120).await.unwrap();
+    let prov = mv.spec.provenance.clone().expect("provenance");
+    assert_eq!(prov.parent.as_deref(), Some(CHAMPION));
+    assert_eq!(prov.job.as_deref(), Some("shapes-train-1"));
+    for ds in [TRAIN, FEEDBACK] {
+        assert!(prov.dataset_versions.iter().any(|d| d == ds), "{ds} missing from {prov:?}");
+    }
+    assert_eq!(prov.hyperparameters.get("epochs").map(String::as_str), Some("6"), "{prov:?}");
+    assert!(mv.spec.metrics.get("mAP50").is_some_and(|m| *m > 0.1), "{:?}", mv.spec.metrics);
+
+    // Placement per policy (shadow), recorded in the Deployment's history.
+    let d = fw.wait_shadow(&trained).await.unwrap();
+    let promoted = d.status.unwrap().promotion_history;
+    let last = promoted.last().unwrap();
+    assert_eq!((last.reason.as_str(), last.model_version.as_deref(), last.previous.as_deref()), ("ContinuousDeployment", Some("shapes-r1"), Some(SHADOW)));
+
+    // The gate: on 20 samples both scored, the better shadow becomes champion.
+    fw.review_shadow_samples(&trained, 20).await.unwrap();
+    let quality = fw.serving().unwrap().status().await.unwrap()["quality"].clone();
+    assert_eq!(quality["metric"], "mAP50");
+    assert!(quality["reviewedSamples"].as_u64().unwrap() >= 20, "{quality}");
+    let d: FlywheelDeployment = fw.wait_champion(&trained, 120).await.unwrap();
+    let status = d.status.unwrap();
+    let gate = status.promotion_history.iter().rev().find(|p| p.role == Role::Champion).unwrap();
+    assert_eq!((gate.reason.as_str(), gate.model_version.as_deref(), gate.previous.as_deref()), ("PromotionGate", Some("shapes-r1"), Some(CHAMPION)));
+    let monitoring = status.monitoring.expect("monitoring summary");
+    assert!(monitoring.shadow_metric.unwrap() >= monitoring.champion_metric.unwrap() + 0.02, "{monitoring:?}");
+
+    // The cooldown holds: 40 reviews, still one Job.
+    let p: DataPipeline = fw.platform.api().get(PIPELINE).await.unwrap();
+    assert!(p.status.unwrap().reviewed_since_last_training.unwrap_or(0) >= 20);
+    assert_eq!(fw.training_jobs().await.unwrap().len(), 1);
+
+    // The threshold hot-swaps: raised to 0.9, weaker shapes disappear without a Pod restart.
+    let before = common::inference_pod_uid(&fw.platform).await;
+    fw.platform
+        .api::<FlywheelDeployment>()
+        .patch(DEPLOYMENT, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"spec": {"confidenceThreshold": 0.9}})))
+        .await
+        .unwrap();
+    let client = fw.serving().unwrap().clone();
+    let png = common::first_sample_png(&fw.platform);
+    flywheel_e2e::wait::eventually("predictions filtered at 0.9", 60, || {
+        let (client, png) = (client.clone(), png.clone());
+        async move {
+            let p = client.predict(&png).await.map_err(|e| e.to_string())?;
+            p.shapes.iter().all(|s| s.confidence >= 0.9).then_some(()).ok_or_else(|| format!("{:?}", p.shapes))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(common::inference_pod_uid(&fw.platform).await, before, "the threshold change restarted the Pod");
+}
