@@ -224,4 +224,7 @@ pub mod conditions {
     pub const READY: &str = "Ready";
     pub const CHAMPION_READY: &str = "ChampionReady";
     pub const SHADOW_READY: &str = "ShadowReady";
+    /// Every ready inference pod loaded the models it was told to serve (a model that fails to
+    /// load, e.g. a corrupt file, leaves the previous one serving and this condition False).
+    pub const MODELS_LOADED: &str = "ModelsLoaded";
 }

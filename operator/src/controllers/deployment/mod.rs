@@ -192,9 +192,21 @@ pub async fn reconcile(d: Arc<FlywheelDeployment>, ctx: Arc<Context>) -> Result<
         .unwrap_or(0);
     status.ready_replicas = Some(ready);
     if ready > 0 {
-        let summary = monitoring::summarise(&monitoring::read_pods(client, &d).await);
+        let statuses = monitoring::read_pods(client, &d).await;
+        let summary = monitoring::summarise(&statuses);
         if !monitoring::same_figures(summary.as_ref(), status.monitoring.as_ref()) {
             status.monitoring = summary.map(|m| flywheel_api::deployment::MonitoringSummary { time: Some(Time(at)), ..m });
+        }
+        if !statuses.is_empty() {
+            let (loaded, reason, message) = match monitoring::load_errors(&statuses).as_slice() {
+                [] => (TRUE, "Loaded", "the inference pods loaded the served models".to_string()),
+                errors => (FALSE, "LoadFailed", format!("the previous models keep serving: {}", errors.join("; "))),
+            };
+            if condition::set_condition(&mut status.conditions, conditions::MODELS_LOADED, loaded, reason, message.clone(), generation, at)
+                && loaded == FALSE
+            {
+                transitions.push((true, "ModelLoadFailed".into(), message));
+            }
         }
     }
     let (ready_status, reason, message) = match (&champion_problem, ready) {

@@ -29,6 +29,20 @@ pub fn summarise(statuses: &[serde_json::Value]) -> Option<MonitoringSummary> {
     })
 }
 
+/// Pure: the model-load errors the pods report (`reload.errors` in their /status), each once.
+/// A pod that cannot load a model keeps serving the previous one and retries.
+pub fn load_errors(statuses: &[serde_json::Value]) -> Vec<String> {
+    let mut errors: Vec<String> = statuses
+        .iter()
+        .filter_map(|s| s["reload"]["errors"].as_array())
+        .flatten()
+        .filter_map(|e| e.as_str().map(str::to_string))
+        .collect();
+    errors.sort();
+    errors.dedup();
+    errors
+}
+
 /// GETs /status from every ready inference pod (short timeout: a slow pod is skipped).
 pub async fn read_pods(client: &kube::Client, d: &FlywheelDeployment) -> Vec<serde_json::Value> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &d.namespace().unwrap_or_default());
@@ -77,6 +91,14 @@ mod tests {
     #[test]
     fn nothing_scored_means_no_summary_and_missing_scores_stay_missing() {
         assert!(summarise(&[json!({"quality": {"reviewedSamples": 0, "champion": null, "shadow": null}})]).is_none());
+    }
+
+    #[test]
+    fn load_errors_are_collected_once_across_pods() {
+        let failing = json!({"reload": {"errors": ["champion m-v3: not an ONNX model"]}});
+        let healthy = json!({"reload": {"errors": []}});
+        assert_eq!(load_errors(&[failing.clone(), healthy.clone(), failing]), vec!["champion m-v3: not an ONNX model".to_string()]);
+        assert!(load_errors(&[healthy, json!({})]).is_empty());
         let m = summarise(&[json!({"quality": {"reviewedSamples": 4, "champion": 0.5, "shadow": null}})]).unwrap();
         assert_eq!(m.shadow_metric, None);
     }
