@@ -200,6 +200,20 @@ impl Cluster {
         Ok(())
     }
 
+    /// Stops the kube-apiserver and starts it again with the same command line (same port,
+    /// certificates, etcd and flags), waiting until /readyz answers ok (within the start
+    /// timeout). etcd, the controller-manager, the kubelet and the Pods keep running, and
+    /// objects stay in etcd; clients (this cluster's [`Cluster::client`], the kubelet's and the
+    /// controller-manager's watches, operators under test) have to reconnect on their own,
+    /// which is what tests use this for. Returns how long the API was down.
+    pub async fn restart_apiserver(&mut self) -> Result<Duration, ClusterError> {
+        let cp = self
+            .control_plane
+            .as_mut()
+            .expect("a started cluster has a control plane until stop or drop");
+        cp.restart_apiserver().await
+    }
+
     /// Admin client (system:masters).
     pub fn client(&self) -> Client {
         self.client.clone()

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use kube::Client;
 use tokio::process::Command;
 
 use crate::certs::ClusterPki;
@@ -17,6 +18,10 @@ use crate::process::{ManagedChild, log_tail};
 pub const SERVICE_CIDR: &str = "10.96.0.0/20";
 pub const SERVICE_IP: &str = "10.96.0.1";
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// SIGTERM-to-SIGKILL time when restarting the API server. Short requests finish well within
+/// it; open watches do not end by themselves (a 1.20 API server waits up to 60 s for them), so
+/// with any watching client the grace runs out and only adds to the downtime.
+const RESTART_GRACE: Duration = Duration::from_secs(2);
 
 /// The running control plane. Dropping it kills the processes.
 pub struct ControlPlane {
@@ -29,6 +34,25 @@ pub struct ControlPlane {
     pub apiserver: ManagedChild,
     pub etcd: ManagedChild,
     pub log_dir: PathBuf,
+    /// How the API server was started, so a restart runs exactly the same command line.
+    apiserver_command: CommandLine,
+    cluster_id: String,
+    ready_timeout: Duration,
+}
+
+/// A program and its arguments, kept to start the same process again.
+#[derive(Debug, Clone)]
+struct CommandLine {
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+impl CommandLine {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        cmd
+    }
 }
 
 fn free_port() -> Result<u16, ClusterError> {
@@ -102,32 +126,32 @@ impl ControlPlane {
             ManagedChild::spawn("etcd", etcd_cmd, cluster_id, &log_dir.join("etcd.log"))?;
 
         let server = format!("https://127.0.0.1:{api_port}");
-        let mut api_cmd = Command::new(&bins.kube_apiserver);
-        api_cmd
-            .arg(format!("--etcd-servers={etcd_url}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--secure-port={api_port}"))
-            .arg(format!("--tls-cert-file={}", cert.display()))
-            .arg(format!("--tls-private-key-file={}", key.display()))
-            .arg(format!("--client-ca-file={}", ca.display()))
-            .arg(format!("--token-auth-file={}", tokens.display()))
-            .arg("--authorization-mode=RBAC")
-            .arg(format!("--service-account-key-file={}", sa_pub.display()))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                sa_key.display()
-            ))
-            .arg(format!("--service-account-issuer={ISSUER}"))
-            .arg(format!("--api-audiences={ISSUER}"))
-            .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
-            .arg("--allow-privileged=true")
-            .arg("--profiling=false")
-            .arg(format!("--cert-dir={}", pki_dir.display()))
-            .arg("--v=0");
+        let apiserver_command = CommandLine {
+            program: bins.kube_apiserver.clone(),
+            args: vec![
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                format!("--tls-cert-file={}", cert.display()),
+                format!("--tls-private-key-file={}", key.display()),
+                format!("--client-ca-file={}", ca.display()),
+                format!("--token-auth-file={}", tokens.display()),
+                "--authorization-mode=RBAC".into(),
+                format!("--service-account-key-file={}", sa_pub.display()),
+                format!("--service-account-signing-key-file={}", sa_key.display()),
+                format!("--service-account-issuer={ISSUER}"),
+                format!("--api-audiences={ISSUER}"),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--allow-privileged=true".into(),
+                "--profiling=false".into(),
+                format!("--cert-dir={}", pki_dir.display()),
+                "--v=0".into(),
+            ],
+        };
         let mut apiserver = ManagedChild::spawn(
             "kube-apiserver",
-            api_cmd,
+            apiserver_command.command(),
             cluster_id,
             &log_dir.join("kube-apiserver.log"),
         )?;
@@ -154,37 +178,15 @@ impl ControlPlane {
             .arg("--port=0")
             .arg("--v=0");
 
-        let started = Instant::now();
         let client = kubeconfig::client_from_file(&admin_kubeconfig).await?;
-        loop {
-            for (child, log) in [
-                (&mut etcd, "etcd.log"),
-                (&mut apiserver, "kube-apiserver.log"),
-            ] {
-                if let Some(status) = child.try_wait() {
-                    return Err(ClusterError::EarlyExit {
-                        what: child.name.clone(),
-                        status: status.to_string(),
-                        log_tail: log_tail(&log_dir.join(log), 30),
-                    });
-                }
-            }
-            let req = http::Request::get("/readyz")
-                .body(Vec::new())
-                .expect("static request");
-            if let Ok(body) = client.request_text(req).await
-                && body.trim() == "ok"
-            {
-                break;
-            }
-            if started.elapsed() > timeout {
-                return Err(ClusterError::Timeout {
-                    what: "kube-apiserver /readyz".into(),
-                    secs: timeout.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_readyz(
+            &client,
+            [&mut etcd, &mut apiserver],
+            &log_dir,
+            Instant::now(),
+            timeout,
+        )
+        .await?;
         let controller_manager = ManagedChild::spawn(
             "kube-controller-manager",
             cp_cmd,
@@ -200,7 +202,38 @@ impl ControlPlane {
             apiserver,
             etcd,
             log_dir,
+            apiserver_command,
+            cluster_id: cluster_id.to_string(),
+            ready_timeout: timeout,
         })
+    }
+
+    /// Stops the API server (SIGTERM, SIGKILL after [`RESTART_GRACE`]), starts it again with
+    /// the same command line (port, certificates, etcd, flags) and waits until /readyz answers
+    /// ok, within the start timeout. etcd and the controller-manager keep running; clients
+    /// reconnect on their own. Returns how long the API was down.
+    pub async fn restart_apiserver(&mut self) -> Result<Duration, ClusterError> {
+        let down_since = Instant::now();
+        self.apiserver.terminate(RESTART_GRACE).await;
+        let replacement = ManagedChild::spawn(
+            "kube-apiserver",
+            self.apiserver_command.command(),
+            &self.cluster_id,
+            &self.log_dir.join("kube-apiserver.log"),
+        )?;
+        // The old value's group is already dead; dropping it signals nothing.
+        self.apiserver = replacement;
+        // A fresh client: the old one's pooled connections point at the dead process.
+        let client = kubeconfig::client_from_file(&self.admin_kubeconfig).await?;
+        wait_for_readyz(
+            &client,
+            [&mut self.etcd, &mut self.apiserver],
+            &self.log_dir,
+            Instant::now(),
+            self.ready_timeout,
+        )
+        .await?;
+        Ok(down_since.elapsed())
     }
 
     /// Stops controller-manager, API server and etcd in that order, each with a short grace period.
@@ -212,5 +245,43 @@ impl ControlPlane {
         ] {
             child.terminate(Duration::from_secs(5)).await;
         }
+    }
+}
+
+/// Polls the API server's /readyz until it answers `ok`, failing early if one of `children`
+/// exits (with the tail of its log, `<log_dir>/<name>.log`) or once `timeout` has passed since `since`.
+async fn wait_for_readyz<const N: usize>(
+    client: &Client,
+    children: [&mut ManagedChild; N],
+    log_dir: &Path,
+    since: Instant,
+    timeout: Duration,
+) -> Result<(), ClusterError> {
+    let mut children = children;
+    loop {
+        for child in children.iter_mut() {
+            if let Some(status) = child.try_wait() {
+                return Err(ClusterError::EarlyExit {
+                    what: child.name.clone(),
+                    status: status.to_string(),
+                    log_tail: log_tail(&log_dir.join(format!("{}.log", child.name)), 30),
+                });
+            }
+        }
+        let req = http::Request::get("/readyz")
+            .body(Vec::new())
+            .expect("static request");
+        if let Ok(body) = client.request_text(req).await
+            && body.trim() == "ok"
+        {
+            return Ok(());
+        }
+        if since.elapsed() > timeout {
+            return Err(ClusterError::Timeout {
+                what: "kube-apiserver /readyz".into(),
+                secs: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -45,6 +45,9 @@ pub struct ManagedChild {
     pub name: String,
     child: Child,
     pgid: i32,
+    /// Set once [`ManagedChild::terminate`] has killed the whole group: the group id may then be
+    /// reused by an unrelated process (e.g. a restarted replacement), so drop must not signal it.
+    group_killed: bool,
 }
 
 impl ManagedChild {
@@ -74,6 +77,7 @@ impl ManagedChild {
             name: name.to_string(),
             child,
             pgid,
+            group_killed: false,
         })
     }
 
@@ -102,11 +106,15 @@ impl ManagedChild {
         }
         // Stragglers in the group (children of the child) go too.
         signal_group(self.pgid, libc::SIGKILL);
+        self.group_killed = true;
     }
 }
 
 impl Drop for ManagedChild {
     fn drop(&mut self) {
+        if self.group_killed {
+            return;
+        }
         signal_group(self.pgid, libc::SIGKILL);
     }
 }
