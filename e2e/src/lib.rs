@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod conditions;
 pub mod dump;
 pub mod namespace;
+pub mod prometheus;
 pub mod wait;
 
 pub use apply::{apply_yaml, install_crds, parse_yaml_documents};

@@ -142,6 +142,10 @@ impl Metrics {
         r.register("prediction_log_dropped", "Prediction records dropped because the log queue was full", m.log_dropped.clone());
         r.register("prediction_log_errors", "Failed prediction-log writes", m.log_errors.clone());
         r.register("reviews", "Reviews applied", m.reviews.clone());
+        // Present at 0 from the start, so `increase()` alerts see the first failure.
+        for role in ["champion", "shadow"] {
+            m.model_load_failures.get_or_create(&RoleLabel { role: role.into() });
+        }
         Self { registry, ..m }
     }
 

@@ -116,6 +116,7 @@ async fn promote(ctx: &Context, d: &FlywheelDeployment, changes: &[(Role, Option
     let api: Api<FlywheelDeployment> = Api::namespaced(ctx.client.clone(), &d.namespace().unwrap_or_default());
     api.patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     for (role, model) in changes {
+        ctx.metrics.promoted(d, *role, model.as_deref());
         let note = format!("{role:?} is now {} ({reason}{}{message})", model.as_deref().unwrap_or("none"), if message.is_empty() { "" } else { ": " });
         ctx.event(d, false, "Promoted", "Promote", note).await;
     }
@@ -236,6 +237,7 @@ pub async fn reconcile(p: Arc<DataPipeline>, ctx: Arc<Context>) -> Result<Action
         }
         history.push(record);
     }
+    ctx.metrics.observe_pipeline(&p, &history);
     let last_finished = history.iter().rev().find(|r| r.outcome != "Running").cloned();
     if let Some(last) = &last_finished {
         let (ok, reason, message) = if last.outcome == "Succeeded" {

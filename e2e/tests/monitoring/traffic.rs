@@ -1,0 +1,191 @@
+//! Clients of a running inference pod: predictions from a generated COCO dataset (whose
+//! annotations are the ground truth reviewers submit) and reviews through the review API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// One image of a generated COCO dataset with its ground-truth shapes, in the review API's
+/// shape format.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub path: PathBuf,
+    pub shapes: Vec<Value>,
+}
+
+/// Reads `<dir>/annotations.json` and its images.
+pub fn coco_samples(dir: &Path) -> Vec<Sample> {
+    let coco: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("annotations.json")).unwrap()).unwrap();
+    let categories: BTreeMap<u64, String> = coco["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_u64().unwrap(),
+                c["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for image in coco["images"].as_array().unwrap() {
+        let id = image["id"].as_u64().unwrap();
+        let shapes = coco["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["image_id"].as_u64() == Some(id))
+            .map(|a| {
+                let b: Vec<f64> = a["bbox"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect();
+                let category = a["category_id"].as_u64().unwrap();
+                json!({
+                    "label": categories[&category],
+                    "classId": category - 1,
+                    "confidence": 1.0,
+                    "box": [b[0], b[1], b[0] + b[2], b[1] + b[3]],
+                })
+            })
+            .collect();
+        samples.push(Sample {
+            path: dir
+                .join("images")
+                .join(image["file_name"].as_str().unwrap()),
+            shapes,
+        });
+    }
+    samples
+}
+
+/// A client of one inference pod.
+#[derive(Clone)]
+pub struct Server {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self {
+            base: format!("http://{addr}"),
+            http,
+        }
+    }
+
+    /// POST /v1/predict with one PNG; returns the prediction id.
+    pub async fn predict(&self, png: &Path) -> Result<String, String> {
+        let body = std::fs::read(png).map_err(|e| format!("{}: {e}", png.display()))?;
+        let r = self
+            .http
+            .post(format!("{}/v1/predict", self.base))
+            .header("content-type", "image/png")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let v: Value = r.json().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status}: {v}"));
+        }
+        v["predictions"][0]["id"]
+            .as_str()
+            .map(String::from)
+            .ok_or(format!("no prediction id in {v}"))
+    }
+
+    /// A request that is not an image: answered 415 (an error series for the dashboard).
+    pub async fn bad_request(&self) -> u16 {
+        let r = self
+            .http
+            .post(format!("{}/v1/predict", self.base))
+            .header("content-type", "text/plain")
+            .body("not an image")
+            .send()
+            .await;
+        r.map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+
+    pub async fn status(&self) -> Option<Value> {
+        self.http
+            .get(format!("{}/status", self.base))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
+    /// Ids of the predictions waiting for review.
+    pub async fn to_review(&self, token: &str) -> Result<Vec<String>, String> {
+        let r = self
+            .http
+            .get(format!(
+                "{}/v1/review/items?status=toReview&limit=200",
+                self.base
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let v: Value = r.json().await.map_err(|e| e.to_string())?;
+        Ok(v["items"]
+            .as_array()
+            .ok_or(format!("no items in {v}"))?
+            .iter()
+            .filter_map(|i| i["id"].as_str().map(String::from))
+            .collect())
+    }
+
+    /// Corrects a prediction with the ground truth.
+    pub async fn review(&self, token: &str, id: &str, shapes: &[Value]) -> Result<(), String> {
+        let r = self
+            .http
+            .post(format!("{}/v1/review/items/{id}", self.base))
+            .bearer_auth(token)
+            .json(&json!({"decision": "correct", "shapes": shapes}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "review {id}: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ))
+        }
+    }
+}
+
+/// Polls `check` every 250 ms until it returns Some, or panics after `secs` with `what`.
+pub async fn wait_until<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
