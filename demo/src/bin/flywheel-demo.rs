@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let t = progress.step("starting the local cluster (etcd, kube-apiserver, kube-controller-manager, process kubelet)");
     let options = ClusterOptions { name: "demo".into(), images: ImageMap::from_env(Some(bin_dir.clone())), ..Default::default() };
     let cluster = Cluster::start(options).await.context("starting the local cluster (scripts/demo.sh installs what it needs)")?;
-    progress.done(t, format!("API server {} in {:.1}s", cluster.server(), cluster.startup_time().as_secs_f64()));
+    progress.done(t, format!("cluster {}, API server {} up in {:.1}s", cluster.id(), cluster.server(), cluster.startup_time().as_secs_f64()));
 
     let outcome = tokio::select! {
         r = run(&args, &cluster, bin_dir, &mut progress) => r,
