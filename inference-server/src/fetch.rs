@@ -3,13 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+pub use flywheel_storage::sha256_hex;
 
 use crate::storage::Location;
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 fn valid_digest(d: &str) -> bool {
     d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())

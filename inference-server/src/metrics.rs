@@ -144,7 +144,7 @@ impl Metrics {
         r.register("reviews", "Reviews applied", m.reviews.clone());
         // Present at 0 from the start, so `increase()` alerts see the first failure.
         for role in ["champion", "shadow"] {
-            m.model_load_failures.get_or_create(&RoleLabel { role: role.into() });
+            let _ = m.model_load_failures.get_or_create(&RoleLabel { role: role.into() });
         }
         Self { registry, ..m }
     }

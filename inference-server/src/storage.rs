@@ -1,5 +1,5 @@
-//! Object-store locations (file, s3, gs, az, http) resolved from URIs, with credentials and
-//! endpoints from the usual AWS_* / GOOGLE_* / AZURE_* environment variables.
+//! Object-store locations (file, pvc, s3, gs, az, http) resolved from URIs by flywheel-storage,
+//! with credentials and endpoints from the usual AWS_* / GOOGLE_* / AZURE_* environment variables.
 
 use std::sync::Arc;
 
@@ -18,21 +18,12 @@ pub struct Location {
 }
 
 impl Location {
+    /// Resolves through flywheel-storage (so `pvc://` and plain paths work as everywhere
+    /// else), with credentials and endpoints from the environment.
     pub fn parse(uri: &str) -> Result<Self, ServerError> {
-        let url = if uri.contains("://") {
-            url::Url::parse(uri).map_err(|e| ServerError::bad_request(format!("invalid URI {uri:?}: {e}")))?
-        } else {
-            let abs = std::path::absolute(uri)
-                .map_err(|e| ServerError::bad_request(format!("invalid path {uri:?}: {e}")))?;
-            url::Url::from_file_path(&abs)
-                .map_err(|_| ServerError::bad_request(format!("invalid path {uri:?}")))?
-        };
-        let opts = std::env::vars().filter(|(k, _)| {
-            k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
-        });
-        let (store, prefix) = object_store::parse_url_opts(&url, opts)
-            .map_err(|e| ServerError::bad_request(format!("unsupported storage URI {uri:?}: {e}")))?;
-        Ok(Self { store: Arc::from(store), prefix, uri: uri.to_string() })
+        let (store, prefix) = flywheel_storage::resolve(uri, std::env::vars())
+            .map_err(|e| ServerError::bad_request(e.to_string()))?;
+        Ok(Self { store, prefix, uri: uri.to_string() })
     }
 
     pub fn path(&self, rel: &str) -> Path {

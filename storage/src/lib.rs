@@ -62,8 +62,27 @@ where
     K: AsRef<str>,
     V: Into<String>,
 {
+    let (store, path) = resolve(uri, options)?;
+    Ok(Location { store, path, uri: uri.to_string() })
+}
+
+/// The store and the path inside it that a URI names; the one place every Flywheel component
+/// turns URIs into stores. Also accepts a plain file-system path (made absolute). Options are
+/// object_store's configuration keys (`AWS_*`, `GOOGLE_*`, `AZURE_*`, any case); others are
+/// ignored.
+pub fn resolve<I, K, V>(uri: &str, options: I) -> Result<(Arc<dyn ObjectStore>, Path), StorageError>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: Into<String>,
+{
     let invalid = |reason: String| StorageError::InvalidUri { uri: uri.to_string(), reason };
-    let resolved = resolve_pvc(uri, &pvc_root()).map_err(invalid)?;
+    let resolved = if uri.contains("://") {
+        resolve_pvc(uri, &pvc_root()).map_err(invalid)?
+    } else {
+        let abs = std::path::absolute(uri).map_err(|e| invalid(e.to_string()))?;
+        url::Url::from_file_path(&abs).map_err(|_| invalid("not a usable file-system path".into()))?.to_string()
+    };
     let url = url::Url::parse(&resolved).map_err(|e| invalid(e.to_string()))?;
     let options: HashMap<String, String> = options
         .into_iter()
@@ -79,7 +98,7 @@ where
     } else {
         object_store::parse_url_opts(&url, options).map_err(|e| invalid(e.to_string()))?
     };
-    Ok(Location { store: Arc::from(store), path, uri: uri.to_string() })
+    Ok((Arc::from(store), path))
 }
 
 fn pvc_root() -> String {
@@ -182,6 +201,20 @@ pub fn sha256_hex(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_paths_and_file_uris_name_the_same_object() {
+        let (_, a) = resolve("/tmp/flywheel x/model.onnx", std::iter::empty::<(&str, String)>()).unwrap();
+        let (_, b) = resolve("file:///tmp/flywheel%20x/model.onnx", std::iter::empty::<(&str, String)>()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.as_ref(), "tmp/flywheel x/model.onnx");
+    }
+
+    #[test]
+    fn unknown_schemes_are_invalid_uris() {
+        let e = resolve("ftp://host/x", std::iter::empty::<(&str, String)>()).err().unwrap();
+        assert!(matches!(e, StorageError::InvalidUri { .. }), "{e}");
+    }
 
     #[test]
     fn pvc_uris_map_under_the_mount_root() {

@@ -17,9 +17,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::error::{Result, TrainerError};
 
-/// Environment variable naming the directory under which PVCs are mounted.
+/// Environment variable naming the directory under which PVCs are mounted (read by
+/// flywheel-storage; default [`flywheel_storage::DEFAULT_PVC_ROOT`]).
 pub const PVC_ROOT_ENV: &str = "FLYWHEEL_PVC_ROOT";
-pub const DEFAULT_PVC_ROOT: &str = "/var/lib/flywheel/pvc";
 
 #[derive(Clone, Debug)]
 pub struct Location {
@@ -35,40 +35,20 @@ impl Location {
             uri: uri.to_string(),
             reason,
         };
-        let url = if let Some(rest) = uri.strip_prefix("pvc://") {
-            let (claim, path) = rest.split_once('/').unwrap_or((rest, ""));
-            if claim.is_empty() {
-                return Err(bad(
-                    "pvc:// URIs need a claim name: pvc://<claim>/<path>".into()
-                ));
-            }
-            if rest.split('/').any(|segment| segment == "..") {
-                return Err(bad("pvc:// paths may not contain '..'".into()));
-            }
-            let root = std::env::var(PVC_ROOT_ENV).unwrap_or_else(|_| DEFAULT_PVC_ROOT.to_string());
-            let dir = std::path::Path::new(&root).join(claim).join(path);
-            let abs = std::path::absolute(&dir).map_err(|e| bad(e.to_string()))?;
-            url::Url::from_directory_path(&abs)
-                .map_err(|_| bad(format!("cannot map to {}", abs.display())))?
-        } else if uri.contains("://") {
-            url::Url::parse(uri).map_err(|e| bad(e.to_string()))?
-        } else {
-            let abs = std::path::absolute(uri).map_err(|e| bad(e.to_string()))?;
-            url::Url::from_file_path(&abs).map_err(|_| bad("not an absolute path".into()))?
-        };
-        let opts = std::env::vars().filter(|(k, _)| {
-            k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
-        });
+        // The one URI resolution of the workspace (pvc://, file://, plain paths, object stores).
         let (store, prefix) =
-            object_store::parse_url_opts(&url, opts).map_err(|e| bad(e.to_string()))?;
+            flywheel_storage::resolve(uri, std::env::vars()).map_err(|e| bad(e.to_string()))?;
         // Plain paths become file:// URIs (what a DatasetVersion or ModelVersion accepts).
         let canonical = if uri.contains("://") {
             uri.to_string()
         } else {
-            url.to_string()
+            let abs = std::path::absolute(uri).map_err(|e| bad(e.to_string()))?;
+            url::Url::from_file_path(&abs)
+                .map_err(|_| bad("not an absolute path".into()))?
+                .to_string()
         };
         Ok(Self {
-            store: Arc::from(store),
+            store,
             prefix,
             uri: canonical.trim_end_matches('/').to_string(),
         })
