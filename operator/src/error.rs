@@ -28,6 +28,9 @@ impl Error {
     /// Label for the `flywheel_operator_reconcile_errors_total` metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
+            // Status writes are guarded by resourceVersion: a 409 means the object changed
+            // under the reconcile, which retries; not a fault worth alerting on.
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
             Error::Kube(_) => "kube",
             Error::Storage(e) if e.is_permanent() => "storage_permanent",
             Error::Storage(_) => "storage",

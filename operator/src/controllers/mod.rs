@@ -17,8 +17,9 @@ use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::Api;
+use kube::{Api, ResourceExt};
 
 use crate::context::Context;
 use crate::Error;
@@ -85,7 +86,20 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .reconcile_all_on(every(RESYNC))
         .graceful_shutdown_on(shutdown.clone())
         .run(dataset_version::reconcile, error_policy(dataset_version::KIND), ctx.clone());
-    let deployments = Controller::new(scoped::<FlywheelDeployment>(&client, &namespace), config.clone())
+    let deployments = Controller::new(scoped::<FlywheelDeployment>(&client, &namespace), config.clone());
+    // A model that becomes Ready (or fails) after the Deployment naming it was reconciled must
+    // reach the serving config right away, not at the next requeue.
+    let known = deployments.store();
+    let deployments = deployments
+        .watches(scoped::<ModelVersion>(&client, &namespace), config.clone(), move |mv: ModelVersion| {
+            let (ns, name) = (mv.namespace(), mv.name_any());
+            known
+                .state()
+                .into_iter()
+                .filter(|d| d.namespace() == ns && deployment::references(d, &name))
+                .map(|d| ObjectRef::from_obj(&*d))
+                .collect::<Vec<_>>()
+        })
         .owns(scoped::<AppsDeployment>(&client, &namespace), config.clone())
         .owns(scoped::<Service>(&client, &namespace), config.clone())
         .owns(scoped::<ConfigMap>(&client, &namespace), config.clone())

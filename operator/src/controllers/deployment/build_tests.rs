@@ -172,3 +172,13 @@ fn unservable_models_name_the_reason() {
     assert_eq!(super::unservable("m", Some(&model("m", None, "yolo"))).unwrap().0, "ModelVersionNotReady");
     assert!(super::unservable("m", Some(&model("m", Some("aa"), "yolo"))).is_none());
 }
+
+#[test]
+fn a_deployment_references_its_spec_models_and_the_models_it_serves() {
+    use super::references;
+    let d = deployment("  shadow: {modelVersion: m-v2}\nstatus:\n  champion: p-r1\n  promotionHistory:\n  - {time: '2026-01-01T00:00:00Z', role: champion, modelVersion: p-r1, reason: PromotionGate}\n");
+    for name in ["m-v1", "m-v2", "p-r1"] {
+        assert!(references(&d, name), "{name}");
+    }
+    assert!(!references(&d, "m-v9"));
+}

@@ -52,6 +52,17 @@ pub fn unservable(name: &str, mv: Option<&ModelVersion>) -> Option<(String, Stri
     Some(("ModelVersionNotReady".into(), format!("ModelVersion {name:?} is not Ready ({why})")))
 }
 
+/// Whether the Deployment names the ModelVersion `name`, in its spec or as a served model.
+pub fn references(d: &FlywheelDeployment, name: &str) -> bool {
+    let spec = d.spec.champion.model_version == name || d.spec.shadow.as_ref().is_some_and(|s| s.model_version == name);
+    let served = d.status.as_ref().is_some_and(|s| {
+        s.champion.as_deref() == Some(name)
+            || s.shadow.as_deref() == Some(name)
+            || s.promotion_history.iter().any(|p| p.model_version.as_deref() == Some(name))
+    });
+    spec || served
+}
+
 async fn apply<K>(client: &kube::Client, ns: &str, obj: &K) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
