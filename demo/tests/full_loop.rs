@@ -81,21 +81,23 @@ async fn the_whole_loop_from_traffic_to_a_gated_promotion() {
     let last = promoted.last().unwrap();
     assert_eq!((last.reason.as_str(), last.model_version.as_deref(), last.previous.as_deref()), ("ContinuousDeployment", Some("shapes-r1"), Some(SHADOW)));
 
-    // The gate: on 20 samples both scored, the better shadow becomes champion.
+    // The gate: on 20 samples both scored, the better shadow becomes champion. (The figures
+    // are asserted from the promotion record: the pods' /status and the Deployment's summary
+    // move on to the new pair as soon as the promotion lands.)
     fw.review_shadow_samples(&trained, 20).await.unwrap();
-    let quality = fw.serving().unwrap().status().await.unwrap()["quality"].clone();
-    assert_eq!(quality["metric"], "mAP50");
-    assert!(quality["reviewedSamples"].as_u64().unwrap() >= 20, "{quality}");
     let d: FlywheelDeployment = fw.wait_champion(&trained, 120).await.unwrap();
     let status = d.status.unwrap();
     let gate = status.promotion_history.iter().rev().find(|p| p.role == Role::Champion).unwrap();
     assert_eq!((gate.reason.as_str(), gate.model_version.as_deref(), gate.previous.as_deref()), ("PromotionGate", Some("shapes-r1"), Some(CHAMPION)));
-    let monitoring = status.monitoring.expect("monitoring summary");
-    assert!(monitoring.shadow_metric.unwrap() >= monitoring.champion_metric.unwrap() + 0.02, "{monitoring:?}");
+    // "shadow 0.658 beats champion 0.000 by at least 0.020 on 20 reviewed samples"
+    let figures: Vec<f64> = gate.message.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let [shadow, champion, margin, samples] = figures[..] else { panic!("gate message: {}", gate.message) };
+    assert!(shadow >= champion + margin && margin == 0.02 && samples >= 20.0, "{}", gate.message);
 
-    // The cooldown holds: 40 reviews, still one Job.
-    let p: DataPipeline = fw.platform.api().get(PIPELINE).await.unwrap();
-    assert!(p.status.unwrap().reviewed_since_last_training.unwrap_or(0) >= 20);
+    // The cooldown holds: once the pipeline has counted the 20 reviews since the run (the
+    // feedback dataset is recounted every few seconds), still one Job.
+    let counted = |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).and_then(|s| s.reviewed_since_last_training).unwrap_or(0) >= 20;
+    fw.platform.wait_for::<DataPipeline>(PIPELINE, counted, 60).await.unwrap();
     assert_eq!(fw.training_jobs().await.unwrap().len(), 1);
 
     // The threshold hot-swaps: raised to 0.9, weaker shapes disappear without a Pod restart.

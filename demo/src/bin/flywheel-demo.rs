@@ -134,7 +134,7 @@ async fn run(args: &Args, cluster: &Cluster, bin_dir: PathBuf, progress: &mut Pr
     flywheel.review_shadow_samples(&trained, 20).await?;
     let quality = flywheel.serving()?.status().await?["quality"].clone();
     progress.info(format!(
-        "mAP@0.5 on {} reviewed samples: champion {CHAMPION} {}, shadow {trained} {}",
+        "the pod's /status: mAP@0.5 on {} reviewed samples both scored: champion {}, shadow {}",
         quality["reviewedSamples"], fmt(&quality["champion"]), fmt(&quality["shadow"])
     ));
     let d = flywheel.wait_champion(&trained, 120).await?;
