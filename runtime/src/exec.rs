@@ -28,6 +28,9 @@ pub fn execute(plan: &Plan, inputs: &[(&str, Tensor)], overrides: &HashMap<usize
                 return Err(bad(format!("shape {:?} does not match the model's {:?}", t.dims(), shape)));
             }
         }
+        if let Some(ty) = g.held.get(id) {
+            ty.check_range(t).map_err(|e| bad(e.to_string()))?;
+        }
         slots[*id] = Some(t.clone());
     }
     for (id, info) in &g.inputs {

@@ -4,7 +4,8 @@
 use crate::error::LoadError;
 use crate::model::{Dim, ValueInfo};
 use crate::ops::{self, Op};
-use crate::proto::{dtype_of, tensor_from_proto};
+use crate::ops::narrow::{self, Held};
+use crate::proto::{holder_of, tensor_from_proto};
 use candle_core::Tensor;
 use candle_onnx::onnx::{ModelProto, ValueInfoProto, type_proto, tensor_shape_proto::dimension};
 use std::collections::HashMap;
@@ -28,6 +29,15 @@ pub struct Graph {
     /// Initializer name -> value id (what training may turn into Vars).
     pub initializers: Vec<(String, usize)>,
     pub opset: i64,
+    /// Values of element types held in another dtype (int8, uint64, float8, int4, ...), see `ops::narrow`.
+    pub held: HashMap<usize, Held>,
+}
+
+fn elem_type(v: &ValueInfoProto) -> Option<i32> {
+    match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(tt)) => Some(tt.elem_type),
+        _ => None,
+    }
 }
 
 fn value_info(v: &ValueInfoProto) -> Result<ValueInfo, LoadError> {
@@ -36,7 +46,7 @@ fn value_info(v: &ValueInfoProto) -> Result<ValueInfo, LoadError> {
         Some(type_proto::Value::TensorType(tt)) => tt,
         _ => return Err(err("only tensor-typed graph inputs/outputs are supported")),
     };
-    let dtype = dtype_of(tt.elem_type).ok_or_else(|| err(&format!("element type {} is not supported", tt.elem_type)))?;
+    let dtype = holder_of(tt.elem_type).ok_or_else(|| err(&format!("element type {} is not supported", tt.elem_type)))?;
     let shape = tt.shape.as_ref().map(|s| {
         s.dim.iter().map(|d| match &d.value {
             Some(dimension::Value::DimValue(n)) if *n >= 0 => Dim::Fixed(*n as usize),
@@ -65,8 +75,14 @@ pub fn load(model: &ModelProto) -> Result<Graph, LoadError> {
     };
     let mut consts = HashMap::new();
     let mut initializers = Vec::new();
+    let mut held_types: HashMap<usize, Held> = HashMap::new();
+    let mut declared: HashMap<usize, i32> = HashMap::new();
     for init in &g.initializer {
         let id = id_of(&init.name, &mut names);
+        declared.insert(id, init.data_type);
+        if let Some(t) = Held::from_onnx(init.data_type) {
+            held_types.insert(id, t);
+        }
         consts.insert(id, tensor_from_proto(init)?);
         initializers.push((init.name.clone(), id));
     }
@@ -77,6 +93,12 @@ pub fn load(model: &ModelProto) -> Result<Graph, LoadError> {
             continue; // an initializer listed as input (IR < 4): a constant here
         }
         inputs.push((id, value_info(v)?));
+        if let Some(t) = elem_type(v) {
+            declared.insert(id, t);
+        }
+        if let Some(t) = elem_type(v).and_then(Held::from_onnx) {
+            held_types.insert(id, t);
+        }
     }
     let mut outputs = Vec::new();
     for v in &g.output {
@@ -92,17 +114,25 @@ pub fn load(model: &ModelProto) -> Result<Graph, LoadError> {
         named.name = name.clone();
         let op = ops::parse(&named, opset)?;
         let ins = n.input.iter().map(|s| if s.is_empty() { None } else { Some(id_of(s, &mut names)) }).collect();
-        let outs = n.output.iter().map(|s| id_of(if s.is_empty() { "" } else { s }, &mut names)).collect();
+        let outs: Vec<usize> = n.output.iter().map(|s| id_of(if s.is_empty() { "" } else { s }, &mut names)).collect();
+        // Constant / ConstantOfShape whose value tensor has a held element type.
+        if matches!(n.op_type.as_str(), "Constant" | "ConstantOfShape") {
+            let ty = n.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref()).and_then(|t| Held::from_onnx(t.data_type));
+            if let (Some(ty), Some(&o)) = (ty, outs.first()) {
+                held_types.insert(o, ty);
+            }
+        }
         nodes.push(Node { name, op_type: n.op_type.clone(), op, inputs: ins, outputs: outs });
     }
-    let nodes = topo_sort(nodes, &names, &consts, &inputs)?;
+    let mut nodes = topo_sort(nodes, &names, &consts, &inputs)?;
+    narrow::rewrite(&mut nodes, &mut held_types, &declared)?;
     for (id, info) in &outputs {
         let produced = nodes.iter().any(|n| n.outputs.contains(id)) || consts.contains_key(id) || inputs.iter().any(|(i, _)| i == id);
         if !produced {
             return Err(LoadError::Graph(format!("output '{}' is not produced by any node", info.name)));
         }
     }
-    Ok(Graph { value_names: names, nodes, inputs, outputs, consts, initializers, opset })
+    Ok(Graph { value_names: names, nodes, inputs, outputs, consts, initializers, opset, held: held_types })
 }
 
 fn topo_sort(nodes: Vec<Node>, names: &[String], consts: &HashMap<usize, Tensor>, inputs: &[(usize, ValueInfo)]) -> Result<Vec<Node>, LoadError> {

@@ -215,15 +215,25 @@ fn liveness(g: &Graph) -> Vec<Vec<usize>> {
     free
 }
 
-/// Convolutions are implemented for 1-D and 2-D windows: reject 3-D ones at load, not at run.
+/// Convolutions are implemented for 1-D and 2-D windows (transposed ones for 3-D too): reject
+/// other ranks at load, not at run.
 fn check_spatial_rank(g: &Graph) -> Result<(), LoadError> {
     for n in &g.nodes {
-        if matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_)) {
-            if let Some(w) = n.inputs.get(1).copied().flatten().and_then(|w| g.consts.get(&w)) {
-                if !(3..=4).contains(&w.rank()) {
-                    return Err(LoadError::Node { node: n.name.clone(), op: n.op_type.clone(), reason: format!("{}-D convolution is not supported (1-D and 2-D only)", w.rank().saturating_sub(2)) });
-                }
-            }
+        let max_rank = match n.op {
+            Op::Conv(_) => 4,
+            Op::ConvTranspose(_) => 5,
+            _ => continue,
+        };
+        let Some(w) = n.inputs.get(1).copied().flatten() else { continue };
+        // The weight's rank: from the constant, or from a graph input's declared shape.
+        let rank = g.consts.get(&w).map(|t| t.rank()).or_else(|| {
+            g.inputs.iter().find(|(id, _)| *id == w).and_then(|(_, info)| info.shape.as_ref().map(|s| s.len()))
+        });
+        if let Some(rank) = rank
+            && !(3..=max_rank).contains(&rank)
+        {
+            let dims = if max_rank == 4 { "1-D and 2-D" } else { "1-D, 2-D and 3-D" };
+            return Err(LoadError::Node { node: n.name.clone(), op: n.op_type.clone(), reason: format!("{}-D convolution is not supported ({dims} only)", rank.saturating_sub(2)) });
         }
     }
     Ok(())

@@ -3,12 +3,15 @@
 
 use crate::error::{LoadError, node_err};
 use candle_core::{DType, Device, Tensor};
+use crate::ops::narrow::Held;
 use candle_onnx::onnx::{AttributeProto, NodeProto, TensorProto};
 
 /// ONNX TensorProto.DataType codes used here.
 pub mod onnx_type {
     pub const FLOAT: i32 = 1;
     pub const UINT8: i32 = 2;
+    pub const INT8: i32 = 3;
+    pub const UINT16: i32 = 4;
     pub const INT16: i32 = 5;
     pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
@@ -16,10 +19,17 @@ pub mod onnx_type {
     pub const FLOAT16: i32 = 10;
     pub const DOUBLE: i32 = 11;
     pub const UINT32: i32 = 12;
+    pub const UINT64: i32 = 13;
     pub const BFLOAT16: i32 = 16;
 }
 
-/// The candle dtype an ONNX element type is held in (bool as u8), or None when unsupported.
+/// The candle dtype an ONNX element type is held in, including the types held in another dtype
+/// (int8, uint16, uint64, float8, int4, ...: see `ops::narrow`); None when unsupported.
+pub fn holder_of(onnx: i32) -> Option<DType> {
+    dtype_of(onnx).or_else(|| Held::from_onnx(onnx).map(Held::holder))
+}
+
+/// The candle dtype an ONNX element type maps to exactly (bool as u8), or None when unsupported.
 pub fn dtype_of(onnx: i32) -> Option<DType> {
     use onnx_type::*;
     Some(match onnx {
@@ -127,7 +137,27 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor, LoadError> {
             check(v.len())?;
             Tensor::from_vec(v, dims.as_slice(), dev)
         }
-        other => return Err(err(format!("element type {other} is not supported"))),
+        // int8 / uint16 / uint64: held in I16 / I32 / I64 (uint64 as the same bit pattern).
+        INT8 => {
+            let v: Vec<i16> = if !raw.is_empty() { raw.iter().map(|&b| b as i8 as i16).collect() } else { t.int32_data.iter().map(|&x| x as i8 as i16).collect() };
+            check(v.len())?;
+            Tensor::from_vec(v, dims.as_slice(), dev)
+        }
+        UINT16 => {
+            let v: Vec<i32> = if !raw.is_empty() { le_chunks::<2>(raw).map(|b| u16::from_le_bytes(b) as i32).collect() } else { t.int32_data.iter().map(|&x| x as u16 as i32).collect() };
+            check(v.len())?;
+            Tensor::from_vec(v, dims.as_slice(), dev)
+        }
+        UINT64 => {
+            let v: Vec<i64> = if !raw.is_empty() { le_chunks::<8>(raw).map(i64::from_le_bytes).collect() } else { t.uint64_data.iter().map(|&x| x as i64).collect() };
+            check(v.len())?;
+            Tensor::from_vec(v, dims.as_slice(), dev)
+        }
+        other => match Held::from_onnx(other) {
+            // float8 / float4 / float8e8m0 (held in F32) and packed 4-bit / 2-bit integers.
+            Some(held) => return crate::ops::lowbit::decode(held, raw, &t.int32_data, n, &dims).map_err(err),
+            None => return Err(err(format!("element type {other} is not supported"))),
+        },
     };
     tensor.map_err(|e| err(e.to_string()))
 }

@@ -30,7 +30,7 @@ pub enum ParamFilter {
 pub struct TrainableModel {
     proto: ModelProto,
     plan: Plan,
-    /// Every float initializer, by name, with its value id.
+    /// Every float initializer (except float8/float4 ones, held in F32), by name, with its value id.
     vars: Vec<(String, usize, Var)>,
     /// Value ids of BatchNorm running statistics (never trainable).
     frozen: HashSet<usize>,
@@ -45,7 +45,7 @@ impl TrainableModel {
         let init_ids: HashSet<usize> = g.initializers.iter().map(|(_, id)| *id).collect();
         let mut frozen = HashSet::new();
         for n in &g.nodes {
-            if matches!(n.op, Op::BatchNorm { .. }) {
+            if matches!(n.op, Op::BatchNorm { .. } | Op::BatchNormTrain { .. }) {
                 frozen.extend(n.inputs.iter().skip(3).flatten().copied());
             }
         }
@@ -53,7 +53,8 @@ impl TrainableModel {
         let mut vars = Vec::new();
         for (name, id) in &g.initializers {
             let t = &g.consts[id];
-            if t.dtype().is_float() {
+            // Float8/float4 initializers are held in F32 but cannot take arbitrary values: not trainable.
+            if t.dtype().is_float() && !g.held.contains_key(id) {
                 let v = Var::from_tensor(t).map_err(|e| LoadError::Tensor { name: name.clone(), reason: e.to_string() })?;
                 vars.push((name.clone(), *id, v));
             }

@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The documented vision op list: each of their node tests must pass or be rejected at load
-/// (element types such as int8/uint64/strings/float8, 3-D windows, cubic Resize, ...: listed in
-/// docs/runtime-conformance.md). A run error, crash or wrong answer fails the test.
+/// (e.g. string tensors: listed in docs/runtime-conformance.md). A run error, crash or wrong
+/// answer fails the test.
 const VISION_OPS: &[&str] = &[
     "Conv", "ConvTranspose", "BatchNormalization", "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish",
     "Gelu", "Softmax", "MaxPool", "AveragePool", "GlobalAveragePool", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div",
@@ -23,9 +23,9 @@ const VISION_OPS: &[&str] = &[
 ];
 
 
-/// Vision-op tests whose unsupported case can only be detected at run time (the weight is a
-/// graph input, so its 3-D shape is unknown at load); they fail with a clear error, not a wrong answer.
-const RUN_TIME_REJECTIONS: &[&str] = &["test_convtranspose_3d"];
+/// Vision-op tests whose unsupported case could only be detected at run time (a clear error, not
+/// a wrong answer). Currently none: every unsupported vision case is rejected at load.
+const RUN_TIME_REJECTIONS: &[&str] = &[];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Outcome { Pass, Wrong, Rejected, Error, Crash }

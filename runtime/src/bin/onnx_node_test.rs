@@ -29,6 +29,10 @@ fn values(t: &Tensor) -> anyhow::Result<Vec<f64>> {
 }
 
 fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(), String> {
+    // Element types are compared as held in candle (bool as u8, int8/uint16/uint64 widened).
+    if got.dtype() != want.dtype() {
+        return Err(format!("dtype {:?}, expected {:?}", got.dtype(), want.dtype()));
+    }
     if got.dims() != want.dims() {
         return Err(format!("shape {:?}, expected {:?}", got.dims(), want.dims()));
     }

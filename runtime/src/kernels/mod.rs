@@ -4,6 +4,7 @@
 //! transposed convolution and pooling. They run on rayon across batch items and channels.
 
 pub mod conv;
+pub mod nd;
 pub mod pool;
 
 /// 2-D window geometry shared by convolution and pooling (1-D ops use h = 1).

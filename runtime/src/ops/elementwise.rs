@@ -2,6 +2,8 @@
 
 use super::{Op, norm_axis, opt, req};
 use crate::error::LoadError;
+use super::lowbit::E8m0Round;
+use super::narrow::{CastHeld, Held};
 use crate::proto::{Attrs, dtype_of};
 use candle_core::{D, DType, Result, Tensor};
 
@@ -120,12 +122,19 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
             }
         }
         "CastLike" => {
-            a.only(&["saturate"])?;
-            Ok(Some(Op::CastLike))
+            a.only(&["saturate", "round_mode"])?;
+            Ok(Some(Op::CastLike { saturate: a.int_or("saturate", 1) != 0, round: round_mode(a)? }))
         }
         "Cast" => {
-            a.only(&["to", "saturate"])?;
+            a.only(&["to", "saturate", "round_mode"])?;
             let to = a.int("to").ok_or_else(|| a.err("missing 'to'"))? as i32;
+            let saturate = a.int_or("saturate", 1) != 0;
+            if let Some(held) = Held::from_onnx(to) {
+                if held == Held::F8E8M0 && !saturate {
+                    return Err(a.err("non-saturating casts to float8e8m0 are not supported"));
+                }
+                return Ok(Some(Op::CastHeld(CastHeld { to: held, from: None, saturate, round: round_mode(a)? })));
+            }
             let dt = dtype_of(to).ok_or_else(|| a.err(format!("cast to element type {to} is not supported")))?;
             Ok(Some(Op::Cast(dt, to == crate::proto::onnx_type::BOOL)))
         }
@@ -137,6 +146,16 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
         }
         _ => Ok(None),
     }
+}
+
+/// Cast's `round_mode` (only used for float8e8m0 targets).
+fn round_mode(a: &Attrs) -> std::result::Result<E8m0Round, LoadError> {
+    Ok(match a.string_or("round_mode", "up").as_str() {
+        "up" => E8m0Round::Up,
+        "down" => E8m0Round::Down,
+        "nearest" => E8m0Round::Nearest,
+        m => return Err(a.err(format!("round_mode '{m}' is not supported"))),
+    })
 }
 
 fn is_float(t: &Tensor) -> bool {

@@ -6,11 +6,15 @@
 
 pub mod elementwise;
 pub mod fast;
+pub mod lowbit;
+pub mod narrow;
 pub mod nn;
 pub mod norm;
 pub mod reduce;
 pub mod resize;
+pub mod resize_taps;
 pub mod shape;
+pub mod window_nd;
 
 use crate::error::LoadError;
 use crate::proto::Attrs;
@@ -53,6 +57,8 @@ pub enum Op {
     Conv(nn::Conv),
     ConvTranspose(nn::ConvTranspose),
     BatchNorm { eps: f32 },
+    /// Opset-14 training mode: batch statistics, plus the updated running mean and variance.
+    BatchNormTrain { eps: f32, momentum: f32 },
     Pool(nn::Pool),
     GlobalPool { max: bool },
     Gemm(nn::Gemm),
@@ -77,12 +83,16 @@ pub enum Op {
     ConstantOfShape(Tensor),
     Constant(Tensor),
     Pad(shape::Pad),
-    CastLike,
+    CastLike { saturate: bool, round: lowbit::E8m0Round },
+    /// Cast to an element type held in another dtype (float8, int4, int8, ...), see `narrow`.
+    CastHeld(narrow::CastHeld),
     LayerNorm { axis: i64, eps: f64 },
     InstanceNorm { eps: f64 },
     Lrn(norm::Lrn),
     DepthToSpace { block: usize, crd: bool },
-    SpaceToDepth { block: usize },
+    SpaceToDepth { block: usize, crd: bool },
+    /// Arithmetic on int8/uint16/uint64 values held in a wider dtype (set by the load-time type pass).
+    Narrow(narrow::NarrowOp),
 }
 
 /// Parse a node (default domain) for the model's opset.
@@ -135,7 +145,11 @@ pub fn run(op: &Op, ins: &[Option<&Tensor>], n_out: usize) -> Result<Vec<Tensor>
         Op::Conv(c) => one(nn::conv(c, ins)?),
         Op::ConvTranspose(c) => one(nn::conv_transpose(c, ins)?),
         Op::BatchNorm { eps } => one(nn::batch_norm(ins, *eps)?),
-        Op::Pool(p) => one(nn::pool(p, req(ins, 0)?)?),
+        Op::BatchNormTrain { eps, momentum } => norm::batch_norm_training(ins, *eps, *momentum),
+        Op::Pool(p) => {
+            let x = req(ins, 0)?;
+            if p.indices.is_some() || x.rank() > 4 { window_nd::pool(p, x) } else { one(nn::pool(p, x)?) }
+        }
         Op::GlobalPool { max } => one(nn::global_pool(req(ins, 0)?, *max)?),
         Op::Gemm(g) => one(nn::gemm(g, ins)?),
         Op::MatMul => one(nn::matmul(req(ins, 0)?, req(ins, 1)?)?),
@@ -159,7 +173,8 @@ pub fn run(op: &Op, ins: &[Option<&Tensor>], n_out: usize) -> Result<Vec<Tensor>
         Op::ConstantOfShape(v) => one(shape::constant_of_shape(req(ins, 0)?, v)?),
         Op::Constant(t) => one(t.clone()),
         Op::Pad(p) => one(shape::pad(p, ins)?),
-        Op::CastLike => {
+        Op::CastHeld(c) => one(lowbit::cast_to(req(ins, 0)?, c.from, c.to, c.saturate, c.round)?),
+        Op::CastLike { .. } => {
             let target = req(ins, 1)?.dtype();
             if target == candle_core::DType::U8 {
                 // u8 holds both uint8 and bool, whose casts differ: refuse rather than guess.
@@ -171,7 +186,8 @@ pub fn run(op: &Op, ins: &[Option<&Tensor>], n_out: usize) -> Result<Vec<Tensor>
         Op::InstanceNorm { eps } => one(norm::instance_norm(ins, *eps)?),
         Op::Lrn(p) => one(norm::lrn(p, req(ins, 0)?)?),
         Op::DepthToSpace { block, crd } => one(norm::depth_to_space(req(ins, 0)?, *block, *crd)?),
-        Op::SpaceToDepth { block } => one(norm::space_to_depth(req(ins, 0)?, *block)?),
+        Op::SpaceToDepth { block, crd } => one(norm::space_to_depth(req(ins, 0)?, *block, *crd)?),
+        Op::Narrow(n) => one(narrow::run(n, ins)?),
     }
 }
 

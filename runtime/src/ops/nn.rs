@@ -23,7 +23,7 @@ fn parse_auto_pad(a: &Attrs) -> std::result::Result<AutoPad, LoadError> {
     })
 }
 
-/// Window attributes common to Conv and pooling, spatial rank 1 or 2.
+/// Window attributes common to Conv and pooling (spatial rank 1 or 2; 3 for ConvTranspose and pooling).
 #[derive(Debug, Clone)]
 pub struct Geometry {
     pub auto_pad: AutoPad,
@@ -40,7 +40,8 @@ fn positive(a: &Attrs, name: &str) -> std::result::Result<Option<Vec<usize>>, Lo
     }
 }
 
-fn parse_geometry(a: &Attrs) -> std::result::Result<Geometry, LoadError> {
+/// Window attributes of up to `max_rank` spatial dims (2 for Conv, 3 for ConvTranspose and pooling).
+fn parse_geometry(a: &Attrs, max_rank: usize) -> std::result::Result<Geometry, LoadError> {
     let g = Geometry {
         auto_pad: parse_auto_pad(a)?,
         kernel: positive(a, "kernel_shape")?,
@@ -50,16 +51,17 @@ fn parse_geometry(a: &Attrs) -> std::result::Result<Geometry, LoadError> {
     };
     for (name, v) in [("kernel_shape", &g.kernel), ("strides", &g.strides), ("dilations", &g.dilations)] {
         if let Some(v) = v {
-            if v.len() > 2 {
-                return Err(a.err(format!("{}-D {name} is not supported (1-D and 2-D only)", v.len())));
+            if v.len() > max_rank {
+                let dims = if max_rank == 2 { "1-D and 2-D" } else { "1-D, 2-D and 3-D" };
+                return Err(a.err(format!("{}-D {name} is not supported ({dims} only)", v.len())));
             }
             if name != "kernel_shape" && v.contains(&0) {
                 return Err(a.err(format!("{name} must be positive")));
             }
         }
     }
-    if g.pads.as_ref().is_some_and(|p| p.len() > 4) {
-        return Err(a.err("3-D pads are not supported"));
+    if g.pads.as_ref().is_some_and(|p| p.len() > 2 * max_rank) {
+        return Err(a.err(format!("{}-D pads are not supported", g.pads.as_ref().map_or(0, |p| p.len() / 2))));
     }
     Ok(g)
 }
@@ -124,6 +126,8 @@ pub struct Pool {
     pub geom: Geometry,
     pub kind: PoolKind,
     pub ceil: bool,
+    /// Some(column_major) when MaxPool's Indices output is requested.
+    pub indices: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,12 +142,12 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
     Ok(Some(match a.node.op_type.as_str() {
         "Conv" => {
             a.only(&["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"])?;
-            Op::Conv(Conv { geom: parse_geometry(a)?, groups: a.int_or("group", 1).max(1) as usize, act: Activation::None })
+            Op::Conv(Conv { geom: parse_geometry(a, 2)?, groups: a.int_or("group", 1).max(1) as usize, act: Activation::None })
         }
         "ConvTranspose" => {
             a.only(&["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", "output_padding", "output_shape"])?;
             Op::ConvTranspose(ConvTranspose {
-                geom: parse_geometry(a)?,
+                geom: parse_geometry(a, 3)?,
                 groups: a.int_or("group", 1).max(1) as usize,
                 output_padding: positive(a, "output_padding")?,
                 output_shape: positive(a, "output_shape")?,
@@ -153,21 +157,17 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
             let max = a.node.op_type == "MaxPool";
             if max {
                 a.only(&["auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"])?;
-                if a.int_or("storage_order", 0) != 0 {
-                    return Err(a.err("storage_order=1 is not supported"));
-                }
-                if a.node.output.len() > 1 && !a.node.output[1].is_empty() {
-                    return Err(a.err("the Indices output is not supported"));
-                }
             } else {
                 a.only(&["auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides"])?;
             }
-            let geom = parse_geometry(a)?;
+            let geom = parse_geometry(a, 3)?;
             if geom.kernel.is_none() {
                 return Err(a.err("missing kernel_shape"));
             }
             let kind = if max { PoolKind::Max } else { PoolKind::Avg { count_include_pad: a.int_or("count_include_pad", 0) != 0 } };
-            Op::Pool(Pool { geom, kind, ceil: a.int_or("ceil_mode", 0) != 0 })
+            // MaxPool's optional second output: flat indices of the maxima (storage_order 1 = column-major).
+            let indices = (max && a.node.output.get(1).is_some_and(|o| !o.is_empty())).then(|| a.int_or("storage_order", 0) != 0);
+            Op::Pool(Pool { geom, kind, ceil: a.int_or("ceil_mode", 0) != 0, indices })
         }
         "GlobalAveragePool" | "GlobalMaxPool" => {
             a.only(&[])?;
@@ -175,8 +175,12 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
         }
         "BatchNormalization" => {
             a.only(&["epsilon", "momentum", "spatial", "training_mode", "is_test", "consumed_inputs"])?;
+            if opset >= 14 && a.int_or("training_mode", 0) != 0 {
+                // Normalise with the batch statistics; outputs 2 and 3 are the updated running statistics.
+                return Ok(Some(Op::BatchNormTrain { eps: a.float_or("epsilon", 1e-5), momentum: a.float_or("momentum", 0.9) }));
+            }
             if a.int_or("training_mode", 0) != 0 || a.node.output.iter().skip(1).any(|o| !o.is_empty()) {
-                return Err(a.err("training-mode BatchNormalization (running statistics outputs) is not supported; statistics stay frozen"));
+                return Err(a.err("training-mode BatchNormalization before opset 14 (running statistics outputs) is not supported"));
             }
             if opset < 9 && a.int_or("spatial", 1) == 0 {
                 return Err(a.err("spatial=0 is not supported"));
@@ -274,6 +278,9 @@ pub fn conv_transpose(c: &ConvTranspose, ins: &[Option<&Tensor>]) -> Result<Tens
     if tracks(ins) {
         bail!("training through ConvTranspose is not supported");
     }
+    if x.rank() == 5 {
+        return super::window_nd::conv_transpose(c, x, w, b);
+    }
     let (n, ch, h, wd, spatial) = as_2d(x)?;
     let wdims = w.dims().to_vec();
     if wdims.len() != spatial + 2 || wdims[0] != ch || ch % c.groups != 0 {
@@ -293,6 +300,10 @@ pub fn conv_transpose(c: &ConvTranspose, ins: &[Option<&Tensor>]) -> Result<Tens
     } else {
         None
     };
+    if target.is_some_and(|(oh, ow)| oh > fh || ow > fw) {
+        // The output extends past the full transposed output (negative padding): N-D path.
+        return super::window_nd::conv_transpose(c, x, w, b);
+    }
     let (oh, ow) = if let Some((oh, ow)) = target {
         // Distribute the total padding implied by the requested output shape.
         let split = |total: usize| -> (usize, usize) {
@@ -333,6 +344,9 @@ pub fn batch_norm(ins: &[Option<&Tensor>], eps: f32) -> Result<Tensor> {
 
 pub fn pool(p: &Pool, x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w, spatial) = as_2d(x)?;
+    if p.indices.is_some() {
+        bail!("the Indices output needs the N-D pooling path");
+    }
     let k = p.geom.kernel.as_ref().expect("checked at load");
     if k.len() != spatial {
         bail!("kernel_shape has {} dims for a {spatial}-D input", k.len());

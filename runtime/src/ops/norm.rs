@@ -42,8 +42,13 @@ pub fn parse(a: &Attrs, _opset: i64) -> std::result::Result<Option<Op>, LoadErro
             Op::DepthToSpace { block: a.int("blocksize").ok_or_else(|| a.err("missing blocksize"))? as usize, crd }
         }
         "SpaceToDepth" => {
-            a.only(&["blocksize"])?;
-            Op::SpaceToDepth { block: a.int("blocksize").ok_or_else(|| a.err("missing blocksize"))? as usize }
+            a.only(&["blocksize", "mode"])?;
+            let crd = match a.string_or("mode", "DCR").as_str() {
+                "DCR" => false,
+                "CRD" => true,
+                m => return Err(a.err(format!("mode '{m}' is not supported (DCR or CRD)"))),
+            };
+            Op::SpaceToDepth { block: a.int("blocksize").ok_or_else(|| a.err("missing blocksize"))? as usize, crd }
         }
         _ => return Ok(None),
     }))
@@ -120,10 +125,37 @@ pub fn depth_to_space(x: &Tensor, b: usize, crd: bool) -> Result<Tensor> {
     y.contiguous()?.reshape((n, oc, h * b, w * b))
 }
 
-pub fn space_to_depth(x: &Tensor, b: usize) -> Result<Tensor> {
+/// DCR orders the output channels (block row, block column, channel); CRD (channel, row, column).
+pub fn space_to_depth(x: &Tensor, b: usize, crd: bool) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     if h % b != 0 || w % b != 0 {
         bail!("spatial size not divisible by blocksize");
     }
-    x.reshape((n, c, h / b, b, w / b, b))?.permute([0, 3, 5, 1, 2, 4])?.contiguous()?.reshape((n, c * b * b, h / b, w / b))
+    let perm = if crd { [0, 1, 3, 5, 2, 4] } else { [0, 3, 5, 1, 2, 4] };
+    x.reshape((n, c, h / b, b, w / b, b))?.permute(perm)?.contiguous()?.reshape((n, c * b * b, h / b, w / b))
+}
+
+/// BatchNormalization in training mode (opset 14+): normalise with the mean and (biased)
+/// variance over every axis but the channel one; also return the running statistics updated
+/// with `momentum` (running * momentum + batch * (1 - momentum)). Written with candle ops, so it
+/// stays differentiable.
+pub fn batch_norm_training(ins: &[Option<&Tensor>], eps: f32, momentum: f32) -> Result<Vec<Tensor>> {
+    let x = req(ins, 0)?;
+    let (scale, bias, mean, var) = (req(ins, 1)?, req(ins, 2)?, req(ins, 3)?, req(ins, 4)?);
+    if x.rank() < 2 {
+        candle_core::bail!("BatchNormalization needs an input of rank 2 or more, got {:?}", x.dims());
+    }
+    let c = x.dims()[1];
+    let per_channel = x.transpose(0, 1)?.contiguous()?.reshape((c, ()))?;
+    let batch_mean = per_channel.mean_keepdim(1)?;
+    let batch_var = per_channel.broadcast_sub(&batch_mean)?.sqr()?.mean_keepdim(1)?;
+    let mut shape = vec![1usize; x.rank()];
+    shape[1] = c;
+    let bc = |t: &Tensor| t.reshape(shape.as_slice());
+    let inv_std = (bc(&batch_var)? + eps as f64)?.sqrt()?.recip()?;
+    let y = x.broadcast_sub(&bc(&batch_mean)?)?.broadcast_mul(&inv_std)?.broadcast_mul(&bc(scale)?)?.broadcast_add(&bc(bias)?)?;
+    let m = momentum as f64;
+    let running_mean = ((mean * m)? + (batch_mean.flatten_all()? * (1.0 - m))?)?;
+    let running_var = ((var * m)? + (batch_var.flatten_all()? * (1.0 - m))?)?;
+    Ok(vec![y, running_mean, running_var])
 }

@@ -1,5 +1,6 @@
-//! Resize (opset 10+) and Upsample (opset 7-9): nearest and linear modes, applied axis by axis
-//! (both are separable), with every coordinate transformation mode except tf_crop_and_resize.
+//! Resize (opset 10+) and Upsample (opset 7-9): nearest, linear and cubic modes, applied axis by
+//! axis (all are separable). Antialiased downscaling and tf_crop_and_resize go through the
+//! explicit-tap path in `resize_taps.rs`.
 
 use super::{Op, ints, opt, req};
 use crate::error::LoadError;
@@ -7,7 +8,7 @@ use crate::proto::Attrs;
 use candle_core::{DType, Result, Tensor, bail};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Coord { HalfPixel, HalfPixelSymmetric, PytorchHalfPixel, AlignCorners, Asymmetric }
+pub enum Coord { HalfPixel, HalfPixelSymmetric, PytorchHalfPixel, AlignCorners, Asymmetric, TfCropAndResize }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Nearest { RoundPreferFloor, RoundPreferCeil, Floor, Ceil }
@@ -27,6 +28,12 @@ pub struct Resize {
     pub scales_input: Option<usize>,
     pub sizes_input: Option<usize>,
     pub axes: Option<Vec<i64>>,
+    /// Antialiased linear/cubic filter (widened by 1/scale when downscaling).
+    pub antialias: bool,
+    /// Output value outside the roi window (tf_crop_and_resize).
+    pub extrapolation: f64,
+    /// Input index of the roi (opset 11+).
+    pub roi_input: Option<usize>,
 }
 
 pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError> {
@@ -52,6 +59,9 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
             attr_scales,
             sizes_input: None,
             axes: None,
+            antialias: false,
+            extrapolation: 0.0,
+            roi_input: None,
         })));
     }
     if op != "Resize" {
@@ -65,8 +75,9 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
         m => return Err(a.err(format!("mode '{m}' is not supported (nearest, linear and cubic are)"))),
     };
     let cubic = (mode == "cubic").then(|| (a.float_or("cubic_coeff_a", -0.75) as f64, a.int_or("exclude_outside", 0) != 0));
-    if a.int_or("antialias", 0) != 0 {
-        return Err(a.err("antialias=1 is not supported"));
+    let antialias = a.int_or("antialias", 0) != 0;
+    if antialias && !linear && cubic.is_none() {
+        return Err(a.err("antialias=1 is only defined for modes 'linear' and 'cubic'"));
     }
     if a.int_or("exclude_outside", 0) != 0 && cubic.is_none() {
         return Err(a.err("exclude_outside=1 is only supported with mode 'cubic'"));
@@ -84,6 +95,12 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
         "pytorch_half_pixel" => Coord::PytorchHalfPixel,
         "align_corners" => Coord::AlignCorners,
         "asymmetric" => Coord::Asymmetric,
+        "tf_crop_and_resize" if opset >= 11 => {
+            if a.node.input.get(1).is_none_or(|r| r.is_empty()) {
+                return Err(a.err("coordinate_transformation_mode 'tf_crop_and_resize' needs the roi input"));
+            }
+            Coord::TfCropAndResize
+        }
         m => return Err(a.err(format!("coordinate_transformation_mode '{m}' is not supported"))),
     };
     let nearest = match a.string_or("nearest_mode", if opset < 11 { "floor" } else { "round_prefer_floor" }).as_str() {
@@ -95,7 +112,20 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
     };
     // Opset 10: (X, scales). Opset 11+: (X, roi, scales, sizes).
     let (scales_input, sizes_input) = if opset < 11 { (Some(1), None) } else { (Some(2), Some(3)) };
-    Ok(Some(Op::Resize(Resize { linear, cubic, keep_aspect, coord, nearest, attr_scales: None, scales_input, sizes_input, axes: a.ints("axes") })))
+    Ok(Some(Op::Resize(Resize {
+        linear,
+        cubic,
+        keep_aspect,
+        coord,
+        nearest,
+        attr_scales: None,
+        scales_input,
+        sizes_input,
+        axes: a.ints("axes"),
+        antialias,
+        extrapolation: a.float_or("extrapolation_value", 0.0) as f64,
+        roi_input: (opset >= 11).then_some(1),
+    })))
 }
 
 pub fn resize(r: &Resize, ins: &[Option<&Tensor>]) -> Result<Tensor> {
@@ -146,6 +176,9 @@ pub fn resize(r: &Resize, ins: &[Option<&Tensor>]) -> Result<Tensor> {
     } else {
         bail!("Resize needs scales or sizes");
     }
+    if r.antialias || r.coord == Coord::TfCropAndResize {
+        return resize_by_taps(x, r, &axes, &sizes, &scales, ins);
+    }
     let changed: Vec<usize> = (0..rank).filter(|&d| sizes[d] != x.dims()[d] || scales[d] != 1.0).collect();
     if r.cubic.is_none() && rank >= 2 && changed.iter().all(|&d| d >= rank - 2) && !x.track_op() {
         if let Some(y) = resize_hw_fast(x, &sizes, &scales, r)? {
@@ -159,6 +192,33 @@ pub fn resize(r: &Resize, ins: &[Option<&Tensor>]) -> Result<Tensor> {
         }
     }
     Ok(y)
+}
+
+/// Antialias / tf_crop_and_resize: every axis through the explicit-tap path, kept in f64 between
+/// axes like the reference; an axis is skipped only when nothing changes along it.
+fn resize_by_taps(x: &Tensor, r: &Resize, axes: &[usize], sizes: &[usize], scales: &[f64], ins: &[Option<&Tensor>]) -> Result<Tensor> {
+    let roi_t = r.roi_input.and_then(|i| opt(ins, i)).filter(|t| t.elem_count() > 0);
+    let roi_f32 = roi_t.is_some_and(|t| t.dtype() == DType::F32);
+    if r.coord == Coord::TfCropAndResize && roi_t.is_some_and(|t| !matches!(t.dtype(), DType::F32 | DType::F64)) {
+        bail!("tf_crop_and_resize needs a float32 or float64 roi");
+    }
+    let roi = roi_t.map(super::floats).transpose()?;
+    if r.coord == Coord::TfCropAndResize && roi.as_ref().is_none_or(|v| v.len() != 2 * axes.len()) {
+        bail!("tf_crop_and_resize needs a roi of {} values (start and end per axis)", 2 * axes.len());
+    }
+    let mut y = x.to_dtype(DType::F64)?;
+    for (k, &d) in axes.iter().enumerate() {
+        let window = match (&roi, r.coord) {
+            (Some(v), Coord::TfCropAndResize) => super::resize_taps::Roi { start: v[k], end: v[axes.len() + k], f32: roi_f32 },
+            _ => super::resize_taps::Roi { start: 0.0, end: 1.0, f32: false },
+        };
+        let unit = window.start.abs() < 1e-9 && (window.end - 1.0).abs() < 1e-9;
+        if (scales[d] - 1.0).abs() < 1e-9 && sizes[d] == x.dims()[d] && unit {
+            continue;
+        }
+        y = super::resize_taps::resize_axis(&y, d, sizes[d], scales[d], r, window)?;
+    }
+    y.to_dtype(x.dtype())
 }
 
 fn source_coord(r: &Resize, out_i: usize, in_len: usize, out_len: usize, scale: f64) -> f64 {
@@ -178,6 +238,8 @@ fn source_coord(r: &Resize, out_i: usize, in_len: usize, out_len: usize, scale: 
             if out_f == 1.0 || out_len <= 1 { 0.0 } else { x * (in_len as f64 - 1.0) / (out_f - 1.0) }
         }
         Coord::Asymmetric => x / scale,
+        // Never reached: tf_crop_and_resize is routed to `resize_by_taps` before any fast path.
+        Coord::TfCropAndResize => x / scale,
     }
 }
 
