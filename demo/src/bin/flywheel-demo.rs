@@ -112,7 +112,10 @@ async fn run(args: &Args, cluster: &Cluster, bin_dir: PathBuf, progress: &mut Pr
     let t = progress.step("sending 40 production images to POST /v1/predict");
     let predictions = flywheel.send_traffic(40).await?;
     let shapes: usize = predictions.iter().map(|p| p.shapes.len()).sum();
-    progress.done(t, format!("{} predictions, {shapes} shapes above the 0.4 confidence threshold", predictions.len()));
+    progress.done(
+        t,
+        format!("{} predictions, {shapes} shapes above the 0.4 confidence threshold (v1 is untrained: mostly noise, which the loop fixes)", predictions.len()),
+    );
 
     let t = progress.step("reviewing 20 predictions (corrections with the true shapes) to reach the trigger");
     let reviewed = flywheel.review(20, 60, |_| true).await?;
