@@ -3,23 +3,41 @@
 use crate::error::RunError;
 use crate::ops;
 use crate::plan::Plan;
+use crate::strings::{self, StringTensor, Value};
 use candle_core::Tensor;
 use std::collections::HashMap;
 
 /// Run the plan. `overrides` replaces constants (training binds initializers to Vars).
-pub fn execute(plan: &Plan, inputs: &[(&str, Tensor)], overrides: &HashMap<usize, Tensor>) -> Result<Vec<(String, Tensor)>, RunError> {
+/// String values live in their own slots (allocated only when the graph has strings).
+pub fn execute(plan: &Plan, inputs: &[(&str, Value)], overrides: &HashMap<usize, Tensor>) -> Result<Vec<(String, Value)>, RunError> {
     let g = &plan.graph;
     let mut slots: Vec<Option<Tensor>> = vec![None; g.value_names.len()];
+    let mut strs: Vec<Option<StringTensor>> = if g.string_values.is_empty() { Vec::new() } else { vec![None; g.value_names.len()] };
     for (id, t) in &g.consts {
         slots[*id] = Some(overrides.get(id).cloned().unwrap_or_else(|| t.clone()));
     }
-    for (name, t) in inputs {
+    for (id, s) in &g.string_consts {
+        strs[*id] = Some(s.clone());
+    }
+    for (name, v) in inputs {
         let (id, info) = g
             .inputs
             .iter()
             .find(|(_, info)| info.name == *name)
             .ok_or_else(|| RunError::UnknownInput(name.to_string()))?;
         let bad = |reason: String| RunError::BadInput { name: info.name.clone(), reason };
+        let t = match (v, info.is_string) {
+            (Value::Tensor(t), false) => t,
+            (Value::Strings(s), true) => {
+                if !info.matches(s.dims()) {
+                    return Err(bad(format!("shape {:?} does not match the model's {:?}", s.dims(), info.shape)));
+                }
+                strs[*id] = Some(s.clone());
+                continue;
+            }
+            (Value::Tensor(_), true) => return Err(bad("the model expects a string tensor".into())),
+            (Value::Strings(_), false) => return Err(bad(format!("a string tensor, the model expects {:?}", info.dtype))),
+        };
         if t.dtype() != info.dtype {
             return Err(bad(format!("dtype {:?}, the model expects {:?}", t.dtype(), info.dtype)));
         }
@@ -34,13 +52,22 @@ pub fn execute(plan: &Plan, inputs: &[(&str, Tensor)], overrides: &HashMap<usize
         slots[*id] = Some(t.clone());
     }
     for (id, info) in &g.inputs {
-        if slots[*id].is_none() {
+        if slots[*id].is_none() && strs.get(*id).is_none_or(|s| s.is_none()) {
             return Err(RunError::MissingInput(info.name.clone()));
         }
     }
     let profile = profiling();
     for (ni, node) in g.nodes.iter().enumerate() {
         let started = profile.then(std::time::Instant::now);
+        if let ops::Op::Strings(op) = &node.op {
+            let out = strings::run(*op, &node.inputs, &strs, &slots).map_err(|e| RunError::Node { node: node.name.clone(), op: node.op_type.clone(), reason: e.to_string() })?;
+            match out {
+                Value::Tensor(t) => slots[node.outputs[0]] = Some(t),
+                Value::Strings(s) => strs[node.outputs[0]] = Some(s),
+            }
+            free(&plan.free_after[ni], &mut slots, &mut strs);
+            continue;
+        }
         let ins: Vec<Option<&Tensor>> = node.inputs.iter().map(|i| i.and_then(|i| slots[i].as_ref())).collect();
         let outs = ops::run_guarded(&node.op, &ins, node.outputs.len()).map_err(|e| RunError::Node { node: node.name.clone(), op: node.op_type.clone(), reason: e.to_string() })?;
         if outs.len() < node.outputs.len() {
@@ -52,16 +79,25 @@ pub fn execute(plan: &Plan, inputs: &[(&str, Tensor)], overrides: &HashMap<usize
         for (id, t) in node.outputs.iter().zip(outs) {
             slots[*id] = Some(t);
         }
-        for id in &plan.free_after[ni] {
-            slots[*id] = None;
-        }
+        free(&plan.free_after[ni], &mut slots, &mut strs);
     }
     g.outputs
         .iter()
         .map(|(id, info)| {
-            slots[*id].clone().map(|t| (info.name.clone(), t)).ok_or_else(|| RunError::Other(format!("output '{}' was not computed", info.name)))
+            let v = if info.is_string { strs[*id].clone().map(Value::Strings) } else { slots[*id].clone().map(Value::Tensor) };
+            v.map(|v| (info.name.clone(), v)).ok_or_else(|| RunError::Other(format!("output '{}' was not computed", info.name)))
         })
         .collect()
+}
+
+/// Drop the values that are dead after a node.
+fn free(dead: &[usize], slots: &mut [Option<Tensor>], strs: &mut [Option<StringTensor>]) {
+    for id in dead {
+        slots[*id] = None;
+        if let Some(s) = strs.get_mut(*id) {
+            *s = None;
+        }
+    }
 }
 
 /// FLYWHEEL_RUNTIME_PROFILE=1 prints the time of every node to stderr.

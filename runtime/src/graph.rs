@@ -6,9 +6,10 @@ use crate::model::{Dim, ValueInfo};
 use crate::ops::{self, Op};
 use crate::ops::narrow::{self, Held};
 use crate::proto::{holder_of, tensor_from_proto};
+use crate::strings::{self, StringConsts};
 use candle_core::Tensor;
 use candle_onnx::onnx::{ModelProto, ValueInfoProto, type_proto, tensor_shape_proto::dimension};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -31,6 +32,10 @@ pub struct Graph {
     pub opset: i64,
     /// Values of element types held in another dtype (int8, uint64, float8, int4, ...), see `ops::narrow`.
     pub held: HashMap<usize, Held>,
+    /// String constants (initializers and Constant nodes of element type string).
+    pub string_consts: StringConsts,
+    /// Every value id holding strings (inputs, constants and the outputs of string ops).
+    pub string_values: HashSet<usize>,
 }
 
 fn elem_type(v: &ValueInfoProto) -> Option<i32> {
@@ -46,7 +51,12 @@ fn value_info(v: &ValueInfoProto) -> Result<ValueInfo, LoadError> {
         Some(type_proto::Value::TensorType(tt)) => tt,
         _ => return Err(err("only tensor-typed graph inputs/outputs are supported")),
     };
-    let dtype = holder_of(tt.elem_type).ok_or_else(|| err(&format!("element type {} is not supported", tt.elem_type)))?;
+    let is_string = tt.elem_type == strings::ONNX_STRING;
+    let dtype = if is_string {
+        candle_core::DType::U8
+    } else {
+        holder_of(tt.elem_type).ok_or_else(|| err(&format!("element type {} is not supported", tt.elem_type)))?
+    };
     let shape = tt.shape.as_ref().map(|s| {
         s.dim.iter().map(|d| match &d.value {
             Some(dimension::Value::DimValue(n)) if *n >= 0 => Dim::Fixed(*n as usize),
@@ -54,7 +64,7 @@ fn value_info(v: &ValueInfoProto) -> Result<ValueInfo, LoadError> {
             _ => Dim::Dynamic(None),
         }).collect()
     });
-    Ok(ValueInfo { name: v.name.clone(), dtype, shape })
+    Ok(ValueInfo { name: v.name.clone(), dtype, shape, is_string })
 }
 
 pub fn load(model: &ModelProto) -> Result<Graph, LoadError> {
@@ -77,8 +87,13 @@ pub fn load(model: &ModelProto) -> Result<Graph, LoadError> {
     let mut initializers = Vec::new();
     let mut held_types: HashMap<usize, Held> = HashMap::new();
     let mut declared: HashMap<usize, i32> = HashMap::new();
+    let mut string_consts = StringConsts::new();
     for init in &g.initializer {
         let id = id_of(&init.name, &mut names);
+        if init.data_type == strings::ONNX_STRING {
+            string_consts.insert(id, strings::from_proto(init)?);
+            continue;
+        }
         declared.insert(id, init.data_type);
         if let Some(t) = Held::from_onnx(init.data_type) {
             held_types.insert(id, t);
@@ -89,7 +104,7 @@ pub fn load(model: &ModelProto) -> Result<Graph, LoadError> {
     let mut inputs = Vec::new();
     for v in &g.input {
         let id = id_of(&v.name, &mut names);
-        if consts.contains_key(&id) {
+        if consts.contains_key(&id) || string_consts.contains_key(&id) {
             continue; // an initializer listed as input (IR < 4): a constant here
         }
         inputs.push((id, value_info(v)?));
@@ -110,6 +125,15 @@ pub fn load(model: &ModelProto) -> Result<Graph, LoadError> {
         if !(n.domain.is_empty() || n.domain == "ai.onnx") {
             return Err(LoadError::UnsupportedOp { node: name, op: n.op_type.clone(), domain: n.domain.clone() });
         }
+        if n.op_type == "Constant"
+            && let Some(st) = strings::constant(n)?
+        {
+            let [out] = n.output.as_slice() else {
+                return Err(LoadError::Node { node: name, op: n.op_type.clone(), reason: format!("has {} outputs, 1 expected", n.output.len()) });
+            };
+            string_consts.insert(id_of(out, &mut names), st);
+            continue;
+        }
         let mut named = n.clone();
         named.name = name.clone();
         let op = ops::parse(&named, opset)?;
@@ -124,20 +148,26 @@ pub fn load(model: &ModelProto) -> Result<Graph, LoadError> {
         }
         nodes.push(Node { name, op_type: n.op_type.clone(), op, inputs: ins, outputs: outs });
     }
-    let mut nodes = topo_sort(nodes, &names, &consts, &inputs)?;
+    let mut nodes = topo_sort(nodes, &names, consts.keys().chain(string_consts.keys()), &inputs)?;
+    let seeds = string_consts.keys().copied().chain(inputs.iter().filter(|(_, v)| v.is_string).map(|(id, _)| *id)).collect();
+    let string_values = strings::assign(&mut nodes, seeds, &names)?;
     narrow::rewrite(&mut nodes, &mut held_types, &declared)?;
     for (id, info) in &outputs {
-        let produced = nodes.iter().any(|n| n.outputs.contains(id)) || consts.contains_key(id) || inputs.iter().any(|(i, _)| i == id);
+        let produced = nodes.iter().any(|n| n.outputs.contains(id)) || consts.contains_key(id) || string_consts.contains_key(id) || inputs.iter().any(|(i, _)| i == id);
         if !produced {
             return Err(LoadError::Graph(format!("output '{}' is not produced by any node", info.name)));
         }
+        if info.is_string != string_values.contains(id) {
+            let (declared, actual) = if info.is_string { ("string", "numeric") } else { ("numeric", "string") };
+            return Err(LoadError::Graph(format!("output '{}' is declared {declared} but the graph computes a {actual} value", info.name)));
+        }
     }
-    Ok(Graph { value_names: names, nodes, inputs, outputs, consts, initializers, opset, held: held_types })
+    Ok(Graph { value_names: names, nodes, inputs, outputs, consts, initializers, opset, held: held_types, string_consts, string_values })
 }
 
-fn topo_sort(nodes: Vec<Node>, names: &[String], consts: &HashMap<usize, Tensor>, inputs: &[(usize, ValueInfo)]) -> Result<Vec<Node>, LoadError> {
+fn topo_sort<'a>(nodes: Vec<Node>, names: &[String], consts: impl Iterator<Item = &'a usize>, inputs: &[(usize, ValueInfo)]) -> Result<Vec<Node>, LoadError> {
     let mut available = vec![false; names.len()];
-    for id in consts.keys() {
+    for id in consts {
         available[*id] = true;
     }
     for (id, _) in inputs {

@@ -24,6 +24,11 @@
 //! splits the outputs back per sample (falling back to one run per sample when the model's batch
 //! dimension is fixed).
 //!
+//! Models with string inputs or outputs ([`ValueInfo::is_string`]) run through
+//! [`Model::run_values`], which takes and returns [`Value`]s: a candle tensor or a
+//! [`StringTensor`]. Strings are a separate value kind that only Equal, Identity and Reshape
+//! accept; any other op receiving one is rejected at load.
+//!
 //! ## Training
 //! [`TrainableModel`] keeps the same graph differentiable: initializers become candle `Var`s,
 //! no inference fusions are applied, BatchNorm uses its stored (frozen) statistics, and
@@ -54,12 +59,14 @@ mod model;
 mod ops;
 mod plan;
 mod proto;
+mod strings;
 mod train;
 
 pub use candle_core::{DType, Device, Tensor, Var};
 pub use error::{ExportError, LoadError, RunError};
 pub use model::{Dim, Model, ValueInfo};
 pub use ops::SUPPORTED_OPS;
+pub use strings::{StringTensor, Value};
 pub use train::{ParamFilter, TrainableModel};
 
 /// Raw ONNX protobuf types (re-exported from candle-onnx) for callers that build or inspect graphs.
@@ -68,4 +75,14 @@ pub use candle_onnx::onnx as proto_types;
 /// Decode an ONNX `TensorProto` (any storage field) into a candle tensor; used by test harnesses.
 pub fn tensor_from_proto(t: &proto_types::TensorProto) -> Result<Tensor, LoadError> {
     proto::tensor_from_proto(t)
+}
+
+/// Decode an ONNX `TensorProto` into a [`Value`]: a string tensor for `string` element type, a
+/// candle tensor otherwise; used by test harnesses.
+pub fn value_from_proto(t: &proto_types::TensorProto) -> Result<Value, LoadError> {
+    if t.data_type == strings::ONNX_STRING {
+        strings::from_proto(t).map(Value::Strings)
+    } else {
+        proto::tensor_from_proto(t).map(Value::Tensor)
+    }
 }

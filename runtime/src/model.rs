@@ -4,6 +4,7 @@ use crate::error::{LoadError, RunError};
 use crate::exec::execute;
 use crate::graph;
 use crate::plan::{self, Plan, PlanOptions};
+use crate::strings::Value;
 use candle_core::{DType, Tensor};
 use candle_onnx::onnx::ModelProto;
 use prost::Message;
@@ -24,6 +25,9 @@ pub struct ValueInfo {
     pub name: String,
     pub dtype: DType,
     pub shape: Option<Vec<Dim>>,
+    /// The element type is `string`: the value is a [`crate::StringTensor`], passed and returned
+    /// through [`Model::run_values`] (`dtype` is then U8 and means nothing).
+    pub is_string: bool,
 }
 
 impl ValueInfo {
@@ -88,6 +92,13 @@ impl Model {
 
     /// Run once. Returns every graph output as (name, tensor) in the model's output order.
     pub fn run(&self, inputs: &[(&str, Tensor)]) -> Result<Vec<(String, Tensor)>, RunError> {
+        let inputs: Vec<(&str, Value)> = inputs.iter().map(|(n, t)| (*n, Value::Tensor(t.clone()))).collect();
+        tensors_only(execute(&self.plan, &inputs, &HashMap::new())?)
+    }
+
+    /// Run once with values that may be string tensors (for models with string inputs or
+    /// outputs, see [`ValueInfo::is_string`]).
+    pub fn run_values(&self, inputs: &[(&str, Value)]) -> Result<Vec<(String, Value)>, RunError> {
         execute(&self.plan, inputs, &HashMap::new())
     }
 
@@ -128,6 +139,16 @@ impl Model {
         }
         Ok(per_sample)
     }
+}
+
+/// Outputs as candle tensors; a string output needs [`Model::run_values`].
+pub(crate) fn tensors_only(outs: Vec<(String, Value)>) -> Result<Vec<(String, Tensor)>, RunError> {
+    outs.into_iter()
+        .map(|(name, v)| match v {
+            Value::Tensor(t) => Ok((name, t)),
+            Value::Strings(_) => Err(RunError::Other(format!("output '{name}' is a string tensor; use run_values"))),
+        })
+        .collect()
 }
 
 const _: () = {

@@ -94,7 +94,8 @@ impl TrainableModel {
             .iter()
             .map(|(_, id, v)| (*id, if trainable.contains(id) { v.as_tensor().clone() } else { v.as_tensor().detach() }))
             .collect();
-        execute(&self.plan, inputs, &overrides)
+        let inputs: Vec<(&str, crate::strings::Value)> = inputs.iter().map(|(n, t)| (*n, crate::strings::Value::Tensor(t.clone()))).collect();
+        crate::model::tensors_only(execute(&self.plan, &inputs, &overrides)?)
     }
 
     /// The original ONNX graph with every initializer replaced by its current value.

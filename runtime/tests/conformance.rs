@@ -13,8 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The documented vision op list: each of their node tests must pass or be rejected at load
-/// (e.g. string tensors: listed in docs/runtime-conformance.md). A run error, crash or wrong
-/// answer fails the test.
+/// (listed in docs/runtime-conformance.md). A run error, crash or wrong answer fails the test.
 const VISION_OPS: &[&str] = &[
     "Conv", "ConvTranspose", "BatchNormalization", "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish",
     "Gelu", "Softmax", "MaxPool", "AveragePool", "GlobalAveragePool", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div",

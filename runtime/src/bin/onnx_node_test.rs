@@ -3,7 +3,7 @@
 //! 0 pass, 1 wrong answer, 2 rejected at load, 3 error while running.
 
 use clap::Parser;
-use flywheel_runtime::{Model, Tensor, proto_types::TensorProto};
+use flywheel_runtime::{Model, Tensor, Value, proto_types::TensorProto};
 use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,13 +19,35 @@ struct Args {
     atol: f64,
 }
 
-fn read_tensor(p: &Path) -> anyhow::Result<(String, Tensor)> {
+fn read_value(p: &Path) -> anyhow::Result<(String, Value)> {
     let proto = TensorProto::decode(std::fs::read(p)?.as_slice())?;
-    Ok((proto.name.clone(), flywheel_runtime::tensor_from_proto(&proto)?))
+    Ok((proto.name.clone(), flywheel_runtime::value_from_proto(&proto)?))
 }
 
 fn values(t: &Tensor) -> anyhow::Result<Vec<f64>> {
     Ok(t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?)
+}
+
+/// String outputs must match exactly: same shape, same bytes.
+fn compare_values(got: &Value, want: &Value, rtol: f64, atol: f64) -> Result<(), String> {
+    match (got, want) {
+        (Value::Tensor(g), Value::Tensor(w)) => {
+            // bfloat16 carries 8 significant bits: allow one unit in the last place.
+            let rtol = if w.dtype() == candle_core::DType::BF16 { rtol.max(1.0 / 128.0) } else { rtol };
+            compare(g, w, rtol, atol)
+        }
+        (Value::Strings(g), Value::Strings(w)) => {
+            if g.dims() != w.dims() {
+                return Err(format!("shape {:?}, expected {:?}", g.dims(), w.dims()));
+            }
+            match g.data().iter().zip(w.data()).position(|(a, b)| a != b) {
+                Some(i) => Err(format!("element {i}: {:?} vs expected {:?}", String::from_utf8_lossy(&g.data()[i]), String::from_utf8_lossy(&w.data()[i]))),
+                None => Ok(()),
+            }
+        }
+        (Value::Tensor(_), Value::Strings(_)) => Err("a numeric tensor, expected strings".into()),
+        (Value::Strings(_), Value::Tensor(_)) => Err("a string tensor, expected a numeric one".into()),
+    }
 }
 
 fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(), String> {
@@ -70,23 +92,21 @@ fn main() -> ExitCode {
             let mut outputs = Vec::new();
             let mut i = 0;
             while set.join(format!("input_{i}.pb")).exists() {
-                inputs.push(read_tensor(&set.join(format!("input_{i}.pb")))?);
+                inputs.push(read_value(&set.join(format!("input_{i}.pb")))?);
                 i += 1;
             }
             let mut j = 0;
             while set.join(format!("output_{j}.pb")).exists() {
-                outputs.push(read_tensor(&set.join(format!("output_{j}.pb")))?);
+                outputs.push(read_value(&set.join(format!("output_{j}.pb")))?);
                 j += 1;
             }
             // Bind inputs by the model's declared input order (the .pb names may be empty).
             let infos = model.inputs();
-            let named: Vec<(&str, Tensor)> = infos.iter().zip(inputs).map(|(info, (_, t))| (info.name.as_str(), t)).collect();
-            let got = model.run(&named)?;
+            let named: Vec<(&str, Value)> = infos.iter().zip(inputs).map(|(info, (_, t))| (info.name.as_str(), t)).collect();
+            let got = model.run_values(&named)?;
             for (k, (_, want)) in outputs.iter().enumerate() {
                 let Some((_, g)) = got.get(k) else { return Ok(Err(format!("missing output {k}"))) };
-                // bfloat16 carries 8 significant bits: allow one unit in the last place.
-                let rtol = if want.dtype() == candle_core::DType::BF16 { args.rtol.max(1.0 / 128.0) } else { args.rtol };
-                if let Err(e) = compare(g, want, rtol, args.atol) {
+                if let Err(e) = compare_values(g, want, args.rtol, args.atol) {
                     return Ok(Err(format!("output {k}: {e}")));
                 }
             }

@@ -93,6 +93,8 @@ pub enum Op {
     SpaceToDepth { block: usize, crd: bool },
     /// Arithmetic on int8/uint16/uint64 values held in a wider dtype (set by the load-time type pass).
     Narrow(narrow::NarrowOp),
+    /// An op on string values (set by the load-time string pass); run by the executor, not here.
+    Strings(crate::strings::StringOp),
 }
 
 /// Parse a node (default domain) for the model's opset.
@@ -188,6 +190,7 @@ pub fn run(op: &Op, ins: &[Option<&Tensor>], n_out: usize) -> Result<Vec<Tensor>
         Op::DepthToSpace { block, crd } => one(norm::depth_to_space(req(ins, 0)?, *block, *crd)?),
         Op::SpaceToDepth { block, crd } => one(norm::space_to_depth(req(ins, 0)?, *block, *crd)?),
         Op::Narrow(n) => one(narrow::run(n, ins)?),
+        Op::Strings(_) => candle_core::bail!("string op given numeric inputs"),
     }
 }
 
