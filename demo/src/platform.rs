@@ -86,7 +86,8 @@ impl Platform {
 
     /// `helm upgrade --install` of charts/flywheel, watching only this namespace, with trained
     /// models written under `s3://flywheel-demo/runs`. Returns when the operator Pod is Ready
-    /// and holds the leader Lease.
+    /// and holds the leader Lease. `FLYWHEEL_OPERATOR_LOG`, when set, replaces the chart's
+    /// RUST_LOG filter (e.g. `info,kube_runtime=debug` to see the watchers).
     pub async fn install_operator(&self) -> anyhow::Result<Pod> {
         let chart = flywheel_e2e::workspace_root().join("charts/flywheel");
         let helm = helm_binary()?;
@@ -97,6 +98,7 @@ impl Platform {
             .arg(&self.cluster.kubeconfig)
             .args(["--set", &format!("watchNamespace={}", self.namespace)])
             .args(["--set", &format!("defaultOutputUri=s3://{BUCKET}/runs/")])
+            .args(std::env::var("FLYWHEEL_OPERATOR_LOG").map(|level| ["--set-string".to_string(), format!("logging.level={}", level.replace(',', "\\,"))]).into_iter().flatten())
             .args(["--wait", "--timeout", "180s"])
             .output()
             .with_context(|| format!("running {}", helm.display()))?;

@@ -7,7 +7,12 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::cluster::TestCluster;
 
+/// Lines of each container log in a dump; `FLYWHEEL_DUMP_LOG_LINES` overrides it.
 const LOG_LINES: usize = 40;
+
+fn log_lines() -> usize {
+    std::env::var("FLYWHEEL_DUMP_LOG_LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(LOG_LINES)
+}
 
 pub async fn dump_namespace(client: &Client, cluster: &TestCluster, namespace: &str) -> String {
     let mut out = format!(
@@ -33,11 +38,12 @@ pub async fn dump_namespace(client: &Client, cluster: &TestCluster, namespace: &
                     if let Some(log) = cluster.container_log(namespace, &pod.name_any(), &container)
                     {
                         let lines: Vec<&str> = log.lines().collect();
+                        let keep = log_lines();
                         out.push_str(&format!(
-                            "--- log {}/{container} (last {LOG_LINES} lines)\n",
+                            "--- log {}/{container} (last {keep} lines)\n",
                             pod.name_any()
                         ));
-                        for l in &lines[lines.len().saturating_sub(LOG_LINES)..] {
+                        for l in &lines[lines.len().saturating_sub(keep)..] {
                             out.push_str(&format!("    {l}\n"));
                         }
                     }
