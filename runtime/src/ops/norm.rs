@@ -32,23 +32,15 @@ pub fn parse(a: &Attrs, _opset: i64) -> std::result::Result<Option<Op>, LoadErro
             }
             Op::Lrn(Lrn { size: size as usize, alpha: a.float_or("alpha", 1e-4) as f64, beta: a.float_or("beta", 0.75) as f64, bias: a.float_or("bias", 1.0) as f64 })
         }
-        "DepthToSpace" => {
-            a.only(&["blocksize", "mode"])?;
-            let crd = match a.string_or("mode", "DCR").as_str() {
-                "DCR" => false,
-                "CRD" => true,
-                m => return Err(a.err(format!("mode '{m}' is not supported"))),
-            };
-            Op::DepthToSpace { block: a.int("blocksize").ok_or_else(|| a.err("missing blocksize"))? as usize, crd }
-        }
-        "SpaceToDepth" => {
+        op @ ("DepthToSpace" | "SpaceToDepth") => {
             a.only(&["blocksize", "mode"])?;
             let crd = match a.string_or("mode", "DCR").as_str() {
                 "DCR" => false,
                 "CRD" => true,
                 m => return Err(a.err(format!("mode '{m}' is not supported (DCR or CRD)"))),
             };
-            Op::SpaceToDepth { block: a.int("blocksize").ok_or_else(|| a.err("missing blocksize"))? as usize, crd }
+            let block = a.int("blocksize").ok_or_else(|| a.err("missing blocksize"))? as usize;
+            if op == "DepthToSpace" { Op::DepthToSpace { block, crd } } else { Op::SpaceToDepth { block, crd } }
         }
         _ => return Ok(None),
     }))
