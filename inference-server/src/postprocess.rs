@@ -1,6 +1,8 @@
 //! Output decoders: classification logits → top-k classes, YOLO-style tensors → boxes with
-//! per-class non-maximum suppression. The confidence threshold is applied here.
+//! per-class non-maximum suppression (flywheel-vision's decoders, which the trainer's evaluation
+//! shares), mapped back to original pixels and labelled. The confidence threshold is applied here.
 
+use flywheel_vision::decode::{Detection, YoloLayout, decode_yolo, top_classes};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::TensorF32;
@@ -45,8 +47,8 @@ pub fn decode(
             Ok(kept
                 .into_iter()
                 .map(|d| Shape {
-                    label: label_of(labels, d.class_id),
-                    class_id: d.class_id,
+                    label: label_of(labels, d.class),
+                    class_id: d.class,
                     confidence: d.score,
                     bbox: Some(inv.to_original(d.bbox)),
                 })
@@ -55,97 +57,28 @@ pub fn decode(
     }
 }
 
-pub fn softmax(x: &[f32]) -> Vec<f32> {
-    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = x.iter().map(|v| (v - m).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
-}
-
-fn classify(logits: &[f32], apply_softmax: bool, top_k: usize, labels: &[String], threshold: f32) -> Vec<Shape> {
-    let probs = if apply_softmax { softmax(logits) } else { logits.to_vec() };
-    let mut idx: Vec<usize> = (0..probs.len()).collect();
-    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-    idx.into_iter()
-        .take(top_k.max(1))
-        .filter(|&i| probs[i] >= threshold)
-        .map(|i| Shape { label: label_of(labels, i), class_id: i, confidence: probs[i], bbox: None })
+fn classify(scores: &[f32], apply_softmax: bool, top_k: usize, labels: &[String], threshold: f32) -> Vec<Shape> {
+    top_classes(scores, apply_softmax, top_k, threshold)
+        .into_iter()
+        .map(|(i, p)| Shape { label: label_of(labels, i), class_id: i, confidence: p, bbox: None })
         .collect()
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct Detection {
-    pub bbox: [f32; 4],
-    pub class_id: usize,
-    pub score: f32,
-}
-
-/// Reads [1, 4+C, A] / [1, A, 4+C] (or 5+C with objectness) into candidate boxes in input pixels.
+/// Candidate boxes in input pixels of a `[1, D, A]` / `[1, A, D]` output.
 fn yolo(out: &TensorF32, objectness: bool, classes: usize, threshold: f32) -> Result<Vec<Detection>, ServerError> {
-    let dims: Vec<usize> = out.shape.iter().copied().skip_while(|_| false).collect();
-    if dims.len() != 3 || dims[0] != 1 {
+    if out.shape.len() != 3 || out.shape[0] != 1 {
         return Err(ServerError::Backend(format!(
-            "YOLO decoder expects an output of shape [1, D, A] or [1, A, D], got {dims:?}"
+            "YOLO decoder expects an output of shape [1, D, A] or [1, A, D], got {:?}",
+            out.shape
         )));
     }
-    let head = if objectness { 5 } else { 4 };
-    let (d1, d2) = (dims[1], dims[2]);
-    // Which axis holds the box fields: the one matching 4/5 + classes, else the smaller one.
-    let channels_first = if classes > 0 {
-        if d1 == head + classes { true } else if d2 == head + classes { false } else {
-            return Err(ServerError::Backend(format!(
-                "YOLO output {dims:?} matches neither {head}+{classes} fields per anchor"
-            )));
-        }
-    } else {
-        d1 <= d2
-    };
-    let (fields, anchors) = if channels_first { (d1, d2) } else { (d2, d1) };
-    if fields <= head {
-        return Err(ServerError::Backend(format!("YOLO output {dims:?} has no class scores")));
-    }
-    let at = |f: usize, a: usize| if channels_first { out.data[f * anchors + a] } else { out.data[a * fields + f] };
-    let mut dets = Vec::new();
-    for a in 0..anchors {
-        let obj = if objectness { at(4, a) } else { 1.0 };
-        if obj < threshold {
-            continue;
-        }
-        let (mut best, mut best_score) = (0, f32::NEG_INFINITY);
-        for c in head..fields {
-            let s = at(c, a);
-            if s > best_score {
-                best_score = s;
-                best = c - head;
-            }
-        }
-        let score = best_score * obj;
-        if score.is_nan() || score < threshold {
-            continue;
-        }
-        let (cx, cy, w, h) = (at(0, a), at(1, a), at(2, a), at(3, a));
-        dets.push(Detection {
-            bbox: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
-            class_id: best,
-            score,
-        });
-    }
-    Ok(dets)
+    let layout = YoloLayout::detect(&out.shape, classes, Some(objectness))
+        .map_err(|e| ServerError::Backend(e.to_string()))?;
+    Ok(decode_yolo(&layout, &out.data, threshold))
 }
 
+pub use flywheel_vision::decode::softmax;
 pub use flywheel_vision::{iou, nms};
-
-impl flywheel_vision::Candidate for Detection {
-    fn class(&self) -> usize {
-        self.class_id
-    }
-    fn bbox(&self) -> &[f32; 4] {
-        &self.bbox
-    }
-    fn score(&self) -> f32 {
-        self.score
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -144,7 +144,6 @@ pub fn mean_and_covariance<const K: usize>(rows: &[[f64; K]]) -> (Vec<f64>, Vec<
 
 /// Confidences of the shapes the model would return for each sample.
 async fn confidences(model: &NamedModel, samples: &[Sample]) -> Result<Vec<f64>> {
-    use crate::train::yolo::YoloFormat;
     let bytes = crate::model::fetch_model(model).await?;
     let uri = model.spec.artifact.uri.to_string();
     let m = flywheel_runtime::Model::from_bytes(&bytes).map_err(|e| TrainerError::Model {
@@ -183,15 +182,12 @@ async fn confidences(model: &NamedModel, samples: &[Sample]) -> Result<Vec<f64>>
                 {
                     row
                 } else {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let e: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
-                    let sum: f32 = e.iter().sum();
-                    e.into_iter().map(|v| v / sum).collect()
+                    flywheel_vision::decode::softmax(&row)
                 };
                 out.push(probs.iter().copied().fold(0.0, f32::max) as f64);
             }
             Task::Detection => {
-                let fmt = YoloFormat::detect(y.dims(), spec.labels.len())?;
+                let fmt = crate::train::yolo::detect(y.dims(), spec.labels.len())?;
                 let dets = crate::train::objective::detections(
                     &fmt,
                     y,

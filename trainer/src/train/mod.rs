@@ -1,7 +1,6 @@
 //! `train`: fine-tune a base ONNX model on the merged training datasets, evaluate before and
 //! after, and write the new model, its metrics and finally `result.json` (the commit marker).
 
-pub mod metrics;
 pub mod objective;
 pub mod optim;
 pub mod report;

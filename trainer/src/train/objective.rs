@@ -9,7 +9,8 @@
 
 use candle_core::{D, Tensor};
 
-use super::metrics;
+use flywheel_vision::quality::{self, ImageBoxes, Predicted, Truth};
+
 use super::yolo::{self, Detection, YoloFormat};
 use crate::error::Result;
 
@@ -87,39 +88,37 @@ impl Objective {
         }
     }
 
-    /// The eval metric over outputs of every eval sample (in order).
+    /// The eval metric over outputs of every eval sample (in order): top-1 accuracy or COCO-style
+    /// mAP@0.5, as flywheel-vision defines them for the server's reviewed-quality gauges too.
     pub fn metric(&self, outputs: &[Tensor], data: &Prepared) -> Result<f64> {
         match *self {
             Objective::Classification { .. } => {
-                let mut predicted = Vec::new();
+                let mut samples = Vec::new();
                 for o in outputs {
-                    predicted.extend(
-                        o.argmax(D::Minus1)?
-                            .to_vec1::<u32>()?
-                            .into_iter()
-                            .map(|v| v as usize),
-                    );
+                    for scores in o.to_vec2::<f32>()? {
+                        let truth = data.labels[samples.len()];
+                        samples.push((scores.into_iter().enumerate().collect(), truth));
+                    }
                 }
-                Ok(metrics::accuracy(&predicted, &data.labels))
+                Ok(quality::accuracy(&samples).map_or(0.0, |a| a.top1))
             }
             Objective::Detection {
                 format, nms_iou, ..
             } => {
                 let mut images = Vec::new();
-                let mut idx = 0;
                 for o in outputs {
-                    for rows in format.canonical(o)?.to_vec3::<f32>()? {
-                        let flat: Vec<f32> = rows.into_iter().flatten().collect();
-                        let dets = yolo::nms(
-                            yolo::decode(&format, &flat, EVAL_THRESHOLD),
-                            nms_iou,
-                            EVAL_MAX_DETECTIONS,
-                        );
-                        images.push((dets, data.boxes[idx].clone()));
-                        idx += 1;
+                    for dets in detections(&format, o, EVAL_THRESHOLD, nms_iou)? {
+                        let truth = &data.boxes[images.len()];
+                        images.push(ImageBoxes {
+                            predicted: dets
+                                .into_iter()
+                                .map(|d| Predicted { class: d.class, bbox: d.bbox, score: d.score })
+                                .collect(),
+                            truth: truth.iter().map(|&(class, bbox)| Truth { class, bbox }).collect(),
+                        });
                     }
                 }
-                Ok(metrics::map50(&images, format.classes))
+                Ok(quality::detection_quality(&images).map_or(0.0, |q| q.map50))
             }
         }
     }
@@ -139,7 +138,7 @@ fn detection_loss(
     batch: &[usize],
     data: &Prepared,
 ) -> Result<Tensor> {
-    let out = fmt.canonical(output)?; // [B, A, F]
+    let out = yolo::canonical(fmt, output)?; // [B, A, F]
     let (b, a, f) = out.dims3()?;
     let values = out.detach().to_vec3::<f32>()?;
     let c = fmt.classes;
@@ -221,7 +220,8 @@ fn assign(rows: &[Vec<f32>], gts: &[(usize, [f32; 4])]) -> Vec<(usize, usize, [f
         .collect()
 }
 
-/// Top detection per image (used by `profile` for the confidence and box-size features).
+/// Detections per image after NMS, from the raw `[N, D1, D2]` output (the metric's, and
+/// `profile`'s for the confidence and box-size features).
 pub fn detections(
     fmt: &YoloFormat,
     output: &Tensor,
@@ -229,7 +229,7 @@ pub fn detections(
     nms_iou: f32,
 ) -> Result<Vec<Vec<Detection>>> {
     let mut out = Vec::new();
-    for rows in fmt.canonical(output)?.to_vec3::<f32>()? {
+    for rows in output.to_vec3::<f32>()? {
         let flat: Vec<f32> = rows.into_iter().flatten().collect();
         out.push(yolo::nms(
             yolo::decode(fmt, &flat, threshold),

@@ -16,7 +16,6 @@ use rand_chacha::ChaCha8Rng;
 use super::objective::{Objective, Prepared};
 use super::optim::Optimizer;
 use super::report::EpochRecord;
-use super::yolo::YoloFormat;
 use crate::error::{Result, TrainerError};
 use crate::model::{io_names, weight_names};
 use crate::preprocess::batch_shape;
@@ -258,7 +257,7 @@ fn objective_for(spec: &ModelVersionSpec, out: &Tensor) -> Result<Objective> {
             })
         }
         Task::Detection => Ok(Objective::Detection {
-            format: YoloFormat::detect(&dims, classes)?,
+            format: super::yolo::detect(&dims, classes)?,
             input_size: (spec.input.width as f32, spec.input.height as f32),
             nms_iou: spec.output.nms_iou_threshold as f32,
         }),
