@@ -125,7 +125,9 @@ fn class_ap<K: PartialEq>(images: &[ImageBoxes<K>], class: &K, truths: usize, th
     for (_, hit) in scored {
         if hit { tp += 1.0 } else { fp += 1.0 }
         recall.push(tp / truths as f64);
-        precision.push(tp / (tp + fp + f64::EPSILON));
+        // COCOeval adds machine epsilon to the denominator; it is never zero here, and without
+        // it perfect predictions score exactly 1.
+        precision.push(tp / (tp + fp));
     }
     // Precision envelope: the best precision at this recall or any higher one.
     for i in (1..precision.len()).rev() {
