@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
+pub use flywheel_types::Task;
+
 /// The URI schemes Flywheel's storage layer understands.
 pub const URI_SCHEMES: &[&str] = &["s3", "gs", "az", "http", "https", "file", "pvc"];
 
@@ -51,26 +53,6 @@ impl JsonSchema for StorageUri {
 
     fn inline_schema() -> bool {
         true
-    }
-}
-
-/// What a model does with an image.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum Task {
-    /// One label per image.
-    #[default]
-    Classification,
-    /// Boxes with a label and a confidence each.
-    Detection,
-}
-
-impl Task {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Task::Classification => "classification",
-            Task::Detection => "detection",
-        }
     }
 }
 

@@ -10,8 +10,10 @@ pub mod data_pipeline;
 pub mod dataset_version;
 pub mod deployment;
 pub mod model_version;
-pub mod serving;
 pub mod training;
+
+/// The serving config and reference statistics, Kubernetes-free in `flywheel-types`.
+pub use flywheel_types::serving;
 
 pub use common::{CredentialsRef, StorageUri, Task};
 pub use data_pipeline::{DataPipeline, DataPipelineSpec, DataPipelineStatus};

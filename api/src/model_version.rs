@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{CredentialsRef, ObjectName, StorageUri, Task};
 
+/// The model contract the spec carries, shared with the serving config and the pre-processing.
+pub use flywheel_types::model::{Decoder, InputSpec, Layout, OutputSpec, ResizeMode};
+
 /// A versioned model: an ONNX artifact plus everything needed to feed it images and read
 /// its outputs. Registered by hand or by a DataPipeline's retraining Job.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -80,101 +83,6 @@ pub struct Artifact {
 pub enum ModelFormat {
     #[default]
     Onnx,
-}
-
-/// Pre-processing: image → tensor.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct InputSpec {
-    /// Input width in pixels.
-    #[schemars(range(min = 1, max = 8192))]
-    pub width: u32,
-    /// Input height in pixels.
-    #[schemars(range(min = 1, max = 8192))]
-    pub height: u32,
-    /// Colour channels: 3 (RGB) or 1 (grey).
-    #[serde(default = "default_channels")]
-    #[schemars(range(min = 1, max = 3))]
-    pub channels: u32,
-    /// Tensor layout: `nchw` (default) or `nhwc`.
-    #[serde(default)]
-    pub layout: Layout,
-    /// Per-channel mean subtracted after scaling pixels to [0, 1].
-    #[serde(default = "default_mean")]
-    pub mean: Vec<f32>,
-    /// Per-channel standard deviation divided after subtracting the mean.
-    #[serde(default = "default_std")]
-    pub std: Vec<f32>,
-    /// How images are fitted to width x height: `stretch` (default) or `letterbox`
-    /// (keep the aspect ratio, pad with grey).
-    #[serde(default)]
-    pub resize: ResizeMode,
-}
-
-fn default_channels() -> u32 {
-    3
-}
-fn default_mean() -> Vec<f32> {
-    vec![0.0, 0.0, 0.0]
-}
-fn default_std() -> Vec<f32> {
-    vec![1.0, 1.0, 1.0]
-}
-
-/// Tensor memory layouts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum Layout {
-    #[default]
-    Nchw,
-    Nhwc,
-}
-
-/// Resize modes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum ResizeMode {
-    #[default]
-    Stretch,
-    Letterbox,
-}
-
-/// Post-processing: output tensors → shapes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OutputSpec {
-    /// Output decoder: `logits` (classification), `yolo` ([N, 4 + classes, anchors] or
-    /// [N, anchors, 5 + classes]) or `boxesScores` (separate boxes and scores outputs).
-    #[serde(default)]
-    pub decoder: Decoder,
-    /// IoU above which overlapping boxes of one class are suppressed (detection).
-    #[serde(default = "default_iou")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub nms_iou_threshold: f64,
-    /// Number of classes returned for classification.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub top_k: Option<u32>,
-}
-
-fn default_iou() -> f64 {
-    0.45
-}
-
-impl Default for OutputSpec {
-    fn default() -> Self {
-        Self { decoder: Decoder::default(), nms_iou_threshold: default_iou(), top_k: None }
-    }
-}
-
-/// Output decoders.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum Decoder {
-    #[default]
-    Logits,
-    Yolo,
-    BoxesScores,
 }
 
 /// Lineage of a retrained model.

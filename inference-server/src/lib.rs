@@ -2,11 +2,9 @@
 //! Open Inference Protocol v2 and a plain image endpoint, logs predictions for review, writes
 //! reviewed samples into a feedback dataset and exports monitoring metrics.
 
-/// The serving-config and reference-statistics types, shared with the operator and trainer.
-/// The file lives in the API crate (`flywheel_api::serving`); it is compiled here too so the
-/// server does not depend on the operator-facing crate's Kubernetes dependencies.
-#[path = "../../api/src/serving.rs"]
-pub mod serving;
+/// The serving-config and reference-statistics types, shared with the operator and the trainer
+/// through the Kubernetes-free `flywheel-types` crate.
+pub use flywheel_types::serving;
 
 pub mod auth;
 pub mod backend;

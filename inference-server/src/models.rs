@@ -9,7 +9,7 @@ use crate::batcher::Batcher;
 use crate::error::ServerError;
 use crate::postprocess;
 use crate::preprocess::InverseTransform;
-use crate::serving::{BatchingConfig, ServedModel, TensorLayout};
+use crate::serving::{BatchingConfig, Layout, ServedModel};
 
 /// Builds a backend from ONNX bytes (the runtime in production).
 pub type BackendFactory =
@@ -33,8 +33,8 @@ impl LoadedModel {
         let i = &self.spec.input;
         let (c, h, w) = (i.channels as usize, i.height as usize, i.width as usize);
         match i.layout {
-            TensorLayout::Nchw => vec![n, c, h, w],
-            TensorLayout::Nhwc => vec![n, h, w, c],
+            Layout::Nchw => vec![n, c, h, w],
+            Layout::Nhwc => vec![n, h, w, c],
         }
     }
 

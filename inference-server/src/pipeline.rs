@@ -13,7 +13,7 @@ use crate::models::LoadedModel;
 use crate::postprocess::{self, Shape};
 use crate::predlog::{self, LogItem, ModelOutput, PredictionRecord};
 use crate::preprocess::{DecodedImage, ImageStats, InverseTransform, to_tensor};
-use crate::serving::ServingTask;
+use crate::serving::Task;
 use crate::shadow::{ShadowInput, ShadowJob};
 use crate::state::{AppState, Serving};
 
@@ -208,6 +208,6 @@ pub fn refresh_drift_gauges(state: &AppState) {
 }
 
 /// The task of the champion (for callers that only need it).
-pub fn task_of(serving: &Serving) -> ServingTask {
+pub fn task_of(serving: &Serving) -> Task {
     serving.champion.spec.task
 }

@@ -38,7 +38,7 @@ pub struct PredictionRecord {
     pub id: String,
     pub time: DateTime<Utc>,
     pub deployment: String,
-    pub task: crate::serving::ServingTask,
+    pub task: crate::serving::Task,
     /// Image path relative to the log root; absent for tensor (OIP) requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,

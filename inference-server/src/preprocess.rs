@@ -2,7 +2,7 @@
 //! normalise, layout), the box mapping back to original pixels and the drift statistics live in
 //! `flywheel-vision`, shared with the trainer so it trains and profiles on identical inputs.
 
-use crate::serving::{InputSpec, ResizeMode, TensorLayout};
+use crate::serving::InputSpec;
 pub use flywheel_vision::{ImageStats, InverseTransform};
 use image::{ImageFormat, RgbImage};
 
@@ -43,41 +43,22 @@ pub fn decode_image(bytes: &[u8]) -> Result<DecodedImage, ServerError> {
 
 /// Resizes and normalises one image into `spec`'s layout (batch of one).
 pub fn to_tensor(img: &RgbImage, spec: &InputSpec) -> Result<(Vec<f32>, InverseTransform), ServerError> {
-    let spec = vision_spec(spec);
-    spec.check().map_err(|e| ServerError::Internal(e.to_string()))?;
-    let (values, placement) = flywheel_vision::to_input(img, &spec);
+    flywheel_vision::check_input(spec).map_err(|e| ServerError::Internal(e.to_string()))?;
+    let (values, placement) = flywheel_vision::to_input(img, spec);
     Ok((values, placement.inverse()))
-}
-
-/// The serving config's input spec as the shared pre-processing takes it.
-fn vision_spec(spec: &InputSpec) -> flywheel_vision::InputSpec<'_> {
-    flywheel_vision::InputSpec {
-        width: spec.width,
-        height: spec.height,
-        channels: spec.channels,
-        layout: match spec.layout {
-            TensorLayout::Nchw => flywheel_vision::Layout::Nchw,
-            TensorLayout::Nhwc => flywheel_vision::Layout::Nhwc,
-        },
-        mean: &spec.mean,
-        std: &spec.std,
-        resize: match spec.resize {
-            ResizeMode::Stretch => flywheel_vision::ResizeMode::Stretch,
-            ResizeMode::Letterbox => flywheel_vision::ResizeMode::Letterbox,
-        },
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serving::{Layout, ResizeMode};
 
     fn spec(resize: ResizeMode, channels: u32) -> InputSpec {
         InputSpec {
             width: 64,
             height: 64,
             channels,
-            layout: TensorLayout::Nhwc,
+            layout: Layout::Nhwc,
             mean: vec![0.5],
             std: vec![0.5],
             resize,

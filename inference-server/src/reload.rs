@@ -16,7 +16,7 @@ use crate::metrics::{ModelInfo, RoleLabel};
 use crate::models::{self, LoadedModel};
 use crate::predlog::PredictionLog;
 use crate::review::ReviewStore;
-use crate::serving::{FeedbackFormat, ReferenceStatistics, ServedModel, ServingConfig, ServingTask};
+use crate::serving::{FeedbackFormat, ReferenceStatistics, ServedModel, ServingConfig, Task};
 use crate::state::{AppState, Serving};
 use crate::storage::Location;
 
@@ -146,8 +146,8 @@ async fn open_reviews(config: &ServingConfig) -> Result<Option<Arc<ReviewStore>>
         Some(f) => {
             let loc = Location::parse(&f.uri).map_err(|e| format!("feedback dataset: {e}"))?;
             let format = f.format.unwrap_or(match task {
-                ServingTask::Detection => FeedbackFormat::Coco,
-                ServingTask::Classification => FeedbackFormat::Imagefolder,
+                Task::Detection => FeedbackFormat::Coco,
+                Task::Classification => FeedbackFormat::Imagefolder,
             });
             Some(FeedbackWriter::new(loc, format, config.champion.labels.clone()))
         }

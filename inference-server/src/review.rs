@@ -17,7 +17,7 @@ use crate::feedback::{FeedbackWriter, Sample};
 use crate::metrics::{Metrics, RoleLabel};
 use crate::postprocess::{Shape, iou};
 use crate::predlog::PredictionRecord;
-use crate::serving::ServingTask;
+use crate::serving::Task;
 use crate::storage::Location;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub struct ListQuery {
 
 pub struct ReviewStore {
     pub log: Location,
-    pub task: ServingTask,
+    pub task: Task,
     pub labels: Vec<String>,
     feedback: Option<FeedbackWriter>,
     items: Mutex<HashMap<String, Item>>,
@@ -93,7 +93,7 @@ impl ReviewStore {
     /// Loads records and reviews already in the log.
     pub async fn open(
         log: Location,
-        task: ServingTask,
+        task: Task,
         labels: Vec<String>,
         feedback: Option<FeedbackWriter>,
     ) -> Result<Arc<Self>, object_store::Error> {
@@ -212,7 +212,7 @@ impl ReviewStore {
             }
             Decision::Correct => sub.shapes.clone().ok_or_else(|| ServerError::bad_request("a correction needs shapes"))?,
         };
-        if self.task == ServingTask::Classification {
+        if self.task == Task::Classification {
             shapes.truncate(1);
             if shapes.is_empty() {
                 return Err(ServerError::bad_request("a classification review needs one label"));
@@ -227,24 +227,24 @@ impl ReviewStore {
             }
             s.confidence = 1.0;
             match (self.task, s.bbox) {
-                (ServingTask::Detection, None) => return Err(ServerError::bad_request("detection shapes need a box [x1, y1, x2, y2]")),
-                (ServingTask::Detection, Some(b)) => {
+                (Task::Detection, None) => return Err(ServerError::bad_request("detection shapes need a box [x1, y1, x2, y2]")),
+                (Task::Detection, Some(b)) => {
                     let ok = b.iter().all(|v| v.is_finite()) && b[0] >= 0.0 && b[1] >= 0.0 && b[0] < b[2] && b[1] < b[3] && b[2] <= w + 0.5 && b[3] <= h + 0.5;
                     if !ok {
                         return Err(ServerError::bad_request(format!("box {b:?} is not inside the {w}x{h} image with x1<x2, y1<y2")));
                     }
                 }
-                (ServingTask::Classification, _) => s.bbox = None,
+                (Task::Classification, _) => s.bbox = None,
             }
         }
         Ok(shapes)
     }
 }
 
-fn disagree(task: ServingTask, a: &[Shape], b: &[Shape]) -> bool {
+fn disagree(task: Task, a: &[Shape], b: &[Shape]) -> bool {
     match task {
-        ServingTask::Classification => a.first().map(|s| &s.label) != b.first().map(|s| &s.label),
-        ServingTask::Detection => {
+        Task::Classification => a.first().map(|s| &s.label) != b.first().map(|s| &s.label),
+        Task::Detection => {
             a.len() != b.len()
                 || a.iter().any(|x| {
                     !b.iter().any(|y| y.label == x.label && matches!((x.bbox, y.bbox), (Some(p), Some(q)) if iou(&p, &q) >= 0.5))
@@ -292,7 +292,7 @@ impl ReviewStore {
 
 /// Pure: the scores over `items` (see [`ReviewStore::quality`]).
 pub fn quality<'a>(
-    task: ServingTask,
+    task: Task,
     items: impl Iterator<Item = &'a Item>,
     champion: Served<'_>,
     shadow: Option<Served<'_>>,
@@ -309,14 +309,14 @@ pub fn quality<'a>(
         let pairs: Vec<(&[Shape], &[Shape])> =
             scored.iter().filter_map(|(i, r)| Some((pred(i)?, r.shapes.as_slice()))).collect();
         match task {
-            ServingTask::Classification => crate::quality::accuracy(&pairs),
-            ServingTask::Detection => crate::quality::map50(&pairs),
+            Task::Classification => crate::quality::accuracy(&pairs),
+            Task::Detection => crate::quality::map50(&pairs),
         }
     };
     Quality {
         metric: match task {
-            ServingTask::Classification => "accuracy",
-            ServingTask::Detection => "mAP50",
+            Task::Classification => "accuracy",
+            Task::Detection => "mAP50",
         },
         reviewed_samples: scored.len(),
         champion: score(&|i: &Item| Some(i.record.champion.shapes.as_slice())),
@@ -325,11 +325,11 @@ pub fn quality<'a>(
 }
 
 /// Sets the reviewed-quality gauges from `q`; a role without a score loses its series.
-pub fn export_quality(q: &Quality, task: ServingTask, metrics: &Metrics) {
+pub fn export_quality(q: &Quality, task: Task, metrics: &Metrics) {
     metrics.reviewed_samples.set(q.reviewed_samples as i64);
     let family = match task {
-        ServingTask::Classification => &metrics.reviewed_accuracy,
-        ServingTask::Detection => &metrics.reviewed_map50,
+        Task::Classification => &metrics.reviewed_accuracy,
+        Task::Detection => &metrics.reviewed_map50,
     };
     for (role, value) in [("champion", q.champion), ("shadow", q.shadow)] {
         let label = RoleLabel { role: role.into() };
@@ -362,7 +362,7 @@ mod tests {
             id: uuid::Uuid::new_v4().to_string(),
             time: Utc::now(),
             deployment: "d".into(),
-            task: ServingTask::Classification,
+            task: Task::Classification,
             image: Some("x.png".into()),
             width: 8,
             height: 8,
@@ -388,18 +388,18 @@ mod tests {
             // Not reviewed: never counts.
             Item { review: None, status: ReviewStatus::ToReview, ..item("v1", "cat", Some(("v3", "cat")), "cat") },
         ];
-        let q = quality(ServingTask::Classification, items.iter(), V1, Some(V3));
+        let q = quality(Task::Classification, items.iter(), V1, Some(V3));
         assert_eq!(q, Quality { metric: "accuracy", reviewed_samples: 1, champion: Some(1.0), shadow: Some(0.0) });
-        let q = quality(ServingTask::Classification, items.iter(), V1, Some(V2));
+        let q = quality(Task::Classification, items.iter(), V1, Some(V2));
         assert_eq!((q.reviewed_samples, q.champion, q.shadow), (2, Some(0.5), Some(1.0)));
     }
 
     #[test]
     fn without_a_shadow_every_champion_sample_counts_and_a_new_champion_starts_empty() {
         let items = [item("v1", "cat", None, "cat"), item("v1", "cat", Some(("v2", "dog")), "dog")];
-        let q = quality(ServingTask::Classification, items.iter(), V1, None);
+        let q = quality(Task::Classification, items.iter(), V1, None);
         assert_eq!((q.reviewed_samples, q.champion, q.shadow), (2, Some(0.5), None));
-        let q = quality(ServingTask::Classification, items.iter(), V2, None);
+        let q = quality(Task::Classification, items.iter(), V2, None);
         assert_eq!((q.reviewed_samples, q.champion, q.shadow), (0, None, None));
     }
 }

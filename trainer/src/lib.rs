@@ -11,7 +11,6 @@ pub mod dataset;
 pub mod error;
 pub mod generate;
 pub mod model;
-pub mod preprocess;
 pub mod profile;
 pub mod storage;
 pub mod train;

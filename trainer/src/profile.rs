@@ -12,10 +12,10 @@
 use flywheel_api::common::Task;
 use flywheel_api::serving::{FeatureDistribution, MultivariateReference, ReferenceStatistics};
 use flywheel_api::training::{NamedDataset, NamedModel, ProfileRequest, REFERENCE_STATISTICS_FILE};
+use flywheel_vision::ImageStats;
 
 use crate::dataset::{self, Sample};
 use crate::error::{Result, TrainerError};
-use crate::preprocess::ImageStats;
 use crate::storage::Location;
 
 pub const MAX_VALUES: usize = 1001;
@@ -161,10 +161,10 @@ async fn confidences(model: &NamedModel, samples: &[Sample]) -> Result<Vec<f64>>
     let spec = &model.spec;
     let mut out = Vec::new();
     for s in samples {
-        let (values, _) = crate::preprocess::to_input(&s.image, &spec.input);
+        let (values, _) = flywheel_vision::to_input(&s.image, &spec.input);
         let x = candle_core::Tensor::from_vec(
             values,
-            crate::preprocess::batch_shape(&spec.input, 1),
+            flywheel_vision::batch_shape(&spec.input, 1),
             &candle_core::Device::Cpu,
         )?;
         let y = m

@@ -10,7 +10,5 @@ pub mod quality;
 pub mod stats;
 
 pub use boxes::{BoxTransform, Candidate, InverseTransform, iou, nms};
-pub use preprocess::{
-    InputSpec, Layout, Placement, ResizeMode, UnsupportedInput, batch_shape, to_input,
-};
+pub use preprocess::{Placement, UnsupportedInput, batch_shape, check_input, to_input};
 pub use stats::ImageStats;

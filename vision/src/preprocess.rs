@@ -1,46 +1,16 @@
 //! Image → model input: resize by `stretch` or `letterbox` (grey 114 padding), triangle filter,
 //! x = (p/255 - mean) / std per channel (grey = luma 0.299 R + 0.587 G + 0.114 B), NCHW or NHWC.
 //!
-//! The serving config and the ModelVersion CRD each have their own input-spec type; callers
-//! convert to the borrowed [`InputSpec`] here, which costs no copy per image.
+//! The spec is the shared [`flywheel_types::InputSpec`], the one the ModelVersion CRD and the
+//! serving config both carry. Channel counts other than 1 or 3 are clamped into 1..=3 (see
+//! [`check_input`]); per-channel mean and standard deviation take a single value as applying to
+//! every channel, and an empty list as mean 0 / std 1.
 
+use flywheel_types::{InputSpec, Layout, ResizeMode};
 use image::RgbImage;
 use image::imageops::FilterType;
 
 use crate::boxes::{BoxTransform, InverseTransform};
-
-/// How an image becomes the model's input tensor.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct InputSpec<'a> {
-    pub width: u32,
-    pub height: u32,
-    /// 1 (grey) or 3 (RGB); other values are clamped into 1..=3.
-    pub channels: u32,
-    pub layout: Layout,
-    /// Per-channel mean and standard deviation; a single value applies to every channel, an
-    /// empty list means mean 0 / std 1.
-    pub mean: &'a [f32],
-    pub std: &'a [f32],
-    pub resize: ResizeMode,
-}
-
-/// Tensor memory layouts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Layout {
-    #[default]
-    Nchw,
-    Nhwc,
-}
-
-/// How images are fitted to the input size.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ResizeMode {
-    /// Scale each axis independently to the input size.
-    #[default]
-    Stretch,
-    /// Scale to fit keeping the aspect ratio and pad with grey (114), as YOLO models expect.
-    Letterbox,
-}
 
 /// A model input this module cannot produce.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,23 +21,21 @@ pub struct UnsupportedInput {
     pub channels: u32,
 }
 
-impl InputSpec<'_> {
-    /// Rejects empty inputs and channel counts other than 1 or 3.
-    pub fn check(&self) -> Result<(), UnsupportedInput> {
-        let (width, height, channels) = (self.width, self.height, self.channels);
-        if width == 0 || height == 0 || !(channels == 1 || channels == 3) {
-            return Err(UnsupportedInput {
-                width,
-                height,
-                channels,
-            });
-        }
-        Ok(())
+/// Rejects empty inputs and channel counts other than 1 or 3.
+pub fn check_input(spec: &InputSpec) -> Result<(), UnsupportedInput> {
+    let (width, height, channels) = (spec.width, spec.height, spec.channels);
+    if width == 0 || height == 0 || !(channels == 1 || channels == 3) {
+        return Err(UnsupportedInput {
+            width,
+            height,
+            channels,
+        });
     }
+    Ok(())
+}
 
-    fn effective_channels(&self) -> usize {
-        self.channels.clamp(1, 3) as usize
-    }
+fn effective_channels(spec: &InputSpec) -> usize {
+    spec.channels.clamp(1, 3) as usize
 }
 
 /// Where the original image landed in the input canvas.
@@ -109,7 +77,7 @@ impl Placement {
 }
 
 /// One image as the model's input values (batch of one, `spec`'s layout) and where it was placed.
-/// The spec must have a non-zero size (see [`InputSpec::check`]).
+/// The spec must have a non-zero size (see [`check_input`]).
 pub fn to_input(img: &RgbImage, spec: &InputSpec) -> (Vec<f32>, Placement) {
     let (w, h) = (spec.width, spec.height);
     let (canvas, placement) = match spec.resize {
@@ -152,7 +120,7 @@ pub fn to_input(img: &RgbImage, spec: &InputSpec) -> (Vec<f32>, Placement) {
 }
 
 fn normalise(img: &RgbImage, spec: &InputSpec) -> Vec<f32> {
-    let c = spec.effective_channels();
+    let c = effective_channels(spec);
     let mean = |k: usize| {
         spec.mean
             .get(k)
@@ -186,7 +154,7 @@ fn normalise(img: &RgbImage, spec: &InputSpec) -> Vec<f32> {
 /// Input tensor shape of a batch of `n` images.
 pub fn batch_shape(spec: &InputSpec, n: usize) -> Vec<usize> {
     let (c, h, w) = (
-        spec.effective_channels(),
+        effective_channels(spec),
         spec.height as usize,
         spec.width as usize,
     );
@@ -200,16 +168,14 @@ pub fn batch_shape(spec: &InputSpec, n: usize) -> Vec<usize> {
 mod tests {
     use super::*;
 
-    const HALF: &[f32] = &[0.5];
-
-    fn spec(side: u32, resize: ResizeMode) -> InputSpec<'static> {
+    fn spec(side: u32, resize: ResizeMode) -> InputSpec {
         InputSpec {
             width: side,
             height: side,
             channels: 3,
             layout: Layout::Nchw,
-            mean: HALF,
-            std: HALF,
+            mean: vec![0.5],
+            std: vec![0.5],
             resize,
         }
     }
@@ -243,6 +209,24 @@ mod tests {
     }
 
     #[test]
+    fn nhwc_letterbox_places_labels_and_pixels() {
+        let nhwc = InputSpec {
+            width: 8,
+            height: 8,
+            layout: Layout::Nhwc,
+            ..spec(8, ResizeMode::Letterbox)
+        };
+        let img = RgbImage::from_pixel(16, 8, image::Rgb([255, 0, 0]));
+        let (data, placement) = to_input(&img, &nhwc);
+        let t = placement.box_transform();
+        assert_eq!(t.to_input([0.0, 0.0, 1.0, 1.0]), [0.0, 2.0, 8.0, 6.0]);
+        assert_eq!(batch_shape(&nhwc, 4), vec![4, 8, 8, 3]);
+        // NHWC, row 0 is padding (grey), row 2 is red: (1 - 0.5) / 0.5 = 1 in the red channel.
+        assert!((data[0] - (114.0 / 255.0 - 0.5) / 0.5).abs() < 1e-5);
+        assert!((data[2 * 8 * 3] - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
     fn stretch_scales_axes_independently() {
         let img = RgbImage::from_pixel(32, 16, image::Rgb([0, 0, 255]));
         let (t, placement) = to_input(&img, &spec(64, ResizeMode::Stretch));
@@ -263,8 +247,8 @@ mod tests {
         let grey = InputSpec {
             channels: 1,
             layout: Layout::Nhwc,
-            mean: &[],
-            std: &[],
+            mean: vec![],
+            std: vec![],
             ..spec(4, ResizeMode::Stretch)
         };
         let (t, _) = to_input(&img, &grey);
@@ -279,20 +263,18 @@ mod tests {
 
     #[test]
     fn unsupported_inputs_are_named() {
-        assert!(spec(8, ResizeMode::Stretch).check().is_ok());
-        let e = InputSpec {
+        assert!(check_input(&spec(8, ResizeMode::Stretch)).is_ok());
+        let e = check_input(&InputSpec {
             channels: 2,
             ..spec(8, ResizeMode::Stretch)
-        }
-        .check()
+        })
         .unwrap_err();
         assert_eq!(e.to_string(), "unsupported model input 8x8x2");
         assert!(
-            InputSpec {
+            check_input(&InputSpec {
                 width: 0,
                 ..spec(8, ResizeMode::Stretch)
-            }
-            .check()
+            })
             .is_err()
         );
     }

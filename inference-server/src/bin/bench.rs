@@ -109,9 +109,9 @@ fn served(model: &std::path::Path, name: &str) -> ServedModel {
         version: "bench".into(),
         uri: format!("file://{}", std::path::absolute(model).unwrap().display()),
         sha256: sha256_hex(&bytes),
-        task: ServingTask::Classification,
+        task: Task::Classification,
         labels: vec![],
-        input: InputSpec { width: 64, height: 64, channels: 3, layout: TensorLayout::Nchw, mean: vec![], std: vec![], resize: ResizeMode::Stretch },
+        input: InputSpec { width: 64, height: 64, channels: 3, layout: Layout::Nchw, mean: vec![], std: vec![], resize: ResizeMode::Stretch },
         output: OutputDecoder::Logits { apply_softmax: true, top_k: 1 },
     }
 }

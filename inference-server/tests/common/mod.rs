@@ -37,7 +37,7 @@ pub fn model_file(name: &str) -> (String, String) {
 }
 
 pub fn input64(resize: ResizeMode) -> InputSpec {
-    InputSpec { width: 64, height: 64, channels: 3, layout: TensorLayout::Nchw, mean: vec![], std: vec![], resize }
+    InputSpec { width: 64, height: 64, channels: 3, layout: Layout::Nchw, mean: vec![], std: vec![], resize }
 }
 
 pub fn classifier(name: &str, file: &str, version: &str) -> ServedModel {
@@ -47,7 +47,7 @@ pub fn classifier(name: &str, file: &str, version: &str) -> ServedModel {
         version: version.into(),
         uri,
         sha256,
-        task: ServingTask::Classification,
+        task: Task::Classification,
         labels: vec!["red".into(), "green".into(), "blue".into()],
         input: input64(ResizeMode::Stretch),
         output: OutputDecoder::Logits { apply_softmax: true, top_k: 3 },
@@ -61,7 +61,7 @@ pub fn detector(name: &str, version: &str) -> ServedModel {
         version: version.into(),
         uri,
         sha256,
-        task: ServingTask::Detection,
+        task: Task::Detection,
         labels: vec!["red".into(), "blue".into()],
         input: input64(ResizeMode::Letterbox),
         output: OutputDecoder::Yolo { objectness: false, iou_threshold: 0.45, max_detections: 100 },

@@ -6,7 +6,6 @@ use flywheel_api::model_version::ModelVersionSpec;
 use super::objective::Prepared;
 use crate::dataset::Sample;
 use crate::error::{Result, TrainerError};
-use crate::preprocess::to_input;
 
 pub async fn prepare(samples: Vec<Sample>, spec: &ModelVersionSpec) -> Result<Prepared> {
     let task = spec.task;
@@ -26,7 +25,8 @@ pub async fn prepare(samples: Vec<Sample>, spec: &ModelVersionSpec) -> Result<Pr
             boxes: Vec::new(),
         };
         for s in &samples {
-            let (values, t) = to_input(&s.image, &input);
+            let (values, placement) = flywheel_vision::to_input(&s.image, &input);
+            let t = placement.box_transform();
             p.inputs.push(values);
             p.labels.push(s.label.unwrap_or(0));
             p.boxes.push(

@@ -9,6 +9,7 @@ use flywheel_api::common::Task;
 use flywheel_api::data_pipeline::{Hyperparameters, TrainLayers};
 use flywheel_api::model_version::{InputSpec, ModelVersionSpec};
 use flywheel_runtime::{Dim, Model, ParamFilter, TrainableModel};
+use flywheel_vision::batch_shape;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -18,7 +19,6 @@ use super::optim::Optimizer;
 use super::report::EpochRecord;
 use crate::error::{Result, TrainerError};
 use crate::model::{io_names, weight_names};
-use crate::preprocess::batch_shape;
 
 /// Eval batches are larger: no gradients are kept.
 const EVAL_BATCH: usize = 32;

@@ -4,10 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use flywheel_api::common::Task;
-use flywheel_api::model_version::{Decoder, Layout, ResizeMode};
+use flywheel_api::model_version::Decoder;
 use flywheel_api::serving::{
     self, FeedbackDatasetConfig, FeedbackFormat, OutputDecoder, PredictionLogConfig, ServedModel, ServingConfig,
-    ServingTask, TensorLayout,
 };
 use flywheel_api::{DatasetVersion, FlywheelDeployment, ModelVersion};
 use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
@@ -91,26 +90,9 @@ fn served_model(mv: &ModelVersion) -> Result<ServedModel> {
         version: mv.name_any(),
         uri: spec.artifact.uri.to_string(),
         sha256,
-        task: match spec.task {
-            Task::Classification => ServingTask::Classification,
-            Task::Detection => ServingTask::Detection,
-        },
+        task: spec.task,
         labels: spec.labels.clone(),
-        input: serving::InputSpec {
-            width: spec.input.width,
-            height: spec.input.height,
-            channels: spec.input.channels,
-            layout: match spec.input.layout {
-                Layout::Nchw => TensorLayout::Nchw,
-                Layout::Nhwc => TensorLayout::Nhwc,
-            },
-            mean: spec.input.mean.clone(),
-            std: spec.input.std.clone(),
-            resize: match spec.input.resize {
-                ResizeMode::Stretch => serving::ResizeMode::Stretch,
-                ResizeMode::Letterbox => serving::ResizeMode::Letterbox,
-            },
-        },
+        input: spec.input.clone(),
         output,
     })
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use flywheel_api::serving::{OutputDecoder, ServingConfig, ServingTask};
+use flywheel_api::serving::{OutputDecoder, ServingConfig, Task};
 use flywheel_api::{DatasetVersion, FlywheelDeployment, ModelVersion};
 use kube::Resource;
 
@@ -62,7 +62,7 @@ fn serving_config_carries_models_threshold_and_loop_uris() {
     assert_eq!(c.shadow_sample_rate, 0.25);
     assert_eq!(c.champion.sha256, "aa");
     assert_eq!(c.champion.version, "m-v1");
-    assert_eq!(c.champion.task, ServingTask::Detection);
+    assert_eq!(c.champion.task, Task::Detection);
     assert_eq!((c.champion.input.width, c.champion.input.height), (64, 32));
     assert!(matches!(c.champion.output, OutputDecoder::Yolo { .. }));
     assert!(matches!(c.shadow.as_ref().unwrap().output, OutputDecoder::Logits { .. }));

@@ -6,11 +6,13 @@
 //! contract between the trainer's `profile` command (which writes it next to a dataset) and the
 //! server (which compares live traffic with it to export drift and outlier metrics).
 //!
-//! Both types only depend on serde and schemars so the operator can use them without linking
-//! the runtime.
+//! The models it names use the model contract of [`crate::model`] (task, input spec), the same
+//! types as the ModelVersion custom resource, so the operator copies them across unchanged.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use crate::model::{InputSpec, Layout, ResizeMode, Task};
 
 /// File name the operator uses for the serving config inside the mounted ConfigMap.
 pub const SERVING_CONFIG_FILE: &str = "serving.yaml";
@@ -59,57 +61,12 @@ pub struct ServedModel {
     pub uri: String,
     /// Hex sha256 of the artifact; the server refuses a file whose digest differs.
     pub sha256: String,
-    pub task: ServingTask,
+    pub task: Task,
     /// Class names, index = class id.
     #[serde(default)]
     pub labels: Vec<String>,
     pub input: InputSpec,
     pub output: OutputDecoder,
-}
-
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub enum ServingTask {
-    Classification,
-    Detection,
-}
-
-/// How an image becomes the model's input tensor.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct InputSpec {
-    pub width: u32,
-    pub height: u32,
-    /// 1 (grey) or 3 (RGB).
-    #[serde(default = "three")]
-    pub channels: u32,
-    #[serde(default)]
-    pub layout: TensorLayout,
-    /// Per-channel mean, applied after scaling pixels to 0..1: x = (p/255 - mean) / std.
-    #[serde(default)]
-    pub mean: Vec<f32>,
-    #[serde(default)]
-    pub std: Vec<f32>,
-    #[serde(default)]
-    pub resize: ResizeMode,
-}
-
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum TensorLayout {
-    #[default]
-    Nchw,
-    Nhwc,
-}
-
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase")]
-pub enum ResizeMode {
-    /// Scale to fit keeping the aspect ratio and pad with grey (114), as YOLO models expect.
-    Letterbox,
-    /// Scale each axis independently to the input size.
-    #[default]
-    Stretch,
 }
 
 /// How the model's output tensors become shapes.
@@ -266,9 +223,6 @@ fn default_confidence_threshold() -> f32 {
 }
 fn one() -> f64 {
     1.0
-}
-fn three() -> u32 {
-    3
 }
 fn yes() -> bool {
     true
