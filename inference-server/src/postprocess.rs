@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::TensorF32;
 use crate::error::ServerError;
 use crate::preprocess::InverseTransform;
-use crate::serving::OutputDecoder;
+use crate::serving::{Decoder, OutputSpec};
 
 /// One predicted shape: a class (classification) or a box with a class (detection).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,7 +28,7 @@ pub fn label_of(labels: &[String], id: usize) -> String {
 
 /// Decodes the outputs of one image (batch dimension 1).
 pub fn decode(
-    decoder: &OutputDecoder,
+    spec: &OutputSpec,
     outputs: &[TensorF32],
     labels: &[String],
     threshold: f32,
@@ -37,13 +37,13 @@ pub fn decode(
     let out = outputs
         .first()
         .ok_or_else(|| ServerError::Backend("model produced no output".into()))?;
-    match decoder {
-        OutputDecoder::Logits { apply_softmax, top_k } => {
-            Ok(classify(&out.data, *apply_softmax, *top_k, labels, threshold))
-        }
-        OutputDecoder::Yolo { objectness, iou_threshold, max_detections } => {
-            let boxes = yolo(out, *objectness, labels.len(), threshold)?;
-            let kept = nms(boxes, *iou_threshold, *max_detections);
+    match spec.decoder {
+        // Logits, softmax applied.
+        Decoder::Logits => Ok(classify(&out.data, true, spec.top_k(), labels, threshold)),
+        // Decoded boxes without objectness ([1, 4 + C, A] or [1, A, 4 + C]), NMS per class.
+        Decoder::Yolo => {
+            let boxes = yolo(out, false, labels.len(), threshold)?;
+            let kept = nms(boxes, spec.nms_iou_threshold as f32, OutputSpec::MAX_DETECTIONS);
             Ok(kept
                 .into_iter()
                 .map(|d| Shape {
@@ -54,6 +54,7 @@ pub fn decode(
                 })
                 .collect())
         }
+        Decoder::BoxesScores => Err(ServerError::Backend("the boxesScores decoder is not served".into())),
     }
 }
 
@@ -109,7 +110,7 @@ mod tests {
         let c1 = [0.0, 0.1, 0.7];
         let data: Vec<f32> = [cx, cy, w, h, c0, c1].concat();
         let t = TensorF32::new(vec![1, 6, 3], data).unwrap();
-        let dec = OutputDecoder::Yolo { objectness: false, iou_threshold: 0.5, max_detections: 10 };
+        let dec = OutputSpec { decoder: Decoder::Yolo, nms_iou_threshold: 0.5, top_k: None };
         let labels = vec!["a".into(), "b".into()];
         let shapes = decode(&dec, &[t], &labels, 0.25, &ident()).unwrap();
         assert_eq!(shapes.len(), 2);
@@ -123,16 +124,15 @@ mod tests {
         // [1, 2 anchors, 5 + 1 class]
         let data = vec![10.0, 10.0, 4.0, 4.0, 0.9, 0.9, 50.0, 50.0, 4.0, 4.0, 0.1, 0.9];
         let t = TensorF32::new(vec![1, 2, 6], data).unwrap();
-        let dec = OutputDecoder::Yolo { objectness: true, iou_threshold: 0.5, max_detections: 10 };
-        let shapes = decode(&dec, &[t], &["x".into()], 0.5, &ident()).unwrap();
-        assert_eq!(shapes.len(), 1);
-        assert!((shapes[0].confidence - 0.81).abs() < 1e-5);
+        let dets = yolo(&t, true, 1, 0.5).unwrap();
+        assert_eq!(dets.len(), 1);
+        assert!((dets[0].score - 0.81).abs() < 1e-5);
     }
 
     #[test]
     fn yolo_rejects_mismatched_outputs() {
         let t = TensorF32::new(vec![1, 7, 3], vec![0.0; 21]).unwrap();
-        let dec = OutputDecoder::Yolo { objectness: false, iou_threshold: 0.5, max_detections: 10 };
+        let dec = OutputSpec { decoder: Decoder::Yolo, nms_iou_threshold: 0.5, top_k: None };
         assert!(decode(&dec, &[t], &["x".into()], 0.5, &ident()).is_err());
     }
 }

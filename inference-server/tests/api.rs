@@ -316,7 +316,7 @@ async fn hot_reload_swaps_good_models_and_keeps_serving_on_bad_ones() {
 async fn overload_is_answered_with_429() {
     let mut champion = classifier("cnn", "cnn64.onnx", "b1");
     champion.labels = vec![];
-    champion.output = OutputDecoder::Logits { apply_softmax: true, top_k: 1 };
+    champion.output = OutputSpec { decoder: Decoder::Logits, top_k: Some(1), ..Default::default() };
     let mut cfg = config(champion);
     cfg.batching.max_concurrent_requests = 1;
     let s = TestServer::start(&cfg).await;

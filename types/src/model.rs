@@ -110,6 +110,18 @@ fn default_iou() -> f64 {
     0.45
 }
 
+impl OutputSpec {
+    /// Classes returned per image by `/v1/predict` when `topK` is not set.
+    pub const DEFAULT_TOP_K: u32 = 5;
+    /// Boxes kept per image after non-maximum suppression.
+    pub const MAX_DETECTIONS: usize = 100;
+
+    /// `topK`, or its default.
+    pub fn top_k(&self) -> usize {
+        self.top_k.unwrap_or(Self::DEFAULT_TOP_K) as usize
+    }
+}
+
 impl Default for OutputSpec {
     fn default() -> Self {
         Self { decoder: Decoder::default(), nms_iou_threshold: default_iou(), top_k: None }

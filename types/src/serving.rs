@@ -12,7 +12,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::model::{InputSpec, Layout, ResizeMode, Task};
+pub use crate::model::{Decoder, InputSpec, Layout, OutputSpec, ResizeMode, Task};
 
 /// File name the operator uses for the serving config inside the mounted ConfigMap.
 pub const SERVING_CONFIG_FILE: &str = "serving.yaml";
@@ -66,33 +66,8 @@ pub struct ServedModel {
     #[serde(default)]
     pub labels: Vec<String>,
     pub input: InputSpec,
-    pub output: OutputDecoder,
-}
-
-/// How the model's output tensors become shapes.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
-#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
-pub enum OutputDecoder {
-    /// One output [N, classes]: logits (softmax applied) or probabilities.
-    #[serde(rename_all = "camelCase")]
-    Logits {
-        #[serde(default = "yes")]
-        apply_softmax: bool,
-        /// Number of classes returned per image by `/v1/predict`.
-        #[serde(default = "five")]
-        top_k: usize,
-    },
-    /// YOLO-style output: [N, 4+C, A] (v8, no objectness) or [N, A, 5+C] (v5, with objectness);
-    /// boxes are centre x, centre y, width, height in input pixels. NMS per class.
-    #[serde(rename_all = "camelCase")]
-    Yolo {
-        #[serde(default)]
-        objectness: bool,
-        #[serde(default = "default_iou")]
-        iou_threshold: f32,
-        #[serde(default = "default_max_detections")]
-        max_detections: usize,
-    },
+    /// The ModelVersion's output contract, as the CRD states it.
+    pub output: OutputSpec,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
@@ -223,18 +198,6 @@ fn default_confidence_threshold() -> f32 {
 }
 fn one() -> f64 {
     1.0
-}
-fn yes() -> bool {
-    true
-}
-fn five() -> usize {
-    5
-}
-fn default_iou() -> f32 {
-    0.45
-}
-fn default_max_detections() -> usize {
-    300
 }
 fn default_retention_days() -> u32 {
     30

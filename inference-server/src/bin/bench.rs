@@ -112,7 +112,7 @@ fn served(model: &std::path::Path, name: &str) -> ServedModel {
         task: Task::Classification,
         labels: vec![],
         input: InputSpec { width: 64, height: 64, channels: 3, layout: Layout::Nchw, mean: vec![], std: vec![], resize: ResizeMode::Stretch },
-        output: OutputDecoder::Logits { apply_softmax: true, top_k: 1 },
+        output: OutputSpec { decoder: Decoder::Logits, top_k: Some(1), ..Default::default() },
     }
 }
 

@@ -50,7 +50,7 @@ pub fn classifier(name: &str, file: &str, version: &str) -> ServedModel {
         task: Task::Classification,
         labels: vec!["red".into(), "green".into(), "blue".into()],
         input: input64(ResizeMode::Stretch),
-        output: OutputDecoder::Logits { apply_softmax: true, top_k: 3 },
+        output: OutputSpec { decoder: Decoder::Logits, top_k: Some(3), ..Default::default() },
     }
 }
 
@@ -64,7 +64,7 @@ pub fn detector(name: &str, version: &str) -> ServedModel {
         task: Task::Detection,
         labels: vec!["red".into(), "blue".into()],
         input: input64(ResizeMode::Letterbox),
-        output: OutputDecoder::Yolo { objectness: false, iou_threshold: 0.45, max_detections: 100 },
+        output: OutputSpec { decoder: Decoder::Yolo, nms_iou_threshold: 0.45, top_k: None },
     }
 }
 

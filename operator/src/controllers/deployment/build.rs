@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use flywheel_api::common::Task;
 use flywheel_api::model_version::Decoder;
 use flywheel_api::serving::{
-    self, FeedbackDatasetConfig, FeedbackFormat, OutputDecoder, PredictionLogConfig, ServedModel, ServingConfig,
+    self, FeedbackDatasetConfig, FeedbackFormat, PredictionLogConfig, ServedModel, ServingConfig,
 };
 use flywheel_api::{DatasetVersion, FlywheelDeployment, ModelVersion};
 use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
@@ -71,20 +71,12 @@ fn served_model(mv: &ModelVersion) -> Result<ServedModel> {
         .as_ref()
         .and_then(|s| s.digest.clone())
         .ok_or_else(|| Error::InvalidSpec(format!("ModelVersion {} has no verified digest yet", mv.name_any())))?;
-    let output = match spec.output.decoder {
-        Decoder::Logits => OutputDecoder::Logits { apply_softmax: true, top_k: spec.output.top_k.unwrap_or(5) as usize },
-        Decoder::Yolo => OutputDecoder::Yolo {
-            objectness: false,
-            iou_threshold: spec.output.nms_iou_threshold as f32,
-            max_detections: 100,
-        },
-        Decoder::BoxesScores => {
-            return Err(Error::InvalidSpec(format!(
-                "ModelVersion {}: the boxesScores decoder is not served yet; export the model with a yolo or logits output",
-                mv.name_any()
-            )));
-        }
-    };
+    if spec.output.decoder == Decoder::BoxesScores {
+        return Err(Error::InvalidSpec(format!(
+            "ModelVersion {}: the boxesScores decoder is not served yet; export the model with a yolo or logits output",
+            mv.name_any()
+        )));
+    }
     Ok(ServedModel {
         name: spec.model.clone(),
         version: mv.name_any(),
@@ -93,7 +85,7 @@ fn served_model(mv: &ModelVersion) -> Result<ServedModel> {
         task: spec.task,
         labels: spec.labels.clone(),
         input: spec.input.clone(),
-        output,
+        output: spec.output.clone(),
     })
 }
 

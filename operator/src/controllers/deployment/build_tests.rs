@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use flywheel_api::serving::{OutputDecoder, ServingConfig, Task};
+use flywheel_api::serving::{Decoder, ServingConfig, Task};
 use flywheel_api::{DatasetVersion, FlywheelDeployment, ModelVersion};
 use kube::Resource;
 
@@ -64,8 +64,8 @@ fn serving_config_carries_models_threshold_and_loop_uris() {
     assert_eq!(c.champion.version, "m-v1");
     assert_eq!(c.champion.task, Task::Detection);
     assert_eq!((c.champion.input.width, c.champion.input.height), (64, 32));
-    assert!(matches!(c.champion.output, OutputDecoder::Yolo { .. }));
-    assert!(matches!(c.shadow.as_ref().unwrap().output, OutputDecoder::Logits { .. }));
+    assert_eq!(c.champion.output.decoder, Decoder::Yolo);
+    assert_eq!(c.shadow.as_ref().unwrap().output.decoder, Decoder::Logits);
     assert_eq!(c.prediction_log.as_ref().unwrap().sample_rate, 0.5);
     assert_eq!(c.feedback_dataset.as_ref().unwrap().uri, "s3://b/fb/");
     assert_eq!(c.reference_statistics_uri.as_deref(), Some("s3://b/ref.json"));
