@@ -13,7 +13,6 @@ pub mod generate;
 pub mod model;
 pub mod preprocess;
 pub mod profile;
-pub mod storage;
 pub mod train;
 
 pub use error::{Result, TrainerError};
