@@ -36,8 +36,8 @@ async fn a_failed_training_run_promotes_nothing_and_the_next_trigger_retries() {
     let (_ns, mut fw) = serving_loop("fault-train", quick_trigger).await;
     fw.wait_profiled().await.unwrap();
     // A training image is damaged in storage: the trainer must fail, loudly.
-    let image = common::bucket(&fw.platform).join("datasets/shapes-train/images/000000.png");
-    image.put_atomic(b"not a png".to_vec()).await.unwrap();
+    let bucket = common::bucket(&fw.platform);
+    bucket.put("datasets/shapes-train/images/000000.png", b"not a png".to_vec()).await.unwrap();
 
     fw.send_traffic(12).await.unwrap();
     assert_eq!(fw.review(5, 60, |_| true).await.unwrap().len(), 5);
@@ -71,11 +71,11 @@ async fn a_failed_training_run_promotes_nothing_and_the_next_trigger_retries() {
 async fn a_corrupt_model_fails_and_the_champion_keeps_serving() {
     let (_ns, fw) = serving_loop("fault-model", |_, y| y).await;
     let bucket = common::bucket(&fw.platform);
-    let good = bucket.join("models/shapes-detector/v1/model.onnx").read().await.unwrap();
-    let (good_sha, _) = bucket.join("models/shapes-detector/v1/model.onnx").sha256().await.unwrap();
+    let good = bucket.get("models/shapes-detector/v1/model.onnx").await.unwrap();
+    let (good_sha, _) = bucket.sha256("models/shapes-detector/v1/model.onnx").await.unwrap();
     let truncated = good.slice(..good.len() / 2);
-    bucket.join("models/shapes-detector/v3/model.onnx").put_atomic(truncated.clone()).await.unwrap();
-    bucket.join("models/shapes-detector/v4/model.onnx").put_atomic(truncated).await.unwrap();
+    bucket.put("models/shapes-detector/v3/model.onnx", truncated.clone()).await.unwrap();
+    bucket.put("models/shapes-detector/v4/model.onnx", truncated).await.unwrap();
     let mv = |name: &str, version: &str, sha: Option<&str>| {
         let sha = sha.map(|s| format!("\n    sha256: {s}")).unwrap_or_default();
         format!(

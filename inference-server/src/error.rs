@@ -52,9 +52,14 @@ impl ServerError {
     }
 }
 
-impl From<object_store::Error> for ServerError {
-    fn from(e: object_store::Error) -> Self {
-        Self::Storage(e.to_string())
+/// A URI that does not resolve is the caller's mistake; everything else storage does wrong
+/// is the server's.
+impl From<flywheel_storage::StorageError> for ServerError {
+    fn from(e: flywheel_storage::StorageError) -> Self {
+        match e {
+            flywheel_storage::StorageError::InvalidUri { .. } => Self::BadRequest(e.to_string()),
+            e => Self::Storage(e.to_string()),
+        }
     }
 }
 

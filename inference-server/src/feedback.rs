@@ -3,12 +3,12 @@
 //! idempotent per prediction id, so retrying after a crash never duplicates a sample.
 
 use bytes::Bytes;
+use flywheel_storage::{Location, StorageError};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::postprocess::Shape;
 use crate::serving::FeedbackFormat;
-use crate::storage::Location;
 
 pub const COCO_FILE: &str = "annotations.json";
 
@@ -34,7 +34,7 @@ impl FeedbackWriter {
         Self { location, format, labels, coco: Mutex::new(None) }
     }
 
-    pub async fn write(&self, s: &Sample<'_>) -> Result<(), object_store::Error> {
+    pub async fn write(&self, s: &Sample<'_>) -> Result<(), StorageError> {
         match self.format {
             FeedbackFormat::Imagefolder => {
                 let label = s.shapes.first().map(|x| x.label.as_str()).unwrap_or("unlabelled");
@@ -44,18 +44,17 @@ impl FeedbackWriter {
         }
     }
 
-    async fn write_coco(&self, s: &Sample<'_>) -> Result<(), object_store::Error> {
+    async fn write_coco(&self, s: &Sample<'_>) -> Result<(), StorageError> {
         let file_name = format!("images/{}.{}", s.id, s.ext);
         self.location.put(&file_name, s.image.clone()).await?;
         let mut guard = self.coco.lock().await;
         if guard.is_none() {
-            *guard = Some(match self.location.get(COCO_FILE).await {
-                Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            *guard = Some(match self.location.get_opt(COCO_FILE).await? {
+                Some(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "feedback annotations.json is unreadable; starting a new one");
                     self.empty_coco()
                 }),
-                Err(object_store::Error::NotFound { .. }) => self.empty_coco(),
-                Err(e) => return Err(e),
+                None => self.empty_coco(),
             });
         }
         let mut doc = guard.clone().expect("loaded above");

@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub use flywheel_storage::sha256_hex;
-
-use crate::storage::Location;
+use flywheel_storage::Location;
 
 fn valid_digest(d: &str) -> bool {
     d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())
@@ -24,7 +23,7 @@ pub async fn fetch_verified(uri: &str, sha256: &str, cache_dir: &Path) -> Result
         }
         tracing::warn!(path = %cached.display(), "cached model is corrupt; fetching again");
     }
-    let loc = Location::parse(uri).map_err(|e| e.to_string())?;
+    let loc = Location::open(uri).map_err(|e| e.to_string())?;
     let bytes = loc.get("").await.map_err(|e| format!("fetching {uri}: {e}"))?;
     let got = sha256_hex(&bytes);
     if got != want {

@@ -28,4 +28,3 @@ pub mod runtime_backend;
 pub mod server;
 pub mod shadow;
 pub mod state;
-pub mod storage;

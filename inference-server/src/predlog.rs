@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
+use flywheel_storage::{Location, StorageError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -18,7 +19,6 @@ use crate::metrics::Metrics;
 use crate::postprocess::Shape;
 use crate::review::ReviewStore;
 use crate::serving::PredictionLogConfig;
-use crate::storage::Location;
 
 /// Queue between request handlers and the writer; beyond it records are dropped and counted.
 pub const QUEUE: usize = 4096;
@@ -124,14 +124,14 @@ async fn writer(
             }
             Err(e) => {
                 state.metrics.log_errors.inc();
-                tracing::warn!(error = %e, records = batch.len(), uri = %loc.uri, "prediction log write failed");
+                tracing::warn!(error = %e, records = batch.len(), uri = %loc.uri(), "prediction log write failed");
             }
         }
     }
 }
 
 /// Images first, then the records that point at them, so a record never names a missing image.
-async fn write_batch(loc: &Location, batch: &[LogItem]) -> Result<(), object_store::Error> {
+async fn write_batch(loc: &Location, batch: &[LogItem]) -> Result<(), StorageError> {
     let puts = batch.iter().filter_map(|i| {
         let path = i.record.image.as_ref()?;
         let data = i.image.clone()?;
@@ -154,7 +154,7 @@ async fn write_batch(loc: &Location, batch: &[LogItem]) -> Result<(), object_sto
 }
 
 /// Reads every record of the log (used at start-up to rebuild the review index).
-pub async fn read_all(loc: &Location) -> Result<Vec<PredictionRecord>, object_store::Error> {
+pub async fn read_all(loc: &Location) -> Result<Vec<PredictionRecord>, StorageError> {
     let mut out = Vec::new();
     for (path, _) in loc.list("records").await? {
         let data = loc.get(&path).await?;
@@ -187,7 +187,7 @@ async fn retention(
     }
 }
 
-pub async fn delete_expired(loc: &Location, days: u32, now: DateTime<Utc>) -> Result<usize, object_store::Error> {
+pub async fn delete_expired(loc: &Location, days: u32, now: DateTime<Utc>) -> Result<usize, StorageError> {
     let cutoff = now.date_naive() - chrono::Days::new(days as u64);
     let mut deleted = 0;
     for prefix in ["images", "records"] {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flywheel_storage::Location;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::auth::TokenSource;
@@ -18,7 +19,6 @@ use crate::predlog::PredictionLog;
 use crate::review::ReviewStore;
 use crate::serving::{FeedbackFormat, ReferenceStatistics, ServedModel, ServingConfig, Task};
 use crate::state::{AppState, Serving};
-use crate::storage::Location;
 
 /// Loads `config` and swaps it in. Returns the errors (empty on full success).
 pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> {
@@ -66,7 +66,7 @@ pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> 
     let log = match (&config.prediction_log, same(|c| format!("{:?}", c.prediction_log))) {
         (None, _) => None,
         (Some(_), true) if old.as_ref().is_some_and(|o| o.log.is_some()) => old.as_ref().and_then(|o| o.log.clone()),
-        (Some(cfg), _) => match Location::parse(&cfg.uri) {
+        (Some(cfg), _) => match Location::open(&cfg.uri) {
             Ok(loc) => Some(PredictionLog::start(cfg.clone(), loc, state.clone(), reviews.clone())),
             Err(e) => {
                 errors.push(format!("prediction log: {e}"));
@@ -139,12 +139,12 @@ async fn load_role(
 
 async fn open_reviews(config: &ServingConfig) -> Result<Option<Arc<ReviewStore>>, String> {
     let Some(log) = &config.prediction_log else { return Ok(None) };
-    let log_loc = Location::parse(&log.uri).map_err(|e| format!("prediction log: {e}"))?;
+    let log_loc = Location::open(&log.uri).map_err(|e| format!("prediction log: {e}"))?;
     let task = config.champion.task;
     let feedback = match &config.feedback_dataset {
         None => None,
         Some(f) => {
-            let loc = Location::parse(&f.uri).map_err(|e| format!("feedback dataset: {e}"))?;
+            let loc = Location::open(&f.uri).map_err(|e| format!("feedback dataset: {e}"))?;
             let format = f.format.unwrap_or(match task {
                 Task::Detection => FeedbackFormat::Coco,
                 Task::Classification => FeedbackFormat::Imagefolder,
@@ -159,7 +159,7 @@ async fn open_reviews(config: &ServingConfig) -> Result<Option<Arc<ReviewStore>>
 }
 
 async fn load_reference(uri: &str) -> Result<DriftMonitor, String> {
-    let loc = Location::parse(uri).map_err(|e| e.to_string())?;
+    let loc = Location::open(uri).map_err(|e| e.to_string())?;
     let bytes = loc.get("").await.map_err(|e| format!("fetching {uri}: {e}"))?;
     let r: ReferenceStatistics = serde_json::from_slice(&bytes).map_err(|e| format!("parsing {uri}: {e}"))?;
     DriftMonitor::new(&r)

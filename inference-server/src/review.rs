@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use flywheel_storage::{Location, StorageError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
@@ -18,7 +19,6 @@ use crate::metrics::{Metrics, RoleLabel};
 use crate::postprocess::{Shape, iou};
 use crate::predlog::PredictionRecord;
 use crate::serving::Task;
-use crate::storage::Location;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -96,7 +96,7 @@ impl ReviewStore {
         task: Task,
         labels: Vec<String>,
         feedback: Option<FeedbackWriter>,
-    ) -> Result<Arc<Self>, object_store::Error> {
+    ) -> Result<Arc<Self>, StorageError> {
         let store = Arc::new(Self { log: log.clone(), task, labels, feedback, items: Mutex::new(HashMap::new()) });
         let records = crate::predlog::read_all(&log).await?;
         store.add(records).await;
@@ -163,7 +163,7 @@ impl ReviewStore {
         let item = self.get(id).await?;
         let path = item.record.image.as_deref().expect("reviewable items have images");
         let data = self.log.get(path).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => ServerError::NotFound(format!("image of {id:?} is no longer retained")),
+            StorageError::NotFound { .. } => ServerError::NotFound(format!("image of {id:?} is no longer retained")),
             e => e.into(),
         })?;
         let mime = if path.ends_with(".png") { "image/png" } else { "image/jpeg" };
@@ -184,7 +184,7 @@ impl ReviewStore {
         let shapes = self.ground_truth(item, &sub)?;
         let path = item.record.image.clone().expect("reviewable items have images");
         let image = self.log.get(&path).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => ServerError::Conflict(format!("image of {id:?} is no longer retained")),
+            StorageError::NotFound { .. } => ServerError::Conflict(format!("image of {id:?} is no longer retained")),
             e => e.into(),
         })?;
         let ext = if path.ends_with(".png") { "png" } else { "jpg" };

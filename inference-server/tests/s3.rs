@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use flywheel_test_support::seaweed;
 use flywheel_inference_server::serving::*;
-use flywheel_inference_server::storage::Location;
+use flywheel_storage::Location;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,7 +22,7 @@ async fn s3_serves_the_model_and_stores_log_reviews_and_feedback() {
     }
 
     let model = std::fs::read(models_dir().join("colour_classifier.onnx")).unwrap();
-    let bucket = Location::parse("s3://flywheel").unwrap();
+    let bucket = Location::open("s3://flywheel").unwrap();
     bucket.put("models/colour.onnx", model.clone()).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
@@ -54,12 +54,12 @@ async fn s3_serves_the_model_and_stores_log_reviews_and_feedback() {
     assert_eq!(submit().await.unwrap().status(), 200);
     assert_eq!(submit().await.unwrap().status(), 409);
 
-    let log = Location::parse("s3://flywheel/log").unwrap();
+    let log = Location::open("s3://flywheel/log").unwrap();
     let names: Vec<String> = log.list("").await.unwrap().into_iter().map(|(p, _)| p).collect();
     assert!(names.iter().any(|n| n.starts_with("images/") && n.ends_with(&format!("{id}.png"))), "{names:?}");
     assert!(names.iter().any(|n| n.starts_with("records/") && n.ends_with(".jsonl")), "{names:?}");
     assert!(names.contains(&format!("reviews/{id}.json")), "{names:?}");
-    let feedback = Location::parse("s3://flywheel/feedback").unwrap();
+    let feedback = Location::open("s3://flywheel/feedback").unwrap();
     assert_eq!(feedback.get(&format!("red/{id}.png")).await.unwrap().as_ref(), red.as_slice());
 
     // Create-only puts are honoured by the store, so a second writer cannot re-review.

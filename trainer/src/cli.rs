@@ -7,12 +7,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use flywheel_api::common::Task;
 use flywheel_api::dataset_version::DatasetFormat;
 use flywheel_api::training::{NamedModel, ProfileRequest, REQUEST_ENV, TrainRequest};
+use flywheel_storage::Location;
 use serde::Deserialize;
 
 use crate::error::{Result, TrainerError};
 use crate::generate::{self, DatasetOptions};
 use crate::model::sha256_hex;
-use crate::storage::Location;
 
 #[derive(Parser)]
 #[command(
@@ -176,7 +176,7 @@ async fn run(cli: Cli) -> Result<()> {
             max_objects,
             out,
         }) => {
-            let location = Location::parse(&out)?;
+            let location = Location::open(&out)?;
             let opts = DatasetOptions {
                 task: task.into(),
                 format: format.into(),
@@ -205,7 +205,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Task::Detection => generate::detector(labels.len(), size, seed),
             }
             .map_err(TrainerError::Request)?;
-            let (parent, name) = Location::parse_object(&out)?;
+            let (parent, name) = Location::open_object(&out)?;
             parent.put(&name, bytes.clone()).await?;
             let spec = generate::model_spec(
                 task,

@@ -1,5 +1,6 @@
 //! Errors of the trainer. Every variant names what the user has to fix (the file, the field).
 
+use flywheel_storage::{Op, StorageError};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -35,6 +36,39 @@ impl TrainerError {
         Self::Dataset {
             file: file.into(),
             reason: reason.to_string(),
+        }
+    }
+}
+
+/// Storage failures keep naming the object and whether it was being read or written.
+impl From<StorageError> for TrainerError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::InvalidUri { uri, reason } => Self::Uri { uri, reason },
+            StorageError::NotFound { uri } => Self::Read {
+                uri,
+                reason: "not found".into(),
+            },
+            StorageError::Store {
+                op: Op::Read | Op::List,
+                uri,
+                source,
+            } => Self::Read {
+                uri,
+                reason: source.to_string(),
+            },
+            StorageError::Store {
+                op: Op::Write | Op::Delete,
+                uri,
+                source,
+            } => Self::Write {
+                uri,
+                reason: source.to_string(),
+            },
+            StorageError::Json { uri, source } => Self::Write {
+                uri,
+                reason: source.to_string(),
+            },
         }
     }
 }

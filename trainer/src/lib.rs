@@ -12,7 +12,6 @@ pub mod error;
 pub mod generate;
 pub mod model;
 pub mod profile;
-pub mod storage;
 pub mod train;
 
 pub use error::{Result, TrainerError};

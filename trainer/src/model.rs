@@ -5,11 +5,11 @@ use std::collections::HashSet;
 
 use flywheel_api::training::NamedModel;
 use flywheel_runtime::proto_types::ModelProto;
+use flywheel_storage::Location;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TrainerError};
-use crate::storage::Location;
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -17,8 +17,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Reads one object given its full URI.
 pub async fn read_object(uri: &str) -> Result<bytes::Bytes> {
-    let (parent, name) = Location::parse_object(uri)?;
-    parent.get(&name).await
+    let (parent, name) = Location::open_object(uri)?;
+    Ok(parent.get(&name).await?)
 }
 
 /// The base model's bytes, checked against `artifact.sha256` when set.

@@ -12,18 +12,18 @@
 use flywheel_api::common::Task;
 use flywheel_api::serving::{FeatureDistribution, MultivariateReference, ReferenceStatistics};
 use flywheel_api::training::{NamedDataset, NamedModel, ProfileRequest, REFERENCE_STATISTICS_FILE};
+use flywheel_storage::Location;
 use flywheel_vision::ImageStats;
 
 use crate::dataset::{self, Sample};
 use crate::error::{Result, TrainerError};
-use crate::storage::Location;
 
 pub const MAX_VALUES: usize = 1001;
 /// The serving default: shapes under it are not returned, so their confidence is not seen live.
 const CONFIDENCE_THRESHOLD: f32 = 0.25;
 
 pub async fn run(req: &ProfileRequest, model: Option<&NamedModel>) -> Result<ReferenceStatistics> {
-    let out = Location::parse(req.output_uri.as_str())?;
+    let out = Location::open(req.output_uri.as_str())?;
     let stats = profile_dataset(&req.dataset, model).await?;
     out.put_json(REFERENCE_STATISTICS_FILE, &stats).await?;
     tracing::info!(uri = %out.child_uri(REFERENCE_STATISTICS_FILE), samples = stats.sample_count, "reference statistics written");

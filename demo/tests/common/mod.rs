@@ -21,15 +21,15 @@ pub fn assets(platform: &Platform, n: usize) -> Vec<Sample> {
 }
 
 pub fn bucket(platform: &Platform) -> flywheel_storage::Location {
-    flywheel_storage::open_with(&format!("s3://{BUCKET}/"), platform.s3_env()).unwrap()
+    flywheel_storage::Location::open_with(&format!("s3://{BUCKET}/"), platform.s3_env()).unwrap()
 }
 
 /// Every prediction-log record the inference Pod wrote (JSON lines under records/).
 pub async fn logged_records(platform: &Platform) -> Vec<serde_json::Value> {
     let logs = bucket(platform).join("prediction-logs/shapes/records");
     let mut records = Vec::new();
-    for key in logs.list_relative().await.unwrap() {
-        let data = logs.join(&key).read().await.unwrap();
+    for (key, _) in logs.list("").await.unwrap() {
+        let data = logs.get(&key).await.unwrap();
         for line in String::from_utf8_lossy(&data).lines().filter(|l| !l.trim().is_empty()) {
             records.push(serde_json::from_str(line).unwrap());
         }
@@ -38,7 +38,7 @@ pub async fn logged_records(platform: &Platform) -> Vec<serde_json::Value> {
 }
 
 pub async fn read_json(platform: &Platform, key: &str) -> serde_json::Value {
-    let data = bucket(platform).join(key).read().await.unwrap_or_else(|e| panic!("reading {key}: {e}"));
+    let data = bucket(platform).get(key).await.unwrap_or_else(|e| panic!("reading {key}: {e}"));
     serde_json::from_slice(&data).unwrap()
 }
 

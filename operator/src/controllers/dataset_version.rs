@@ -20,7 +20,7 @@ pub const KIND: &str = "DatasetVersion";
 
 async fn count(ds: &DatasetVersion, root: &Location) -> Result<Result<Counts, String>> {
     Ok(match ds.spec.format {
-        DatasetFormat::Coco => match root.join("annotations.json").read().await {
+        DatasetFormat::Coco => match root.get("annotations.json").await {
             Ok(bytes) => count_coco(&bytes),
             // A feedback dataset starts empty: no annotations file yet means zero samples.
             Err(flywheel_storage::StorageError::NotFound { .. }) if ds.spec.feedback => Ok(Counts::default()),
@@ -28,22 +28,27 @@ async fn count(ds: &DatasetVersion, root: &Location) -> Result<Result<Counts, St
             Err(e) => return Err(e.into()),
         },
         DatasetFormat::Yolo => {
-            let listing = root.list_relative().await?;
+            let listing = object_paths(root).await?;
             let mut texts = Vec::new();
             for file in listing.iter().filter(|p| p.starts_with("labels/") && p.ends_with(".txt")) {
-                let bytes = root.join(file).read().await?;
+                let bytes = root.get(file).await?;
                 texts.push((file.clone(), String::from_utf8_lossy(&bytes).into_owned()));
             }
             count_yolo(&listing, texts.iter().map(|(f, t)| (f.as_str(), t.as_str())), &ds.spec.labels)
         }
-        DatasetFormat::Imagefolder => Ok(count_imagefolder(&root.list_relative().await?)),
+        DatasetFormat::Imagefolder => Ok(count_imagefolder(&object_paths(root).await?)),
     })
+}
+
+/// Paths of every object in the dataset, relative to its root, sorted.
+async fn object_paths(root: &Location) -> Result<Vec<String>> {
+    Ok(root.list("").await?.into_iter().map(|(path, _)| path).collect())
 }
 
 async fn open_and_count(ds: &DatasetVersion, ctx: &Context, ns: &str) -> Result<Result<Counts, String>> {
     let secret = ds.spec.credentials.as_ref().map(|c| c.secret_name.as_str());
     let options = ctx.secret_options(ns, secret).await?;
-    let root = flywheel_storage::open_with(ds.spec.uri.as_str(), options)?;
+    let root = Location::open_with(ds.spec.uri.as_str(), options)?;
     count(ds, &root).await
 }
 

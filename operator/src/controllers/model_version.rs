@@ -62,8 +62,8 @@ async fn verify(mv: &ModelVersion, ctx: &Context) -> Result<Verification> {
     let ns = mv.namespace().unwrap_or_default();
     let secret = mv.spec.artifact.credentials.as_ref().map(|c| c.secret_name.as_str());
     let options = ctx.secret_options(&ns, secret).await?;
-    let location = flywheel_storage::open_with(mv.spec.artifact.uri.as_str(), options)?;
-    Ok(match location.sha256().await {
+    let location = flywheel_storage::Location::open_with(mv.spec.artifact.uri.as_str(), options)?;
+    Ok(match location.sha256("").await {
         Ok((digest, size)) => match &mv.spec.artifact.sha256 {
             Some(expected) if *expected != digest => Verification::DigestMismatch { expected: expected.clone(), actual: digest },
             _ => Verification::Verified { digest, size },

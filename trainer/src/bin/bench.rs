@@ -10,8 +10,8 @@ use flywheel_api::common::Task;
 use flywheel_api::data_pipeline::{Hyperparameters, Optimizer, TrainLayers};
 use flywheel_api::dataset_version::DatasetFormat;
 use flywheel_api::training::NamedDataset;
+use flywheel_storage::Location;
 use flywheel_trainer::generate::{self, DatasetOptions};
-use flywheel_trainer::storage::Location;
 use flywheel_trainer::train::{Session, prepare};
 use flywheel_trainer::{dataset, model::sha256_hex};
 
@@ -37,7 +37,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = std::env::temp_dir().join(format!("flywheel-trainer-bench-{}", std::process::id()));
-    let loc = Location::parse(dir.to_str().unwrap())?;
+    let loc = Location::open(dir.to_str().unwrap())?;
     let mut opts = DatasetOptions::new(Task::Detection, DatasetFormat::Coco, args.images);
     opts.size = args.size;
     let ds_spec = generate::write_dataset(&loc.join("data"), &opts).await?;

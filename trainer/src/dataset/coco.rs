@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 
+use flywheel_storage::Location;
 use serde::Deserialize;
 
 use super::{GtBox, LabelMap, SampleRef};
 use crate::error::{Result, TrainerError};
-use crate::storage::Location;
 
 pub const ANNOTATIONS_FILE: &str = "annotations.json";
 

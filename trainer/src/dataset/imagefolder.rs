@@ -2,14 +2,15 @@
 //! name is not one of the model's labels (e.g. `unlabelled` in a feedback dataset) are skipped
 //! with a warning; files at the root are ignored.
 
+use flywheel_storage::Location;
+
 use super::{LabelMap, SampleRef, is_image};
 use crate::error::{Result, TrainerError};
-use crate::storage::Location;
 
 pub async fn read(location: &Location, map: &LabelMap) -> Result<Vec<SampleRef>> {
     let mut out = Vec::new();
     let mut skipped = std::collections::BTreeMap::<String, usize>::new();
-    for path in location.list("").await? {
+    for (path, _) in location.list("").await? {
         let Some((dir, _)) = path.split_once('/') else {
             continue;
         };

@@ -12,9 +12,9 @@ pub use split::{DEFAULT_EVAL_FRACTION, split_train_eval};
 
 use flywheel_api::dataset_version::{DatasetFormat, DatasetVersionSpec};
 use flywheel_api::training::NamedDataset;
+use flywheel_storage::Location;
 
 use crate::error::{Result, TrainerError};
-use crate::storage::Location;
 
 /// File extensions read as images.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp"];
@@ -66,7 +66,7 @@ pub struct Sample {
 /// Lists the samples of one dataset with class indices into `labels` (the model's labels).
 pub async fn read_dataset(ds: &NamedDataset, labels: &[String]) -> Result<Vec<SampleRef>> {
     let spec: &DatasetVersionSpec = &ds.spec;
-    let location = Location::parse(spec.uri.as_str())?;
+    let location = Location::open(spec.uri.as_str())?;
     let map = LabelMap::new(&ds.name, &spec.labels, labels)?;
     let samples = match spec.format {
         DatasetFormat::Coco => coco::read(&location, &map).await?,

@@ -46,10 +46,10 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Location;
+    use flywheel_storage::Location;
 
     fn refs(n: usize) -> Vec<SampleRef> {
-        let loc = Location::parse("file:///data").unwrap();
+        let loc = Location::open("file:///data").unwrap();
         (0..n)
             .map(|i| SampleRef {
                 location: loc.clone(),

@@ -4,15 +4,17 @@
 
 use std::collections::HashMap;
 
+use flywheel_storage::Location;
+
 use super::{GtBox, LabelMap, SampleRef, is_image};
 use crate::error::{Result, TrainerError};
-use crate::storage::Location;
 
 pub async fn read(location: &Location, map: &LabelMap) -> Result<Vec<SampleRef>> {
     let images: Vec<String> = location
         .list("images")
         .await?
         .into_iter()
+        .map(|(p, _)| p)
         .filter(|p| is_image(p))
         .collect();
     if images.is_empty() {
@@ -25,6 +27,7 @@ pub async fn read(location: &Location, map: &LabelMap) -> Result<Vec<SampleRef>>
         .list("labels")
         .await?
         .into_iter()
+        .map(|(p, _)| p)
         .filter(|p| p.ends_with(".txt"))
         .map(|p| (stem(p.trim_start_matches("labels/")), p))
         .collect();

@@ -5,6 +5,7 @@
 
 use flywheel_api::common::{StorageUri, Task};
 use flywheel_api::dataset_version::{DatasetFormat, DatasetVersionSpec};
+use flywheel_storage::Location;
 use futures::{StreamExt, TryStreamExt};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -12,7 +13,6 @@ use serde_json::json;
 
 use super::images;
 use crate::error::{Result, TrainerError};
-use crate::storage::Location;
 
 #[derive(Clone, Debug)]
 pub struct DatasetOptions {

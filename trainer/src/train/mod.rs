@@ -17,11 +17,11 @@ use std::collections::BTreeMap;
 
 use flywheel_api::common::StorageUri;
 use flywheel_api::training::{MODEL_FILE, RESULT_FILE, TrainRequest, TrainResult};
+use flywheel_storage::Location;
 
 use crate::dataset::{self, split_train_eval};
 use crate::error::{Result, TrainerError};
 use crate::model::{fetch_model, sha256_hex};
-use crate::storage::Location;
 use report::{METRICS_FILE, MetricsReport, PROGRESS_FILE, Progress};
 
 fn validate(req: &TrainRequest) -> Result<()> {
@@ -58,7 +58,7 @@ fn validate(req: &TrainRequest) -> Result<()> {
 /// Runs a whole training request. Returns the result that was written to `result.json`.
 pub async fn run(req: &TrainRequest) -> Result<TrainResult> {
     validate(req)?;
-    let out = Location::parse(req.output_uri.as_str())?;
+    let out = Location::open(req.output_uri.as_str())?;
     if let Some(existing) = out.get_opt(RESULT_FILE).await? {
         // A retried Job whose previous attempt already finished: keep that result.
         tracing::info!(uri = %out.child_uri(RESULT_FILE), "output already holds a finished run; nothing to do");

@@ -5,9 +5,9 @@ use crate::common::*;
 use flywheel_api::common::{StorageUri, Task};
 use flywheel_api::dataset_version::DatasetFormat;
 use flywheel_api::training::NamedModel;
+use flywheel_storage::Location;
 use flywheel_trainer::TrainerError;
 use flywheel_trainer::generate::{DatasetOptions, write_dataset};
-use flywheel_trainer::storage::Location;
 use flywheel_trainer::train::report::Progress;
 
 #[tokio::test]
@@ -41,7 +41,7 @@ async fn a_regressing_model_is_not_written() {
     opts.seed = 52;
     opts.labels = vec!["square".into(), "triangle".into(), "circle".into()];
     let wrong_spec = write_dataset(
-        &Location::parse(&file_uri(&dir.path().join("wrong"))).unwrap(),
+        &Location::open(&file_uri(&dir.path().join("wrong"))).unwrap(),
         &opts,
     )
     .await

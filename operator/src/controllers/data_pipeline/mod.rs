@@ -335,9 +335,9 @@ async fn register(
     let secret = output_secret(refs);
     let ns = p.namespace().unwrap_or_default();
     let options = ctx.secret_options(&ns, secret.as_deref()).await.map_err(|e| e.to_string())?;
-    let location = flywheel_storage::open_with(&format!("{output}{RESULT_FILE}"), options).map_err(|e| e.to_string())?;
-    let bytes = location.read().await.map_err(|e| format!("the Job succeeded but its result is unreadable: {e}"))?;
-    let result: TrainResult = serde_json::from_slice(&bytes).map_err(|e| format!("{}: invalid result: {e}", location.uri))?;
+    let location = flywheel_storage::Location::open_with(&format!("{output}{RESULT_FILE}"), options).map_err(|e| e.to_string())?;
+    let bytes = location.get("").await.map_err(|e| format!("the Job succeeded but its result is unreadable: {e}"))?;
+    let result: TrainResult = serde_json::from_slice(&bytes).map_err(|e| format!("{}: invalid result: {e}", location.uri()))?;
     let base = models.get_opt(&run.base_model).await.map_err(|e| e.to_string())?.ok_or(format!("base ModelVersion {:?} no longer exists", run.base_model))?;
     let datasets = training_dataset_names(p);
     let mv = build::trained_model_version(p, run, &base, datasets, &result, secret);

@@ -10,9 +10,9 @@ use flywheel_api::common::Task;
 use flywheel_api::data_pipeline::{Hyperparameters, Optimizer, TrainLayers};
 use flywheel_api::dataset_version::DatasetFormat;
 use flywheel_api::training::{NamedDataset, NamedModel, TrainRequest};
+use flywheel_storage::Location;
 use flywheel_trainer::generate::{self, DatasetOptions};
 use flywheel_trainer::model::sha256_hex;
-use flywheel_trainer::storage::Location;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flywheel-trainer");
 
@@ -31,7 +31,7 @@ pub async fn dataset(
     let mut opts = DatasetOptions::new(task, format, count);
     opts.seed = seed;
     let spec =
-        generate::write_dataset(&Location::parse(&file_uri(&dir.join(name))).unwrap(), &opts)
+        generate::write_dataset(&Location::open(&file_uri(&dir.join(name))).unwrap(), &opts)
             .await
             .unwrap();
     NamedDataset {
