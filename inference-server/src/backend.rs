@@ -11,7 +11,12 @@ pub struct TensorF32 {
 
 impl TensorF32 {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, BackendError> {
-        let n: usize = shape.iter().product();
+        // Checked: a request may declare a shape whose product overflows (and would wrap to
+        // a small number that matches its data).
+        let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let Some(n) = n else {
+            return Err(BackendError::Shape(format!("shape {shape:?} holds more values than fit in memory")));
+        };
         if n != data.len() {
             return Err(BackendError::Shape(format!(
                 "shape {shape:?} holds {n} values but {} were given",
@@ -59,5 +64,19 @@ pub trait ModelBackend: Send + Sync + 'static {
             Some(Some(n)) => *n,
             _ => usize::MAX,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shape_whose_product_overflows_is_refused() {
+        // (2^52 + 1) * 3 * 64 * 64 wraps to 12,288 in 64 bits.
+        let shape = vec![(1usize << 52) + 1, 3, 64, 64];
+        let err = TensorF32::new(shape, vec![0.0; 12_288]).unwrap_err();
+        assert!(err.to_string().contains("more values than fit"), "{err}");
+        assert!(TensorF32::new(vec![2, 3], vec![0.0; 6]).is_ok());
     }
 }

@@ -181,3 +181,14 @@ fn server_survives_the_fuzzing() {
     let r = f.rt.block_on(f.server.client.post(f.server.url("/v2/models/squares/infer")).body(big).send()).unwrap();
     assert_eq!(r.status(), 413);
 }
+
+#[test]
+fn an_overflowing_shape_is_a_client_error() {
+    // (2^52 + 1) x 3 x 64 x 64 wraps to 12,288 values in 64 bits; the model input is 3 x 64 x 64.
+    let f = fixture();
+    let body = serde_json::json!({"inputs": [{"name": "images", "datatype": "FP32",
+        "shape": [(1u64 << 52) + 1, 3, 64, 64], "data": vec![0.0f32; 12_288]}]});
+    expect_client_error(f.server.client.post(f.server.url("/v2/models/squares/infer")).json(&body));
+    let r = f.rt.block_on(f.server.client.get(f.server.url("/v2/health/live")).send()).unwrap();
+    assert_eq!(r.status(), 200, "the server still answers");
+}
