@@ -4,14 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flywheel_api::condition::{self, FALSE, TRUE};
 use flywheel_api::dataset_version::{DatasetFormat, conditions};
 use flywheel_api::{DatasetVersion, DatasetVersionStatus};
 use flywheel_storage::Location;
+use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::dataset_count::{Counts, count_coco, count_imagefolder, count_yolo};
+use super::recorder::{Notice, StatusRecorder, publish};
 use super::status::{apply_status, now};
 use crate::context::Context;
 use crate::Result;
@@ -52,6 +53,26 @@ async fn open_and_count(ds: &DatasetVersion, ctx: &Context, ns: &str) -> Result<
     count(ds, &root).await
 }
 
+/// Pure: the status for a count (or the reason there is none), and the Event of a change of
+/// `Ready`.
+pub fn status_for(ds: &DatasetVersion, counted: &Result<Counts, String>, at: Timestamp) -> (DatasetVersionStatus, Vec<Notice>) {
+    let mut status: DatasetVersionStatus = ds.status.clone().unwrap_or_default();
+    let generation = ds.metadata.generation;
+    if let Ok(counts) = counted {
+        status.sample_count = Some(counts.samples);
+        status.label_distribution = counts.labels.clone();
+        status.reviewed_count = ds.spec.feedback.then_some(counts.samples);
+    }
+    let mut rec = StatusRecorder::new(&mut status.conditions, generation, at, "CountSamples");
+    match counted {
+        Ok(counts) => rec.ok(conditions::READY, "Counted", format!("{} samples", counts.samples)).announce(),
+        Err(message) => rec.fail(conditions::READY, "InvalidDataset", message.clone()).announce(),
+    };
+    let notices = rec.into_notices();
+    status.observed_generation = generation;
+    (status, notices)
+}
+
 pub async fn reconcile(ds: Arc<DatasetVersion>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(KIND);
     let ns = ds.namespace().unwrap_or_default();
@@ -59,40 +80,53 @@ pub async fn reconcile(ds: Arc<DatasetVersion>, ctx: Arc<Context>) -> Result<Act
         Err(e) if e.is_user_error() => Err(e.to_string()),
         other => other?,
     };
-
-    let mut status: DatasetVersionStatus = ds.status.clone().unwrap_or_default();
-    let generation = ds.metadata.generation;
-    let changed = match &counted {
-        Ok(counts) => {
-            status.sample_count = Some(counts.samples);
-            status.label_distribution = counts.labels.clone();
-            status.reviewed_count = ds.spec.feedback.then_some(counts.samples);
-            let message = format!("{} samples", counts.samples);
-            condition::set_condition(&mut status.conditions, conditions::READY, TRUE, "Counted", message, generation, now())
-        }
-        Err(message) => condition::set_condition(
-            &mut status.conditions,
-            conditions::READY,
-            FALSE,
-            "InvalidDataset",
-            message.clone(),
-            generation,
-            now(),
-        ),
-    };
-    status.observed_generation = generation;
+    let (status, notices) = status_for(&ds, &counted, now());
     if Some(&status) != ds.status.as_ref() {
         let api: Api<DatasetVersion> = Api::namespaced(ctx.client.clone(), &ns);
         apply_status(&api, &ds, &status).await?;
     }
-    if changed {
-        match &counted {
-            Ok(c) => ctx.event(ds.as_ref(), false, "Counted", "CountSamples", format!("{} samples", c.samples)).await,
-            Err(m) => ctx.event(ds.as_ref(), true, "InvalidDataset", "CountSamples", m.clone()).await,
-        }
-    }
+    publish(&ctx, ds.as_ref(), notices).await;
     // Storage is not watched: feedback datasets grow with every review, so look often.
     let period = if ds.spec.feedback { 5 } else { 120 };
     Ok(Action::requeue(Duration::from_secs(period)))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(feedback: bool) -> DatasetVersion {
+        let mut ds: DatasetVersion = serde_yaml::from_str(&format!(
+            "apiVersion: flywheel.dev/v1alpha1\nkind: DatasetVersion\nmetadata: {{name: fb, generation: 2}}\nspec: {{uri: 's3://b/fb/', format: coco, task: detection, labels: [circle], feedback: {feedback}}}"
+        ))
+        .unwrap();
+        ds.metadata.generation = Some(2);
+        ds
+    }
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn a_count_makes_the_dataset_ready_and_feedback_counts_are_reviews() {
+        let counts = || Counts { samples: 3, labels: [("circle".to_string(), 4)].into() };
+        let (status, notices) = status_for(&dataset(true), &Ok(counts()), at(1));
+        assert_eq!((status.sample_count, status.reviewed_count, status.observed_generation), (Some(3), Some(3), Some(2)));
+        assert_eq!(status.label_distribution, counts().labels);
+        assert_eq!(notices.len(), 1);
+        assert_eq!((notices[0].warning, notices[0].reason.as_str(), notices[0].message.as_str(), notices[0].action), (false, "Counted", "3 samples", "CountSamples"));
+        assert_eq!(status_for(&dataset(false), &Ok(counts()), at(1)).0.reviewed_count, None);
+    }
+
+    #[test]
+    fn an_invalid_dataset_is_announced_once_and_keeps_its_last_count() {
+        let mut ds = dataset(false);
+        ds.status = Some(status_for(&ds, &Ok(Counts { samples: 7, ..Default::default() }), at(1)).0);
+        let (status, notices) = status_for(&ds, &Err("s3://b/fb/annotations.json not found".into()), at(2));
+        assert_eq!(status.sample_count, Some(7));
+        assert_eq!((notices[0].warning, notices[0].reason.as_str()), (true, "InvalidDataset"));
+        ds.status = Some(status);
+        assert!(status_for(&ds, &Err("still missing".into()), at(3)).1.is_empty());
+    }
+}

@@ -5,6 +5,7 @@ pub mod dataset_count;
 pub mod dataset_version;
 pub mod deployment;
 pub mod model_version;
+pub mod recorder;
 pub mod status;
 
 use std::future::Future;
@@ -150,6 +151,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                 .filter(|d| d.namespace() == ns && deployment::references(d, &name))
                 .map(|d| ObjectRef::from_obj(&*d))
                 .collect::<Vec<_>>()
+        })
+        // A pipeline's promotion request is applied by the Deployment it names, at once.
+        .watches_stream(touched(scoped::<DataPipeline>(&client, &namespace), config.clone(), kind, "DataPipeline"), |p: DataPipeline| {
+            let deployment = ObjectRef::new(&p.spec.deployment);
+            deployment::promotion::requested(&p).then(|| match p.namespace() {
+                Some(ns) => deployment.within(&ns),
+                None => deployment,
+            })
         })
         .owns_stream(touched(scoped::<AppsDeployment>(&client, &namespace), config.clone(), kind, "apps/v1 Deployment"))
         .owns_stream(touched(scoped::<Service>(&client, &namespace), config.clone(), kind, "Service"))

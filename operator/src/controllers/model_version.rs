@@ -10,6 +10,7 @@ use flywheel_storage::StorageError;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
+use super::recorder::{Notice, StatusRecorder, publish};
 use super::status::{apply_status, now};
 use crate::context::Context;
 use crate::Result;
@@ -51,11 +52,23 @@ pub fn status_for(mv: &ModelVersion, verification: &Verification, at: k8s_openap
         ),
     };
     status.phase = Some(phase);
-    condition::set_condition(&mut status.conditions, conditions::ARTIFACT_VERIFIED, verified, reason, &message, generation, at);
+    let mut rec = StatusRecorder::new(&mut status.conditions, generation, at, "VerifyArtifact");
+    rec.set(conditions::ARTIFACT_VERIFIED, verified, reason, message.clone());
     let ready = if phase == ModelPhase::Ready { TRUE } else { FALSE };
-    let changed = condition::set_condition(&mut status.conditions, conditions::READY, ready, reason, message, generation, at);
+    let changed = rec.set(conditions::READY, ready, reason, message).changed();
     status.observed_generation = generation;
     (status, changed)
+}
+
+/// Pure: the Event announcing a change of `Ready` after a verification.
+pub fn notice_for(verification: &Verification) -> Notice {
+    let (warning, reason, message) = match verification {
+        Verification::Verified { digest, .. } => (false, "Ready", format!("artifact verified, sha256 {digest}")),
+        Verification::Missing(m) => (true, "ArtifactNotFound", m.clone()),
+        Verification::DigestMismatch { actual, .. } => (true, "DigestMismatch", format!("artifact sha256 is {actual}")),
+        Verification::Unreachable(m) => (true, "StorageUnreachable", m.clone()),
+    };
+    Notice { warning, reason: reason.into(), action: "VerifyArtifact", message }
 }
 
 async fn verify(mv: &ModelVersion, ctx: &Context) -> Result<Verification> {
@@ -92,13 +105,7 @@ pub async fn reconcile(mv: Arc<ModelVersion>, ctx: Arc<Context>) -> Result<Actio
     let api: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &mv.namespace().unwrap_or_default());
     apply_status(&api, &mv, &new_status).await?;
     if changed {
-        let (warning, reason, note) = match &verification {
-            Verification::Verified { digest, .. } => (false, "Ready", format!("artifact verified, sha256 {digest}")),
-            Verification::Missing(m) => (true, "ArtifactNotFound", m.clone()),
-            Verification::DigestMismatch { actual, .. } => (true, "DigestMismatch", format!("artifact sha256 is {actual}")),
-            Verification::Unreachable(m) => (true, "StorageUnreachable", m.clone()),
-        };
-        ctx.event(mv.as_ref(), warning, reason, "VerifyArtifact", note).await;
+        publish(&ctx, mv.as_ref(), vec![notice_for(&verification)]).await;
     }
     Ok(match verification {
         Verification::Verified { .. } => Action::requeue(Duration::from_secs(600)),
@@ -168,5 +175,13 @@ mod tests {
         assert_eq!(condition::find(&status.conditions, conditions::ARTIFACT_VERIFIED).unwrap().status, condition::UNKNOWN);
         assert!(!changed, "a verified model stays Ready while storage is briefly unreachable");
         assert!(condition::is_true(&status.conditions, conditions::READY));
+    }
+
+    #[test]
+    fn events_name_what_verification_found() {
+        let n = notice_for(&Verification::Verified { digest: "ab".into(), size: 1 });
+        assert_eq!((n.warning, n.reason.as_str(), n.message.as_str(), n.action), (false, "Ready", "artifact verified, sha256 ab", "VerifyArtifact"));
+        let n = notice_for(&Verification::DigestMismatch { expected: "aa".into(), actual: "bb".into() });
+        assert_eq!((n.warning, n.reason.as_str(), n.message.as_str()), (true, "DigestMismatch", "artifact sha256 is bb"));
     }
 }

@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 use crate::context::FIELD_MANAGER;
 use crate::Result;
 
-/// Applies `status` to the status subresource of `obj`.
-pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S) -> Result<()>
+/// Applies `status` to the status subresource of `obj`. Returns the object written, whose
+/// resourceVersion guards the next write of the same reconcile.
+pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S) -> Result<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
@@ -22,9 +23,7 @@ where
         "metadata": { "name": obj.name_any(), "resourceVersion": obj.resource_version() },
         "status": status,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
-    Ok(())
+    Ok(api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?)
 }
 
 /// Current time as a Kubernetes timestamp.

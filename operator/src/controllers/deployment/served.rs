@@ -1,7 +1,8 @@
 //! Which models a Deployment serves.
 //!
-//! The spec says what the user (or Git) asked for; promotions by the DataPipeline are
-//! appended to `status.promotionHistory`. The served model of a role is the last history
+//! The spec says what the user (or Git) asked for; promotions a DataPipeline asks for (see
+//! [`super::promotion`]) are appended to `status.promotionHistory`, whose one writer is the
+//! Deployment controller. The served model of a role is the last history
 //! entry of that role. A spec change appends a `Spec` entry, so the user's newest choice
 //! wins over earlier promotions, and GitOps self-heal (which only sees the spec) never
 //! reverts a promotion.
@@ -49,6 +50,26 @@ pub fn apply_spec(spec: &DeploymentSpec, history: &mut Vec<Promotion>, now: Time
             history.push(entry.clone());
             added.push(entry);
         }
+    }
+    cap(history);
+    added
+}
+
+/// Appends one entry per change, each replacing what its role served until then, and caps the
+/// history. Returns the entries appended.
+pub fn record(history: &mut Vec<Promotion>, changes: &[(Role, Option<String>)], time: Time, reason: &str, message: &str) -> Vec<Promotion> {
+    let mut added = Vec::new();
+    for (role, model) in changes {
+        let entry = Promotion {
+            time: time.clone(),
+            role: *role,
+            previous: served(history, *role),
+            model_version: model.clone(),
+            reason: reason.into(),
+            message: message.into(),
+        };
+        history.push(entry.clone());
+        added.push(entry);
     }
     cap(history);
     added
@@ -125,6 +146,19 @@ mod tests {
         assert_eq!(added[0].previous.as_deref(), Some("v3"));
         assert_eq!(served(&history, Role::Champion).as_deref(), Some("v4"));
         assert_eq!(served(&history, Role::Shadow), None, "removing the shadow from the spec empties the role");
+    }
+
+    #[test]
+    fn recorded_changes_name_what_they_replace() {
+        let mut history = Vec::new();
+        apply_spec(&spec("v1", Some("v2")), &mut history, t());
+        let changes = [(Role::Champion, Some("v2".to_string())), (Role::Shadow, None)];
+        let added = record(&mut history, &changes, t(), "PromotionGate", "better");
+        assert_eq!(added.len(), 2);
+        assert_eq!((added[0].previous.as_deref(), added[1].previous.as_deref()), (Some("v1"), Some("v2")));
+        assert_eq!(served(&history, Role::Champion).as_deref(), Some("v2"));
+        assert_eq!(served(&history, Role::Shadow), None);
+        assert!(history[2..].iter().all(|p| p.reason == "PromotionGate" && p.message == "better"));
     }
 
     #[test]

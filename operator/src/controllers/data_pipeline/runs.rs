@@ -1,0 +1,271 @@
+//! Training runs: read back from their Jobs, registered when they succeed, started when the
+//! trigger and cooldown allow.
+
+use flywheel_api::data_pipeline::{TrainingRun, conditions};
+use flywheel_api::training::{RESULT_FILE, TrainResult};
+use flywheel_api::{DataPipeline, DatasetVersion, ModelVersion};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+
+use super::build;
+use super::decide::{self, RunInfo, RunState};
+use super::read::{Refs, dataset, job_settings, output_secret};
+use crate::controllers::recorder::StatusRecorder;
+use crate::context::{Context, FIELD_MANAGER};
+use crate::{Error, Result};
+
+const MAX_RUN_HISTORY: usize = 20;
+
+/// Creates a Job; false when it exists already.
+pub async fn create_job(ctx: &Context, ns: &str, job: &Job) -> Result<bool> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    match api.create(&PostParams::default(), job).await {
+        Ok(_) => Ok(true),
+        // Created before (by us, before a restart): the deterministic name makes this the same run.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The pipeline's runs, from its training Jobs, by number.
+pub async fn read(ctx: &Context, p: &DataPipeline) -> Result<Vec<RunInfo>> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let selector = format!("{}={},{}=trainer", build::LABEL_PIPELINE, p.name_any(), build::LABEL_JOB_KIND);
+    let mut runs: Vec<RunInfo> = jobs.list(&ListParams::default().labels(&selector)).await?.items.iter().filter_map(build::run_from_job).collect();
+    runs.sort_by_key(|r| r.number);
+    Ok(runs)
+}
+
+/// Pure: the status record of a run, before registration.
+pub fn record_of(run: &RunInfo) -> TrainingRun {
+    let (outcome, message) = match &run.state {
+        RunState::Running => ("Running", String::new()),
+        RunState::Succeeded => ("Succeeded", String::new()),
+        RunState::Failed(m) => ("Failed", m.clone()),
+    };
+    TrainingRun {
+        number: run.number,
+        job: run.job.clone(),
+        reviewed_at_trigger: run.reviewed_at_trigger,
+        started: run.started.map(Time),
+        finished: run.finished.map(Time),
+        outcome: outcome.into(),
+        model_version: None,
+        message,
+    }
+}
+
+/// The records of all runs; a succeeded run's ModelVersion is registered (once).
+pub async fn records(ctx: &Context, p: &DataPipeline, refs: &Refs, runs: &[RunInfo], output_base: Option<&str>) -> Vec<TrainingRun> {
+    let models: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let mut history = Vec::new();
+    for run in runs {
+        let mut record = record_of(run);
+        if run.state == RunState::Succeeded {
+            match register(ctx, p, refs, run, output_base, &models).await {
+                Ok(Some(mv)) => record.model_version = Some(mv.name_any()),
+                Ok(None) => {}
+                Err(message) => {
+                    record.outcome = "Failed".into();
+                    record.message = message;
+                }
+            }
+        }
+        history.push(record);
+    }
+    history
+}
+
+/// Pure: `TrainingSucceeded` from the last finished run, announced when it changes.
+pub fn training_condition(rec: &mut StatusRecorder, history: &[TrainingRun]) {
+    let Some(last) = history.iter().rev().find(|r| r.outcome != "Running") else { return };
+    if last.outcome == "Succeeded" {
+        let message = format!("run {} produced {}", last.number, last.model_version.clone().unwrap_or_default());
+        rec.ok(conditions::TRAINING_SUCCEEDED, "Succeeded", message).announce();
+    } else {
+        let message = format!("run {} (Job {}) failed: {}", last.number, last.job, last.message);
+        rec.fail(conditions::TRAINING_SUCCEEDED, "TrainingFailed", message).announce();
+    }
+}
+
+/// What the status says about runs.
+#[derive(Debug, PartialEq)]
+pub struct Summary {
+    pub current_run: Option<TrainingRun>,
+    pub last_model_version: Option<String>,
+    /// Finished runs, the last [`MAX_RUN_HISTORY`].
+    pub run_history: Vec<TrainingRun>,
+}
+
+/// Pure: the status summary of the run records.
+pub fn summarise(history: &[TrainingRun]) -> Summary {
+    let mut run_history: Vec<TrainingRun> = history.iter().filter(|r| r.outcome != "Running").cloned().collect();
+    let excess = run_history.len().saturating_sub(MAX_RUN_HISTORY);
+    run_history.drain(..excess);
+    Summary {
+        current_run: history.iter().find(|r| r.outcome == "Running").cloned(),
+        last_model_version: history.iter().rev().find_map(|r| r.model_version.clone()),
+        run_history,
+    }
+}
+
+/// Registers the ModelVersion of a succeeded run from its result.json. Err is a message
+/// for a run whose outputs are unusable.
+async fn register(
+    ctx: &Context,
+    p: &DataPipeline,
+    refs: &Refs,
+    run: &RunInfo,
+    output_base: Option<&str>,
+    models: &Api<ModelVersion>,
+) -> Result<Option<ModelVersion>, String> {
+    let name = build::model_version_name(p, run.number);
+    if let Ok(Some(existing)) = models.get_opt(&name).await {
+        return Ok(Some(existing));
+    }
+    let base_uri = output_base.ok_or("no output URI")?;
+    let output = build::output_uri(base_uri, p, &format!("runs/{}", run.number));
+    let secret = output_secret(refs);
+    let ns = p.namespace().unwrap_or_default();
+    let options = ctx.secret_options(&ns, secret.as_deref()).await.map_err(|e| e.to_string())?;
+    let location = flywheel_storage::Location::open_with(&format!("{output}{RESULT_FILE}"), options).map_err(|e| e.to_string())?;
+    let bytes = location.get("").await.map_err(|e| format!("the Job succeeded but its result is unreadable: {e}"))?;
+    let result: TrainResult = serde_json::from_slice(&bytes).map_err(|e| format!("{}: invalid result: {e}", location.uri()))?;
+    let base = models.get_opt(&run.base_model).await.map_err(|e| e.to_string())?.ok_or(format!("base ModelVersion {:?} no longer exists", run.base_model))?;
+    let datasets = training_dataset_names(p);
+    let mv = build::trained_model_version(p, run, &base, datasets, &result, secret);
+    models
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&mv))
+        .await
+        .map_err(|e| format!("registering ModelVersion {name}: {e}"))?;
+    ctx.event(p, false, "ModelRegistered", "Register", format!("run {} registered ModelVersion {name}", run.number)).await;
+    Ok(Some(mv))
+}
+
+/// DatasetVersions a run trains on: the explicit list, or training data + feedback.
+fn train_dataset_names(p: &DataPipeline) -> Vec<String> {
+    let explicit = p.spec.continuous_training.as_ref().map(|c| c.datasets.train.clone()).unwrap_or_default();
+    if !explicit.is_empty() {
+        return explicit;
+    }
+    let training = p.spec.training_data.iter().map(|t| t.dataset_version.clone());
+    let feedback = p.spec.feedback_loop.iter().filter(|f| f.enabled).map(|f| f.dataset_version.clone());
+    training.chain(feedback).collect()
+}
+
+/// Every DatasetVersion a run reads, for provenance.
+fn training_dataset_names(p: &DataPipeline) -> Vec<String> {
+    let mut names = train_dataset_names(p);
+    names.extend(p.spec.continuous_training.as_ref().and_then(|c| c.datasets.eval.clone()));
+    names.dedup();
+    names
+}
+
+/// Starts the next run when continuous training is on and the trigger and cooldown allow.
+/// Returns whether it started one; an invalid trigger is a `Ready` failure, announced each time.
+pub async fn trigger(
+    ctx: &Context,
+    p: &DataPipeline,
+    refs: &Refs,
+    reviewed_total: u64,
+    runs: &[RunInfo],
+    output_base: Option<&str>,
+    rec: &mut StatusRecorder<'_>,
+) -> Result<bool> {
+    let (Some(ct), Some(base_uri)) = (p.spec.continuous_training.as_ref().filter(|c| c.enabled), output_base) else { return Ok(false) };
+    match decide::next_run(reviewed_total, runs, &ct.trigger, rec.at()) {
+        Ok(Some(number)) => {
+            let job = start_run(ctx, p, refs, number, reviewed_total, base_uri).await?;
+            rec.notice(false, "TrainingStarted", format!("run {number}: Job {job} after {reviewed_total} reviewed samples"));
+            Ok(true)
+        }
+        Ok(None) => Ok(false),
+        Err(message) => {
+            rec.fail(conditions::READY, "InvalidSpec", message.clone());
+            rec.notice(true, "InvalidSpec", message);
+            Ok(false)
+        }
+    }
+}
+
+async fn start_run(ctx: &Context, p: &DataPipeline, refs: &Refs, number: u32, reviewed_total: u64, base_uri: &str) -> Result<String> {
+    let ns = p.namespace().unwrap_or_default();
+    let ct = p.spec.continuous_training.as_ref().expect("checked by the caller");
+    let base_name = ct
+        .base_model_version
+        .clone()
+        .or_else(|| refs.deployment.status.as_ref().and_then(|s| s.champion.clone()))
+        .unwrap_or_else(|| refs.deployment.spec.champion.model_version.clone());
+    let models: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &ns);
+    let base = models.get_opt(&base_name).await?.ok_or(Error::MissingReference { kind: "ModelVersion", name: base_name })?;
+    let datasets: Api<DatasetVersion> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut train = Vec::new();
+    for name in &train_dataset_names(p) {
+        train.push(dataset(&datasets, name, "spec.continuousTraining.datasets.train").await?);
+    }
+    let eval = match &ct.datasets.eval {
+        Some(name) => Some(dataset(&datasets, name, "spec.continuousTraining.datasets.eval").await?),
+        None => None,
+    };
+    let output = build::output_uri(base_uri, p, &format!("runs/{number}"));
+    let request = build::train_request(p, &base, train.iter().map(build::named).collect(), eval.as_ref().map(build::named), output);
+    let all: Vec<&DatasetVersion> = train.iter().chain(eval.iter()).collect();
+    let job = build::training_job(p, number, reviewed_total, &request, &job_settings(ctx, p, refs, &all, Some(&base)))?;
+    create_job(ctx, &ns, &job).await?;
+    Ok(job.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flywheel_api::condition;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn run(number: u32, state: RunState) -> RunInfo {
+        RunInfo { number, job: format!("p-train-{number}"), reviewed_at_trigger: 5 * u64::from(number), base_model: "m".into(), started: Some(ts(10)), finished: None, state }
+    }
+
+    fn produced(number: u32) -> TrainingRun {
+        TrainingRun { model_version: Some(format!("p-r{number}")), ..record_of(&run(number, RunState::Succeeded)) }
+    }
+
+    #[test]
+    fn records_say_how_each_run_went() {
+        let failed = record_of(&run(2, RunState::Failed("OOMKilled".into())));
+        assert_eq!((failed.outcome.as_str(), failed.message.as_str(), failed.reviewed_at_trigger), ("Failed", "OOMKilled", 10));
+        assert_eq!(failed.started, Some(Time(ts(10))));
+        assert_eq!(record_of(&run(3, RunState::Running)).outcome, "Running");
+    }
+
+    #[test]
+    fn the_summary_keeps_the_current_run_the_newest_model_and_the_last_twenty() {
+        let mut history: Vec<TrainingRun> = (1..=25).map(produced).collect();
+        history.push(record_of(&run(26, RunState::Running)));
+        let s = summarise(&history);
+        assert_eq!(s.current_run.map(|r| r.number), Some(26));
+        assert_eq!(s.last_model_version.as_deref(), Some("p-r25"));
+        assert_eq!(s.run_history.len(), MAX_RUN_HISTORY);
+        assert_eq!(s.run_history[0].number, 6);
+    }
+
+    #[test]
+    fn training_succeeded_follows_the_last_finished_run_and_is_announced_on_change() {
+        let mut conditions = Vec::new();
+        let mut rec = StatusRecorder::new(&mut conditions, Some(1), ts(1), "Reconcile");
+        training_condition(&mut rec, &[]);
+        assert!(rec.notices().is_empty());
+        training_condition(&mut rec, &[produced(1), record_of(&run(2, RunState::Failed("bad".into()))), record_of(&run(3, RunState::Running))]);
+        training_condition(&mut rec, &[produced(1), record_of(&run(2, RunState::Failed("worse".into())))]);
+        let notices = rec.into_notices();
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert_eq!((notices[0].warning, notices[0].reason.as_str(), notices[0].message.as_str()), (true, "TrainingFailed", "run 2 (Job p-train-2) failed: bad"));
+        let c = condition::find(&conditions, conditions::TRAINING_SUCCEEDED).unwrap();
+        assert_eq!((c.status.as_str(), c.message.as_str()), ("False", "run 2 (Job p-train-2) failed: worse"));
+    }
+}
