@@ -38,8 +38,7 @@ fn model_version_defaults() {
 
 #[test]
 fn data_pipeline_defaults() {
-    let spec: DataPipelineSpec =
-        yaml("deployment: d\ncontinuousTraining: {trigger: {reviewedSamples: 3}}").unwrap();
+    let spec: DataPipelineSpec = yaml("deployment: d\ncontinuousTraining: {trigger: {reviewedSamples: 3}}").unwrap();
     let training = spec.continuous_training.unwrap();
     assert!(training.enabled);
     assert_eq!(training.trigger.cooldown, "0s");
@@ -70,8 +69,12 @@ fn hyperparameters_map_for_provenance() {
 #[test]
 fn uri_pattern_and_schemes_agree() {
     for scheme in URI_SCHEMES {
-        assert!(URI_PATTERN.contains(&format!("|{scheme}|")) || URI_PATTERN.contains(&format!("({scheme}|"))
-            || URI_PATTERN.contains(&format!("|{scheme})")), "{scheme} missing from the pattern");
+        assert!(
+            URI_PATTERN.contains(&format!("|{scheme}|"))
+                || URI_PATTERN.contains(&format!("({scheme}|"))
+                || URI_PATTERN.contains(&format!("|{scheme})")),
+            "{scheme} missing from the pattern"
+        );
         assert_eq!(StorageUri(format!("{scheme}://x/y")).scheme(), Some(*scheme));
     }
     assert_eq!(StorageUri("ftp://x".into()).scheme(), None);

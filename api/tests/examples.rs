@@ -28,8 +28,8 @@ fn documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| {
-            let value: serde_yaml::Value = serde::Deserialize::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()));
+            let value: serde_yaml::Value =
+                serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()));
             serde_json::to_value(value).unwrap()
         })
         .filter(|v| !v.is_null())
@@ -82,8 +82,8 @@ fn assert_no_field_lost(original: &Value, round_trip: &Value, path: &str) {
 }
 
 fn round_trip<T: DeserializeOwned + serde::Serialize>(doc: &Value, path: &Path) {
-    let typed: T = serde_json::from_value(doc.clone())
-        .unwrap_or_else(|e| panic!("{}: does not deserialise: {e}", path.display()));
+    let typed: T =
+        serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{}: does not deserialise: {e}", path.display()));
     let back = serde_json::to_value(&typed).unwrap();
     assert_no_field_lost(doc, &back, &path.display().to_string());
 }

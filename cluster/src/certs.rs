@@ -24,14 +24,9 @@ impl ClusterPki {
         let ca_key = KeyPair::generate().map_err(pki)?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(pki)?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "flywheel-local-ca");
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        ca_params.distinguished_name.push(DnType::CommonName, "flywheel-local-ca");
+        ca_params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca_cert = ca_params.self_signed(&ca_key).map_err(pki)?;
         let issuer = Issuer::new(ca_params, ca_key);
 
@@ -46,13 +41,9 @@ impl ClusterPki {
             "kubernetes.default.svc.cluster.local".to_string(),
         ];
         let mut serving_params = CertificateParams::new(sans).map_err(pki)?;
-        serving_params
-            .distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
+        serving_params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
         serving_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let serving_cert = serving_params
-            .signed_by(&serving_key, &issuer)
-            .map_err(pki)?;
+        let serving_cert = serving_params.signed_by(&serving_key, &issuer).map_err(pki)?;
 
         let sa_key = KeyPair::generate().map_err(pki)?;
         Ok(Self {

@@ -68,17 +68,11 @@ fn collect_garbage() {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name
-                .strip_prefix("flywheel-")
-                .or_else(|| (root != shm).then_some(name.as_str()))
-            else {
+            let Some(rest) = name.strip_prefix("flywheel-").or_else(|| (root != shm).then_some(name.as_str())) else {
                 continue;
             };
             let mut parts = rest.rsplit('-');
-            let (_n, pid) = (
-                parts.next(),
-                parts.next().and_then(|p| p.parse::<u32>().ok()),
-            );
+            let (_n, pid) = (parts.next(), parts.next().and_then(|p| p.parse::<u32>().ok()));
             if let Some(pid) = pid
                 && !Path::new(&format!("/proc/{pid}")).exists()
             {
@@ -96,12 +90,7 @@ impl Cluster {
         let begin = Instant::now();
         let bins = ControlPlaneBinaries::locate()?;
         collect_garbage();
-        let id = format!(
-            "{}-{}-{}",
-            options.name,
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
+        let id = format!("{}-{}-{}", options.name, std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         let (dir, remove_dir) = match &options.state_dir {
             Some(d) => (d.clone(), false),
             None => (clusters_root().join(&id), true),
@@ -115,14 +104,9 @@ impl Cluster {
         std::fs::create_dir_all(&dir).map_err(ClusterError::io(&dir))?;
         let shm = Path::new("/dev/shm");
         // etcd fsyncs on every write; tmpfs makes that free.
-        let etcd_dir = if shm.is_dir() {
-            shm.join(format!("flywheel-{id}"))
-        } else {
-            dir.join("etcd")
-        };
+        let etcd_dir = if shm.is_dir() { shm.join(format!("flywheel-{id}")) } else { dir.join("etcd") };
 
-        let control_plane =
-            ControlPlane::start(&bins, &dir, &etcd_dir, &id, options.ready_timeout).await?;
+        let control_plane = ControlPlane::start(&bins, &dir, &etcd_dir, &id, options.ready_timeout).await?;
         let client = kubeconfig::client_from_file(&control_plane.admin_kubeconfig).await?;
         let mut cluster = Self {
             server: control_plane.server.clone(),
@@ -149,9 +133,7 @@ impl Cluster {
             };
             cluster.kubelet = Some(Kubelet::start(client.clone(), config).await?);
         }
-        cluster
-            .wait_for_default_service_account(begin, options.ready_timeout)
-            .await?;
+        cluster.wait_for_default_service_account(begin, options.ready_timeout).await?;
         cluster.startup = begin.elapsed();
         Ok(cluster)
     }
@@ -190,10 +172,7 @@ impl Cluster {
                 return Err(ClusterError::EarlyExit {
                     what: child.name.clone(),
                     status: status.to_string(),
-                    log_tail: crate::process::log_tail(
-                        &log_dir.join(format!("{}.log", child.name)),
-                        30,
-                    ),
+                    log_tail: crate::process::log_tail(&log_dir.join(format!("{}.log", child.name)), 30),
                 });
             }
         }
@@ -207,10 +186,7 @@ impl Cluster {
     /// controller-manager's watches, operators under test) have to reconnect on their own,
     /// which is what tests use this for. Returns how long the API was down.
     pub async fn restart_apiserver(&mut self) -> Result<Duration, ClusterError> {
-        let cp = self
-            .control_plane
-            .as_mut()
-            .expect("a started cluster has a control plane until stop or drop");
+        let cp = self.control_plane.as_mut().expect("a started cluster has a control plane until stop or drop");
         cp.restart_apiserver().await
     }
 

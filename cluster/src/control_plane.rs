@@ -56,11 +56,8 @@ impl CommandLine {
 }
 
 fn free_port() -> Result<u16, ClusterError> {
-    let l =
-        std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(ClusterError::io("127.0.0.1:0"))?;
-    Ok(l.local_addr()
-        .map_err(ClusterError::io("127.0.0.1:0"))?
-        .port())
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(ClusterError::io("127.0.0.1:0"))?;
+    Ok(l.local_addr().map_err(ClusterError::io("127.0.0.1:0"))?.port())
 }
 
 pub fn random_token() -> String {
@@ -104,10 +101,7 @@ impl ControlPlane {
         write(&sa_pub, &pki.service_account_pub_pem)?;
         let admin_token = random_token();
         let tokens = pki_dir.join("tokens.csv");
-        write(
-            &tokens,
-            &format!("{admin_token},admin,admin,\"system:masters\"\n"),
-        )?;
+        write(&tokens, &format!("{admin_token},admin,admin,\"system:masters\"\n"))?;
 
         let (etcd_client, etcd_peer, api_port) = (free_port()?, free_port()?, free_port()?);
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
@@ -122,8 +116,7 @@ impl ControlPlane {
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=default={peer_url}"))
             .arg("--log-level=warn");
-        let mut etcd =
-            ManagedChild::spawn("etcd", etcd_cmd, cluster_id, &log_dir.join("etcd.log"))?;
+        let mut etcd = ManagedChild::spawn("etcd", etcd_cmd, cluster_id, &log_dir.join("etcd.log"))?;
 
         let server = format!("https://127.0.0.1:{api_port}");
         let apiserver_command = CommandLine {
@@ -157,10 +150,7 @@ impl ControlPlane {
         )?;
 
         let admin_kubeconfig = dir.join("admin.kubeconfig");
-        write(
-            &admin_kubeconfig,
-            &kubeconfig::render(&server, &pki.ca_cert_pem, "admin", &admin_token, None),
-        )?;
+        write(&admin_kubeconfig, &kubeconfig::render(&server, &pki.ca_cert_pem, "admin", &admin_token, None))?;
 
         let mut cp_cmd = Command::new(&bins.kube_controller_manager);
         cp_cmd
@@ -168,10 +158,7 @@ impl ControlPlane {
             .arg("--leader-elect=false")
             // No node IPAM, no node lifecycle (the process kubelet does not heartbeat), no TTL.
             .arg("--controllers=*,-nodeipam,-nodelifecycle,-ttl")
-            .arg(format!(
-                "--service-account-private-key-file={}",
-                sa_key.display()
-            ))
+            .arg(format!("--service-account-private-key-file={}", sa_key.display()))
             .arg(format!("--root-ca-file={}", ca.display()))
             .arg("--bind-address=127.0.0.1")
             .arg("--secure-port=0")
@@ -179,14 +166,7 @@ impl ControlPlane {
             .arg("--v=0");
 
         let client = kubeconfig::client_from_file(&admin_kubeconfig).await?;
-        wait_for_readyz(
-            &client,
-            [&mut etcd, &mut apiserver],
-            &log_dir,
-            Instant::now(),
-            timeout,
-        )
-        .await?;
+        wait_for_readyz(&client, [&mut etcd, &mut apiserver], &log_dir, Instant::now(), timeout).await?;
         let controller_manager = ManagedChild::spawn(
             "kube-controller-manager",
             cp_cmd,
@@ -238,11 +218,7 @@ impl ControlPlane {
 
     /// Stops controller-manager, API server and etcd in that order, each with a short grace period.
     pub async fn stop(&mut self) {
-        for child in [
-            &mut self.controller_manager,
-            &mut self.apiserver,
-            &mut self.etcd,
-        ] {
+        for child in [&mut self.controller_manager, &mut self.apiserver, &mut self.etcd] {
             child.terminate(Duration::from_secs(5)).await;
         }
     }
@@ -268,19 +244,14 @@ async fn wait_for_readyz<const N: usize>(
                 });
             }
         }
-        let req = http::Request::get("/readyz")
-            .body(Vec::new())
-            .expect("static request");
+        let req = http::Request::get("/readyz").body(Vec::new()).expect("static request");
         if let Ok(body) = client.request_text(req).await
             && body.trim() == "ok"
         {
             return Ok(());
         }
         if since.elapsed() > timeout {
-            return Err(ClusterError::Timeout {
-                what: "kube-apiserver /readyz".into(),
-                secs: timeout.as_secs(),
-            });
+            return Err(ClusterError::Timeout { what: "kube-apiserver /readyz".into(), secs: timeout.as_secs() });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

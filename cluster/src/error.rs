@@ -12,21 +12,11 @@ pub enum ClusterError {
     )]
     MissingBinary { name: String, searched: String },
     #[error("io error at {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("could not start {what}: {source}")]
-    Spawn {
-        what: String,
-        source: std::io::Error,
-    },
+    Spawn { what: String, source: std::io::Error },
     #[error("{what} exited before becoming ready ({status}); last log lines:\n{log_tail}")]
-    EarlyExit {
-        what: String,
-        status: String,
-        log_tail: String,
-    },
+    EarlyExit { what: String, status: String, log_tail: String },
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout { what: String, secs: u64 },
     #[error("certificate generation failed: {0}")]

@@ -13,9 +13,7 @@ const SCRIPT: &str = include_str!("../../scripts/control-plane.sh");
 pub fn install() -> Result<ControlPlaneBinaries, ClusterError> {
     if std::env::var_os("KUBEBUILDER_ASSETS").is_some()
         && let Ok(found) = ControlPlaneBinaries::locate()
-        && found
-            .kube_apiserver
-            .starts_with(std::env::var_os("KUBEBUILDER_ASSETS").unwrap_or_default())
+        && found.kube_apiserver.starts_with(std::env::var_os("KUBEBUILDER_ASSETS").unwrap_or_default())
     {
         return Ok(found);
     }
@@ -26,9 +24,7 @@ pub fn install() -> Result<ControlPlaneBinaries, ClusterError> {
         .status()
         .map_err(|e| ClusterError::Install(format!("running bash: {e}")))?;
     if !status.success() {
-        return Err(ClusterError::Install(format!(
-            "scripts/control-plane.sh failed ({status}); see the output above"
-        )));
+        return Err(ClusterError::Install(format!("scripts/control-plane.sh failed ({status}); see the output above")));
     }
     ControlPlaneBinaries::locate()
 }

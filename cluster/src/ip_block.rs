@@ -32,19 +32,12 @@ impl IpBlock {
             let path: PathBuf = dir.join(format!("127.{a}.{b}.lock"));
             let file = File::create(&path).map_err(ClusterError::io(&path))?;
             // SAFETY: flock on an fd we own.
-            let locked =
-                unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+            let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
             if locked && Self::bindable(Ipv4Addr::new(127, a, b, 2)) {
-                return Ok(Self {
-                    prefix: [127, a, b],
-                    _lock: file,
-                    next: 2,
-                });
+                return Ok(Self { prefix: [127, a, b], _lock: file, next: 2 });
             }
         }
-        Err(ClusterError::NoAddressBlock(
-            "every 127.100-199.x.0/24 block is taken".into(),
-        ))
+        Err(ClusterError::NoAddressBlock("every 127.100-199.x.0/24 block is taken".into()))
     }
 
     fn bindable(ip: Ipv4Addr) -> bool {
@@ -60,8 +53,7 @@ impl IpBlock {
     /// Next address (.2 - .254) not in `in_use`, cycling so a freed address is reused last.
     pub fn allocate(&mut self, in_use: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
         for _ in 0..253 {
-            let candidate =
-                Ipv4Addr::new(self.prefix[0], self.prefix[1], self.prefix[2], self.next);
+            let candidate = Ipv4Addr::new(self.prefix[0], self.prefix[1], self.prefix[2], self.next);
             self.next = if self.next >= 254 { 2 } else { self.next + 1 };
             if !in_use.contains(&candidate) {
                 return Some(candidate);

@@ -9,17 +9,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use crate::error::ClusterError;
 
 /// Renders a single-context kubeconfig that authenticates with a bearer token.
-pub fn render(
-    server: &str,
-    ca_pem: &str,
-    user: &str,
-    token: &str,
-    namespace: Option<&str>,
-) -> String {
+pub fn render(server: &str, ca_pem: &str, user: &str, token: &str, namespace: Option<&str>) -> String {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let ns = namespace
-        .map(|n| format!("\n    namespace: {n}"))
-        .unwrap_or_default();
+    let ns = namespace.map(|n| format!("\n    namespace: {n}")).unwrap_or_default();
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: flywheel-local\n  cluster:\n    server: {server}\n    \
          certificate-authority-data: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: \
@@ -40,8 +32,7 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<(), ClusterError> {
             .mode(0o600)
             .open(&tmp)
             .map_err(ClusterError::io(&tmp))?;
-        f.write_all(contents.as_bytes())
-            .map_err(ClusterError::io(&tmp))?;
+        f.write_all(contents.as_bytes()).map_err(ClusterError::io(&tmp))?;
     }
     std::fs::rename(&tmp, path).map_err(ClusterError::io(path))
 }

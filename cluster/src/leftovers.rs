@@ -21,11 +21,7 @@ pub fn find_leftovers(cluster_id: Option<&str>) -> Vec<Leftover> {
     };
     let prefix = format!("{MARKER_ENV}=");
     for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         if pid == me {
@@ -46,22 +42,12 @@ pub fn find_leftovers(cluster_id: Option<&str>) -> Vec<Leftover> {
         }
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         // Field 3 of /proc/PID/stat is the state; Z is a zombie waiting to be reaped.
-        if stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        {
+        if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')) {
             continue;
         }
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let command = String::from_utf8_lossy(&cmdline)
-            .replace('\0', " ")
-            .trim()
-            .to_string();
-        found.push(Leftover {
-            pid,
-            cluster_id: id.to_string(),
-            command,
-        });
+        let command = String::from_utf8_lossy(&cmdline).replace('\0', " ").trim().to_string();
+        found.push(Leftover { pid, cluster_id: id.to_string(), command });
     }
     found
 }

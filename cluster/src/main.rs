@@ -67,9 +67,7 @@ fn state_file(name: &str) -> PathBuf {
 }
 
 fn default_bin_dir() -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(PathBuf::from))
+    std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,17 +79,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Cmd::Install => {
             let bins = flywheel_cluster::install::install()?;
             println!("kube-apiserver:          {}", bins.kube_apiserver.display());
-            println!(
-                "kube-controller-manager: {}",
-                bins.kube_controller_manager.display()
-            );
+            println!("kube-controller-manager: {}", bins.kube_controller_manager.display());
             println!("etcd:                    {}", bins.etcd.display());
             Ok(())
         }
@@ -151,19 +144,9 @@ async fn up(name: String, bin_dir: Option<PathBuf>) -> anyhow::Result<()> {
         pod_cidr: cluster.pod_cidr(),
     };
     flywheel_cluster::kubeconfig::write_atomic(&file, &serde_json::to_string_pretty(&state)?)?;
-    println!(
-        "cluster {name:?} is up in {:.1}s",
-        cluster.startup_time().as_secs_f64()
-    );
-    println!(
-        "  API server:          {} (Kubernetes {})",
-        cluster.server(),
-        flywheel_cluster::KUBERNETES_VERSION
-    );
-    println!(
-        "  kubeconfig:          {}",
-        cluster.kubeconfig_path().display()
-    );
+    println!("cluster {name:?} is up in {:.1}s", cluster.startup_time().as_secs_f64());
+    println!("  API server:          {} (Kubernetes {})", cluster.server(), flywheel_cluster::KUBERNETES_VERSION);
+    println!("  kubeconfig:          {}", cluster.kubeconfig_path().display());
     println!(
         "  node:                {} (process kubelet, Pods on {})",
         cluster.node_name().unwrap_or("-"),
@@ -171,20 +154,10 @@ async fn up(name: String, bin_dir: Option<PathBuf>) -> anyhow::Result<()> {
     );
     println!(
         "  images from:         {}",
-        images
-            .bin_dir
-            .as_ref()
-            .map(|d| d.display().to_string())
-            .unwrap_or("-".into())
+        images.bin_dir.as_ref().map(|d| d.display().to_string()).unwrap_or("-".into())
     );
-    println!(
-        "  control-plane logs:  {}",
-        cluster.control_plane_log_dir().display()
-    );
-    println!(
-        "  Pod dirs and logs:   {}",
-        cluster.state_dir().join("kubelet/pods").display()
-    );
+    println!("  control-plane logs:  {}", cluster.control_plane_log_dir().display());
+    println!("  Pod dirs and logs:   {}", cluster.state_dir().join("kubelet/pods").display());
     println!();
     println!("export KUBECONFIG={}", cluster.kubeconfig_path().display());
     println!("Ctrl-C or `flywheel-cluster down --name {name}` stops it.");
@@ -210,8 +183,8 @@ async fn up(name: String, bin_dir: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn down(name: &str) -> anyhow::Result<()> {
     let file = state_file(name);
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("no cluster {name:?} is up (no {})", file.display()))?;
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("no cluster {name:?} is up (no {})", file.display()))?;
     let state: UpState = serde_json::from_str(&text)?;
     let proc_dir = PathBuf::from(format!("/proc/{}", state.pid));
     if proc_dir.exists() {
@@ -238,24 +211,14 @@ async fn status(name: &str) -> anyhow::Result<()> {
     };
     let state: UpState = serde_json::from_str(&text)?;
     if !PathBuf::from(format!("/proc/{}", state.pid)).exists() {
-        println!(
-            "cluster {name:?}: down (stale state from pid {})",
-            state.pid
-        );
+        println!("cluster {name:?}: down (stale state from pid {})", state.pid);
         return Ok(());
     }
     let client = flywheel_cluster::kubeconfig::client_from_file(&state.kubeconfig).await?;
-    let version = client
-        .apiserver_version()
-        .await
-        .context("API server not answering")?;
+    let version = client.apiserver_version().await.context("API server not answering")?;
     use k8s_openapi::api::core::v1::{Node, Pod};
-    let nodes = kube::Api::<Node>::all(client.clone())
-        .list(&Default::default())
-        .await?;
-    let pods = kube::Api::<Pod>::all(client)
-        .list(&Default::default())
-        .await?;
+    let nodes = kube::Api::<Node>::all(client.clone()).list(&Default::default()).await?;
+    let pods = kube::Api::<Pod>::all(client).list(&Default::default()).await?;
     println!("cluster {name:?}: up (pid {})", state.pid);
     println!("  API server: {} ({})", state.server, version.git_version);
     println!("  kubeconfig: {}", state.kubeconfig.display());
@@ -266,10 +229,7 @@ async fn status(name: &str) -> anyhow::Result<()> {
 async fn bench(runs: usize) -> anyhow::Result<()> {
     let mut times = Vec::new();
     for run in 1..=runs.max(1) {
-        let options = ClusterOptions {
-            name: "bench".into(),
-            ..Default::default()
-        };
+        let options = ClusterOptions { name: "bench".into(), ..Default::default() };
         let cluster = Cluster::start(options).await?;
         let t = cluster.startup_time();
         println!("run {run}: cluster ready in {:.2}s", t.as_secs_f64());

@@ -14,18 +14,13 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("FLYWHEEL_CACHE").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("flywheel")
 }
 
 /// Directory the install step fills with kube-apiserver and kube-controller-manager.
 pub fn cached_control_plane_dir() -> PathBuf {
-    cache_dir()
-        .join("control-plane")
-        .join(CONTROL_PLANE_BUILD)
-        .join("bin")
+    cache_dir().join("control-plane").join(CONTROL_PLANE_BUILD).join("bin")
 }
 
 /// Paths of the three control-plane executables.
@@ -48,19 +43,11 @@ impl ControlPlaneBinaries {
             dirs.extend(std::env::split_paths(&path));
         }
         let find = |name: &str| -> Result<PathBuf, ClusterError> {
-            dirs.iter()
-                .map(|d| d.join(name))
-                .find(|p| is_executable(p))
-                .ok_or_else(|| ClusterError::MissingBinary {
-                    name: name.to_string(),
-                    searched: dirs
-                        .iter()
-                        .take(2)
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                        + " and PATH",
-                })
+            dirs.iter().map(|d| d.join(name)).find(|p| is_executable(p)).ok_or_else(|| ClusterError::MissingBinary {
+                name: name.to_string(),
+                searched: dirs.iter().take(2).map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                    + " and PATH",
+            })
         };
         Ok(Self {
             etcd: find("etcd")?,
@@ -72,7 +59,5 @@ impl ControlPlaneBinaries {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }

@@ -18,12 +18,7 @@ pub fn pod_dirs(state_dir: &Path, namespace: &str, name: &str) -> Vec<PathBuf> {
 }
 
 /// Log files of one container of the newest Pod with that name, one per run, oldest first.
-pub fn container_log_files(
-    state_dir: &Path,
-    namespace: &str,
-    pod: &str,
-    container: &str,
-) -> Vec<PathBuf> {
+pub fn container_log_files(state_dir: &Path, namespace: &str, pod: &str, container: &str) -> Vec<PathBuf> {
     let Some(dir) = pod_dirs(state_dir, namespace, pod).pop() else {
         return Vec::new();
     };
@@ -41,12 +36,7 @@ pub fn container_log_files(
 }
 
 /// Output of the latest run of a container (stdout and stderr interleaved), if it ran.
-pub fn container_log(
-    state_dir: &Path,
-    namespace: &str,
-    pod: &str,
-    container: &str,
-) -> Option<String> {
+pub fn container_log(state_dir: &Path, namespace: &str, pod: &str, container: &str) -> Option<String> {
     let file = container_log_files(state_dir, namespace, pod, container).pop()?;
     std::fs::read_to_string(file).ok()
 }

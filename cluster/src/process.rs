@@ -21,14 +21,7 @@ pub fn harden(cmd: &mut Command, cluster_id: &str) {
     // SAFETY: only async-signal-safe libc calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died before prctl took effect.
@@ -52,33 +45,14 @@ pub struct ManagedChild {
 
 impl ManagedChild {
     /// Spawns `cmd` (already configured with program and args) with stdout and stderr appended to `log`.
-    pub fn spawn(
-        name: &str,
-        mut cmd: Command,
-        cluster_id: &str,
-        log: &Path,
-    ) -> Result<Self, ClusterError> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(ClusterError::io(log))?;
+    pub fn spawn(name: &str, mut cmd: Command, cluster_id: &str, log: &Path) -> Result<Self, ClusterError> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(ClusterError::io(log))?;
         let file2 = file.try_clone().map_err(ClusterError::io(log))?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(file))
-            .stderr(Stdio::from(file2));
+        cmd.stdin(Stdio::null()).stdout(Stdio::from(file)).stderr(Stdio::from(file2));
         harden(&mut cmd, cluster_id);
-        let child = cmd.spawn().map_err(|source| ClusterError::Spawn {
-            what: name.to_string(),
-            source,
-        })?;
+        let child = cmd.spawn().map_err(|source| ClusterError::Spawn { what: name.to_string(), source })?;
         let pgid = child.id().map(|p| p as i32).unwrap_or(0);
-        Ok(Self {
-            name: name.to_string(),
-            child,
-            pgid,
-            group_killed: false,
-        })
+        Ok(Self { name: name.to_string(), child, pgid, group_killed: false })
     }
 
     pub fn pid(&self) -> i32 {
@@ -97,10 +71,7 @@ impl ManagedChild {
     /// SIGTERM to the group, then SIGKILL after `grace`.
     pub async fn terminate(&mut self, grace: Duration) {
         signal_group(self.pgid, libc::SIGTERM);
-        if tokio::time::timeout(grace, self.child.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
             signal_group(self.pgid, libc::SIGKILL);
             let _ = self.child.wait().await;
         }

@@ -37,11 +37,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            begin.elapsed() < WAIT,
-            "timed out after {}s waiting for {what}",
-            WAIT.as_secs()
-        );
+        assert!(begin.elapsed() < WAIT, "timed out after {}s waiting for {what}", WAIT.as_secs());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -81,13 +77,7 @@ async fn ready_pod(client: &Client, name: &str) -> Pod {
 
 /// (container id = `process://<pid>`, restart count) of the Pod's only container.
 fn container_identity(pod: &Pod) -> (Option<String>, i32) {
-    let status = &pod
-        .status
-        .as_ref()
-        .expect("status")
-        .container_statuses
-        .as_ref()
-        .expect("container statuses")[0];
+    let status = &pod.status.as_ref().expect("status").container_statuses.as_ref().expect("container statuses")[0];
     (status.container_id.clone(), status.restart_count)
 }
 
@@ -124,13 +114,8 @@ async fn restarted_apiserver_keeps_objects_and_the_kubelet_reconnects() {
         "data": {"answer": "42"},
     }))
     .unwrap();
-    config_maps
-        .create(&PostParams::default(), &note)
-        .await
-        .unwrap();
-    pods.create(&PostParams::default(), &serving_pod("before"))
-        .await
-        .unwrap();
+    config_maps.create(&PostParams::default(), &note).await.unwrap();
+    pods.create(&PostParams::default(), &serving_pod("before")).await.unwrap();
     let before = ready_pod(&client, "before").await;
 
     let old_pids = apiserver_pids(&cluster);
@@ -141,9 +126,7 @@ async fn restarted_apiserver_keeps_objects_and_the_kubelet_reconnects() {
     assert_ne!(old_pids, new_pids, "the API server process was replaced");
     assert!(downtime > Duration::ZERO);
     eprintln!("kube-apiserver was down for {downtime:?}");
-    cluster
-        .check_processes()
-        .expect("etcd and controller-manager survived");
+    cluster.check_processes().expect("etcd and controller-manager survived");
 
     // The client made before the restart reconnects by itself.
     wait_for("the pre-restart client to list Pods", || {
@@ -154,17 +137,11 @@ async fn restarted_apiserver_keeps_objects_and_the_kubelet_reconnects() {
     // etcd kept what was written before the restart.
     let kept = config_maps.get("written-before-restart").await.unwrap();
     assert_eq!(kept.data.unwrap()["answer"], "42");
-    assert_eq!(
-        pods.get("before").await.unwrap().metadata.uid,
-        before.metadata.uid,
-        "the same Pod object survived"
-    );
+    assert_eq!(pods.get("before").await.unwrap().metadata.uid, before.metadata.uid, "the same Pod object survived");
 
     // A new Pod is scheduled and started (the kubelet's watches reconnected), and a Deployment
     // gets its Pod (the controller-manager's watches reconnected).
-    pods.create(&PostParams::default(), &serving_pod("after"))
-        .await
-        .unwrap();
+    pods.create(&PostParams::default(), &serving_pod("after")).await.unwrap();
     let deployment: Deployment = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web"},
         "spec": {
@@ -178,10 +155,7 @@ async fn restarted_apiserver_keeps_objects_and_the_kubelet_reconnects() {
     }))
     .unwrap();
     let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
+    deployments.create(&PostParams::default(), &deployment).await.unwrap();
 
     ready_pod(&client, "after").await;
     wait_for("Deployment web to have an available replica", || {
@@ -200,9 +174,7 @@ async fn restarted_apiserver_keeps_objects_and_the_kubelet_reconnects() {
         container_identity(&before),
         "the Pod's process was neither replaced nor restarted"
     );
-    cluster
-        .check_processes()
-        .expect("control plane still running");
+    cluster.check_processes().expect("control plane still running");
     let id = cluster.id().to_string();
     cluster.stop().await;
     // The replacement API server dies with the cluster like the original processes.

@@ -46,7 +46,11 @@ pub fn upload_models_and_training_data(bin_dir: &Path, s3_env: &[(&'static str, 
     }
     let count = TRAIN_IMAGES.to_string();
     let uri = format!("s3://{BUCKET}/datasets/shapes-train/");
-    generate(bin_dir, s3_env, &["dataset", "--task", "detection", "--format", "coco", "--count", &count, "--seed", "1", "--out", &uri])
+    generate(
+        bin_dir,
+        s3_env,
+        &["dataset", "--task", "detection", "--format", "coco", "--count", &count, "--seed", "1", "--out", &uri],
+    )
 }
 
 #[derive(Deserialize)]
@@ -79,7 +83,23 @@ struct CocoCategory {
 pub fn production_samples(bin_dir: &Path, dir: &Path, count: usize) -> anyhow::Result<Vec<Sample>> {
     let out: PathBuf = dir.join("production");
     let uri = format!("file://{}", out.display());
-    generate(bin_dir, &[], &["dataset", "--task", "detection", "--format", "coco", "--count", &count.to_string(), "--seed", "77", "--out", &uri])?;
+    generate(
+        bin_dir,
+        &[],
+        &[
+            "dataset",
+            "--task",
+            "detection",
+            "--format",
+            "coco",
+            "--count",
+            &count.to_string(),
+            "--seed",
+            "77",
+            "--out",
+            &uri,
+        ],
+    )?;
     let coco: Coco = serde_json::from_slice(&std::fs::read(out.join("annotations.json"))?)?;
     let names: BTreeMap<u64, String> = coco.categories.into_iter().map(|c| (c.id, c.name)).collect();
     coco.images

@@ -51,7 +51,9 @@ impl FlywheelLoop {
 
     /// Waits until the ModelVersion is Ready (artifact verified) and returns it.
     pub async fn wait_model_ready(&self, name: &str, timeout: u64) -> anyhow::Result<ModelVersion> {
-        let ready = |m: Option<&ModelVersion>| m.and_then(|m| m.status.as_ref()).is_some_and(|s| condition_true(&s.conditions, "Ready"));
+        let ready = |m: Option<&ModelVersion>| {
+            m.and_then(|m| m.status.as_ref()).is_some_and(|s| condition_true(&s.conditions, "Ready"))
+        };
         Ok(self.platform.wait_for::<ModelVersion>(name, ready, timeout).await?.expect("condition held"))
     }
 
@@ -61,7 +63,11 @@ impl FlywheelLoop {
             d.and_then(|d| d.status.as_ref())
                 .is_some_and(|s| s.champion.as_deref() == Some(champion) && s.ready_replicas.unwrap_or(0) >= 1)
         };
-        let d = self.platform.wait_for::<FlywheelDeployment>(DEPLOYMENT, serving, MODEL_TIMEOUT).await?.expect("condition held");
+        let d = self
+            .platform
+            .wait_for::<FlywheelDeployment>(DEPLOYMENT, serving, MODEL_TIMEOUT)
+            .await?
+            .expect("condition held");
         let address = self.platform.inference_address(DEPLOYMENT, MODEL_TIMEOUT).await?;
         let secret = self.platform.api::<Secret>().get(&format!("{DEPLOYMENT}-review-token")).await?;
         let token = secret.data.as_ref().and_then(|d| d.get("token")).context("review-token Secret has no token")?;
@@ -83,8 +89,11 @@ impl FlywheelLoop {
     /// Waits until the profiling Job's reference statistics reach the pipeline's status and
     /// the inference Pod (drift monitoring on); returns the pipeline.
     pub async fn wait_profiled(&self) -> anyhow::Result<DataPipeline> {
-        let profiled = |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.unsupervised_metrics_available);
-        let p = self.platform.wait_for::<DataPipeline>(PIPELINE, profiled, MODEL_TIMEOUT).await?.expect("condition held");
+        let profiled = |p: Option<&DataPipeline>| {
+            p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.unsupervised_metrics_available)
+        };
+        let p =
+            self.platform.wait_for::<DataPipeline>(PIPELINE, profiled, MODEL_TIMEOUT).await?.expect("condition held");
         let client = self.serving()?.clone();
         flywheel_e2e::wait::eventually("drift monitoring on in the inference Pod", MODEL_TIMEOUT, || {
             let client = client.clone();
@@ -144,7 +153,9 @@ impl FlywheelLoop {
 
     /// Waits until the feedback DatasetVersion counts at least `reviewed` reviewed samples.
     pub async fn wait_feedback_count(&self, reviewed: u64) -> anyhow::Result<DatasetVersion> {
-        let counted = |d: Option<&DatasetVersion>| d.and_then(|d| d.status.as_ref()).and_then(|s| s.reviewed_count).unwrap_or(0) >= reviewed;
+        let counted = |d: Option<&DatasetVersion>| {
+            d.and_then(|d| d.status.as_ref()).and_then(|s| s.reviewed_count).unwrap_or(0) >= reviewed
+        };
         Ok(self.platform.wait_for::<DatasetVersion>(FEEDBACK, counted, MODEL_TIMEOUT).await?.expect("condition held"))
     }
 
@@ -166,29 +177,42 @@ impl FlywheelLoop {
 
     /// Waits until the Deployment's status serves `shadow` as shadow (and the Pod loaded it).
     pub async fn wait_shadow(&self, shadow: &str) -> anyhow::Result<FlywheelDeployment> {
-        let placed = |d: Option<&FlywheelDeployment>| d.and_then(|d| d.status.as_ref()).is_some_and(|s| s.shadow.as_deref() == Some(shadow));
-        let d = self.platform.wait_for::<FlywheelDeployment>(DEPLOYMENT, placed, MODEL_TIMEOUT).await?.expect("condition held");
+        let placed = |d: Option<&FlywheelDeployment>| {
+            d.and_then(|d| d.status.as_ref()).is_some_and(|s| s.shadow.as_deref() == Some(shadow))
+        };
+        let d = self
+            .platform
+            .wait_for::<FlywheelDeployment>(DEPLOYMENT, placed, MODEL_TIMEOUT)
+            .await?
+            .expect("condition held");
         self.wait_pod_serves("shadow", shadow).await?;
         Ok(d)
     }
 
     /// Waits until the Deployment's champion is `champion` (and the Pod loaded it).
     pub async fn wait_champion(&self, champion: &str, timeout: u64) -> anyhow::Result<FlywheelDeployment> {
-        let placed = |d: Option<&FlywheelDeployment>| d.and_then(|d| d.status.as_ref()).is_some_and(|s| s.champion.as_deref() == Some(champion));
-        let d = self.platform.wait_for::<FlywheelDeployment>(DEPLOYMENT, placed, timeout).await?.expect("condition held");
+        let placed = |d: Option<&FlywheelDeployment>| {
+            d.and_then(|d| d.status.as_ref()).is_some_and(|s| s.champion.as_deref() == Some(champion))
+        };
+        let d =
+            self.platform.wait_for::<FlywheelDeployment>(DEPLOYMENT, placed, timeout).await?.expect("condition held");
         self.wait_pod_serves("champion", champion).await?;
         Ok(d)
     }
 
     async fn wait_pod_serves(&self, role: &'static str, version: &str) -> anyhow::Result<()> {
         let client = self.serving()?.clone();
-        flywheel_e2e::wait::eventually(&format!("the inference Pod serving {version} as {role}"), MODEL_TIMEOUT, || {
-            let client = client.clone();
-            async move {
-                let st = client.status().await.map_err(|e| e.to_string())?;
-                (st[role]["version"] == version).then_some(()).ok_or_else(|| format!("/status: {st}"))
-            }
-        })
+        flywheel_e2e::wait::eventually(
+            &format!("the inference Pod serving {version} as {role}"),
+            MODEL_TIMEOUT,
+            || {
+                let client = client.clone();
+                async move {
+                    let st = client.status().await.map_err(|e| e.to_string())?;
+                    (st[role]["version"] == version).then_some(()).ok_or_else(|| format!("/status: {st}"))
+                }
+            },
+        )
         .await?;
         Ok(())
     }

@@ -98,7 +98,12 @@ impl Platform {
             .arg(&self.cluster.kubeconfig)
             .args(["--set", &format!("watchNamespace={}", self.namespace)])
             .args(["--set", &format!("defaultOutputUri=s3://{BUCKET}/runs/")])
-            .args(std::env::var("FLYWHEEL_OPERATOR_LOG").map(|level| ["--set-string".to_string(), format!("logging.level={}", level.replace(',', "\\,"))]).into_iter().flatten())
+            .args(
+                std::env::var("FLYWHEEL_OPERATOR_LOG")
+                    .map(|level| ["--set-string".to_string(), format!("logging.level={}", level.replace(',', "\\,"))])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(["--wait", "--timeout", "180s"])
             .output()
             .with_context(|| format!("running {}", helm.display()))?;
@@ -110,8 +115,12 @@ impl Platform {
                 self.dump().await
             );
         }
-        self.wait_for::<Lease>("flywheel-operator", |l| l.and_then(|l| l.spec.as_ref()?.holder_identity.as_ref()).is_some(), 120)
-            .await?;
+        self.wait_for::<Lease>(
+            "flywheel-operator",
+            |l| l.and_then(|l| l.spec.as_ref()?.holder_identity.as_ref()).is_some(),
+            120,
+        )
+        .await?;
         let pods: Api<Pod> = self.api();
         let selector = format!("app.kubernetes.io/instance={RELEASE}");
         let list = pods.list(&ListParams::default().labels(&selector)).await?;
@@ -123,23 +132,25 @@ impl Platform {
     pub async fn inference_address(&self, deployment: &str, timeout_secs: u64) -> anyhow::Result<SocketAddr> {
         let pods: Api<Pod> = self.api();
         let selector = format!("flywheel.dev/deployment={deployment}");
-        let found = flywheel_e2e::wait::eventually(&format!("a ready inference Pod of {deployment}"), timeout_secs, || {
-            let (pods, selector) = (pods.clone(), selector.clone());
-            async move {
-                let list = pods.list(&ListParams::default().labels(&selector)).await.map_err(|e| e.to_string())?;
-                list.items
-                    .iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_none())
-                    .find_map(|p| {
-                        let status = p.status.as_ref()?;
-                        let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
-                        let ip: std::net::IpAddr = status.pod_ip.as_ref()?.parse().ok()?;
-                        ready.then_some(SocketAddr::new(ip, INFERENCE_PORT))
-                    })
-                    .ok_or_else(|| format!("{} Pods, none ready", list.items.len()))
-            }
-        })
-        .await;
+        let found =
+            flywheel_e2e::wait::eventually(&format!("a ready inference Pod of {deployment}"), timeout_secs, || {
+                let (pods, selector) = (pods.clone(), selector.clone());
+                async move {
+                    let list = pods.list(&ListParams::default().labels(&selector)).await.map_err(|e| e.to_string())?;
+                    list.items
+                        .iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_none())
+                        .find_map(|p| {
+                            let status = p.status.as_ref()?;
+                            let ready =
+                                status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+                            let ip: std::net::IpAddr = status.pod_ip.as_ref()?.parse().ok()?;
+                            ready.then_some(SocketAddr::new(ip, INFERENCE_PORT))
+                        })
+                        .ok_or_else(|| format!("{} Pods, none ready", list.items.len()))
+                }
+            })
+            .await;
         match found {
             Ok(a) => Ok(a),
             Err(e) => Err(e.with_dump(self.dump().await).into()),

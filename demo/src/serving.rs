@@ -50,7 +50,13 @@ impl ServingClient {
 
     /// POST /v1/predict with one PNG.
     pub async fn predict(&self, png: &[u8]) -> anyhow::Result<Prediction> {
-        let r = self.http.post(self.url("/v1/predict")).header("content-type", "image/png").body(png.to_vec()).send().await?;
+        let r = self
+            .http
+            .post(self.url("/v1/predict"))
+            .header("content-type", "image/png")
+            .body(png.to_vec())
+            .send()
+            .await?;
         let body: Value = Self::check(r, "predict").await?.json().await?;
         let first = body["predictions"].get(0).cloned().context("predict answered no prediction")?;
         Ok(serde_json::from_value(first)?)
@@ -97,5 +103,6 @@ impl ServingClient {
 
 /// Whether the Prometheus text has a sample of `name` (any labels).
 pub fn has_metric(text: &str, name: &str) -> bool {
-    text.lines().any(|l| !l.starts_with('#') && (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))))
+    text.lines()
+        .any(|l| !l.starts_with('#') && (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))))
 }

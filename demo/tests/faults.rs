@@ -47,7 +47,10 @@ async fn a_failed_training_run_promotes_nothing_and_the_next_trigger_retries() {
     let c = condition::find(&status.conditions, "TrainingSucceeded").expect("TrainingSucceeded condition").clone();
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "TrainingFailed"));
     assert!(c.message.contains("shapes-train-1"), "{}", c.message);
-    assert!(fw.platform.api::<ModelVersion>().get_opt("shapes-r1").await.unwrap().is_none(), "a failed run registers nothing");
+    assert!(
+        fw.platform.api::<ModelVersion>().get_opt("shapes-r1").await.unwrap().is_none(),
+        "a failed run registers nothing"
+    );
     let d: FlywheelDeployment = fw.platform.api().get(DEPLOYMENT).await.unwrap();
     let st = d.status.unwrap();
     assert_eq!((st.champion.as_deref(), st.shadow.as_deref()), (Some(CHAMPION), Some(SHADOW)));
@@ -86,7 +89,14 @@ async fn a_corrupt_model_fails_and_the_champion_keeps_serving() {
     let set_champion = |name: &'static str| {
         let deployments = deployments.clone();
         async move {
-            deployments.patch(DEPLOYMENT, &PatchParams::default(), &Patch::Merge(json!({"spec": {"champion": {"modelVersion": name}}}))).await.unwrap();
+            deployments
+                .patch(
+                    DEPLOYMENT,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"champion": {"modelVersion": name}}})),
+                )
+                .await
+                .unwrap();
         }
     };
     let png = common::first_sample_png(&fw.platform);
@@ -97,15 +107,23 @@ async fn a_corrupt_model_fails_and_the_champion_keeps_serving() {
     };
 
     // 1. The file does not match its digest: the ModelVersion fails; the Deployment refuses it.
-    flywheel_e2e::apply_yaml(&fw.platform.client, Some(&fw.platform.namespace), &mv("shapes-detector-v3", "v3", Some(&good_sha))).await.unwrap();
+    flywheel_e2e::apply_yaml(
+        &fw.platform.client,
+        Some(&fw.platform.namespace),
+        &mv("shapes-detector-v3", "v3", Some(&good_sha)),
+    )
+    .await
+    .unwrap();
     let failed = |m: Option<&ModelVersion>| {
-        m.and_then(|m| m.status.as_ref()).is_some_and(|s| condition::find(&s.conditions, "Ready").is_some_and(|c| c.reason == "DigestMismatch"))
+        m.and_then(|m| m.status.as_ref())
+            .is_some_and(|s| condition::find(&s.conditions, "Ready").is_some_and(|c| c.reason == "DigestMismatch"))
     };
     fw.platform.wait_for::<ModelVersion>("shapes-detector-v3", failed, 60).await.unwrap();
     set_champion("shapes-detector-v3").await;
     let refused = |d: Option<&FlywheelDeployment>| {
         d.and_then(|d| d.status.as_ref()).is_some_and(|s| {
-            condition::find(&s.conditions, "ChampionReady").is_some_and(|c| c.status == "False" && c.message.contains("shapes-detector-v3"))
+            condition::find(&s.conditions, "ChampionReady")
+                .is_some_and(|c| c.status == "False" && c.message.contains("shapes-detector-v3"))
         })
     };
     let d = fw.platform.wait_for::<FlywheelDeployment>(DEPLOYMENT, refused, 60).await.unwrap().unwrap();
@@ -114,18 +132,28 @@ async fn a_corrupt_model_fails_and_the_champion_keeps_serving() {
 
     // 2. No digest to check and not a model: verified as present, but the Pods cannot load
     //    it; they keep the old champion and the Deployment says why.
-    flywheel_e2e::apply_yaml(&fw.platform.client, Some(&fw.platform.namespace), &mv("shapes-detector-v4", "v4", None)).await.unwrap();
+    flywheel_e2e::apply_yaml(&fw.platform.client, Some(&fw.platform.namespace), &mv("shapes-detector-v4", "v4", None))
+        .await
+        .unwrap();
     fw.wait_model_ready("shapes-detector-v4", 60).await.unwrap();
     set_champion("shapes-detector-v4").await;
     let load_failed = |d: Option<&FlywheelDeployment>| {
         d.and_then(|d| d.status.as_ref()).is_some_and(|s| {
-            condition::find(&s.conditions, "ModelsLoaded").is_some_and(|c| c.status == "False" && c.message.contains("shapes-detector-v4"))
+            condition::find(&s.conditions, "ModelsLoaded")
+                .is_some_and(|c| c.status == "False" && c.message.contains("shapes-detector-v4"))
         })
     };
     let d = fw.platform.wait_for::<FlywheelDeployment>(DEPLOYMENT, load_failed, 90).await.unwrap().unwrap();
     let history = d.status.unwrap().promotion_history;
-    assert!(history.iter().any(|p| p.role == Role::Champion && p.model_version.as_deref() == Some("shapes-detector-v4")));
+    assert!(
+        history.iter().any(|p| p.role == Role::Champion && p.model_version.as_deref() == Some("shapes-detector-v4"))
+    );
     still_serving_v1().await;
     let metrics = fw.serving().unwrap().metrics().await.unwrap();
-    assert!(metrics.lines().any(|l| l.starts_with("flywheel_model_load_failures_total{role=\"champion\"}") && !l.ends_with(" 0")), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("flywheel_model_load_failures_total{role=\"champion\"}") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }

@@ -45,7 +45,11 @@ async fn the_whole_loop_from_traffic_to_a_gated_promotion() {
     // (The log writer flushes about every second.)
     flywheel_e2e::wait::eventually("a logged record with the shadow's output", 30, || async {
         let logged = common::logged_records(&fw.platform).await;
-        logged.iter().any(|r| r["shadow"]["version"] == SHADOW).then_some(()).ok_or(format!("{} records, none from {SHADOW}", logged.len()))
+        logged
+            .iter()
+            .any(|r| r["shadow"]["version"] == SHADOW)
+            .then_some(())
+            .ok_or(format!("{} records, none from {SHADOW}", logged.len()))
     })
     .await
     .unwrap();
@@ -79,7 +83,10 @@ async fn the_whole_loop_from_traffic_to_a_gated_promotion() {
     let d = fw.wait_shadow(&trained).await.unwrap();
     let promoted = d.status.unwrap().promotion_history;
     let last = promoted.last().unwrap();
-    assert_eq!((last.reason.as_str(), last.model_version.as_deref(), last.previous.as_deref()), ("ContinuousDeployment", Some("shapes-r1"), Some(SHADOW)));
+    assert_eq!(
+        (last.reason.as_str(), last.model_version.as_deref(), last.previous.as_deref()),
+        ("ContinuousDeployment", Some("shapes-r1"), Some(SHADOW))
+    );
 
     // The gate: on 20 samples both scored, the better shadow becomes champion. (The figures
     // are asserted from the promotion record: the pods' /status and the Deployment's summary
@@ -88,7 +95,10 @@ async fn the_whole_loop_from_traffic_to_a_gated_promotion() {
     let d: FlywheelDeployment = fw.wait_champion(&trained, 120).await.unwrap();
     let status = d.status.unwrap();
     let gate = status.promotion_history.iter().rev().find(|p| p.role == Role::Champion).unwrap();
-    assert_eq!((gate.reason.as_str(), gate.model_version.as_deref(), gate.previous.as_deref()), ("PromotionGate", Some("shapes-r1"), Some(CHAMPION)));
+    assert_eq!(
+        (gate.reason.as_str(), gate.model_version.as_deref(), gate.previous.as_deref()),
+        ("PromotionGate", Some("shapes-r1"), Some(CHAMPION))
+    );
     // "shadow 0.658 beats champion 0.000 by at least 0.020 on 20 reviewed samples"
     let figures: Vec<f64> = gate.message.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     let [shadow, champion, margin, samples] = figures[..] else { panic!("gate message: {}", gate.message) };
@@ -96,7 +106,9 @@ async fn the_whole_loop_from_traffic_to_a_gated_promotion() {
 
     // The cooldown holds: once the pipeline has counted the 20 reviews since the run (the
     // feedback dataset is recounted every few seconds), still one Job.
-    let counted = |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).and_then(|s| s.reviewed_since_last_training).unwrap_or(0) >= 20;
+    let counted = |p: Option<&DataPipeline>| {
+        p.and_then(|p| p.status.as_ref()).and_then(|s| s.reviewed_since_last_training).unwrap_or(0) >= 20
+    };
     fw.platform.wait_for::<DataPipeline>(PIPELINE, counted, 60).await.unwrap();
     assert_eq!(fw.training_jobs().await.unwrap().len(), 1);
 
@@ -104,7 +116,11 @@ async fn the_whole_loop_from_traffic_to_a_gated_promotion() {
     let before = common::inference_pod_uid(&fw.platform).await;
     fw.platform
         .api::<FlywheelDeployment>()
-        .patch(DEPLOYMENT, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"spec": {"confidenceThreshold": 0.9}})))
+        .patch(
+            DEPLOYMENT,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"confidenceThreshold": 0.9}})),
+        )
         .await
         .unwrap();
     let client = fw.serving().unwrap().clone();

@@ -19,16 +19,9 @@ pub enum ApplyError {
     #[error("document {index} has no apiVersion/kind/metadata.name")]
     Incomplete { index: usize },
     #[error("{kind} {name}: {source}")]
-    Kube {
-        kind: String,
-        name: String,
-        source: kube::Error,
-    },
+    Kube { kind: String, name: String, source: kube::Error },
     #[error("reading {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error(transparent)]
     Wait(#[from] WaitError),
 }
@@ -37,10 +30,7 @@ impl ApplyError {
     /// The API server's rejection (status code and message), if that is what this is.
     pub fn api_status(&self) -> Option<&kube::core::Status> {
         match self {
-            ApplyError::Kube {
-                source: kube::Error::Api(status),
-                ..
-            } => Some(status),
+            ApplyError::Kube { source: kube::Error::Api(status), .. } => Some(status),
             _ => None,
         }
     }
@@ -51,13 +41,12 @@ pub fn parse_yaml_documents(yaml: &str) -> Result<Vec<DynamicObject>, ApplyError
     use serde::Deserialize;
     let mut out = Vec::new();
     for (index, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let value =
-            serde_yaml::Value::deserialize(doc).map_err(|e| ApplyError::Yaml(e.to_string()))?;
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| ApplyError::Yaml(e.to_string()))?;
         if value.is_null() {
             continue;
         }
-        let obj: DynamicObject = serde_yaml::from_value(value)
-            .map_err(|e| ApplyError::Yaml(format!("document {index}: {e}")))?;
+        let obj: DynamicObject =
+            serde_yaml::from_value(value).map_err(|e| ApplyError::Yaml(format!("document {index}: {e}")))?;
         if obj.types.is_none() || obj.metadata.name.is_none() {
             return Err(ApplyError::Incomplete { index });
         }
@@ -87,11 +76,7 @@ async fn apply_object(
     let types = obj.types.clone().expect("checked in parse");
     let name = obj.name_any();
     let kind = types.kind.clone();
-    let err = |source| ApplyError::Kube {
-        kind: kind.clone(),
-        name: name.clone(),
-        source,
-    };
+    let err = |source| ApplyError::Kube { kind: kind.clone(), name: name.clone(), source };
     let (group, version) = match types.api_version.split_once('/') {
         Some((g, v)) => (g.to_string(), v.to_string()),
         None => (String::new(), types.api_version.clone()),
@@ -112,27 +97,19 @@ async fn apply_object(
     };
     let api: Api<DynamicObject> = match caps.scope {
         Scope::Namespaced => {
-            let ns = obj
-                .namespace()
-                .or(namespace.map(String::from))
-                .unwrap_or_else(|| "default".into());
+            let ns = obj.namespace().or(namespace.map(String::from)).unwrap_or_else(|| "default".into());
             Api::namespaced_with(client.clone(), &ns, &resource)
         }
         Scope::Cluster => Api::all_with(client.clone(), &resource),
     };
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&name, &params, &Patch::Apply(&obj))
-        .await
-        .map_err(err)
+    api.patch(&name, &params, &Patch::Apply(&obj)).await.map_err(err)
 }
 
 /// Applies every *.yaml / *.yml file of `dir` (sorted by name) and waits until each
 /// CustomResourceDefinition is Established, so its kinds can be used right away.
 pub async fn install_crds(client: &Client, dir: &Path) -> Result<Vec<String>, ApplyError> {
-    let io = |source| ApplyError::Io {
-        path: dir.display().to_string(),
-        source,
-    };
+    let io = |source| ApplyError::Io { path: dir.display().to_string(), source };
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(io)?
         .flatten()
@@ -142,16 +119,10 @@ pub async fn install_crds(client: &Client, dir: &Path) -> Result<Vec<String>, Ap
     files.sort();
     let mut names = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| ApplyError::Io {
-            path: file.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|source| ApplyError::Io { path: file.display().to_string(), source })?;
         for obj in parse_yaml_documents(&text)? {
-            if obj
-                .types
-                .as_ref()
-                .is_some_and(|t| t.kind == "CustomResourceDefinition")
-            {
+            if obj.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition") {
                 names.push(create_or_replace_crd(client, obj).await?);
             } else {
                 apply_object(client, None, obj).await?;
@@ -162,10 +133,7 @@ pub async fn install_crds(client: &Client, dir: &Path) -> Result<Vec<String>, Ap
     for name in &names {
         let established = |c: Option<&CustomResourceDefinition>| {
             c.and_then(|c| c.status.as_ref()?.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
         };
         wait_for(&crds, name, established, 60).await?;
     }
@@ -177,11 +145,7 @@ pub async fn install_crds(client: &Client, dir: &Path) -> Result<Vec<String>, Ap
 /// so CRDs are created, or replaced at their current resourceVersion, instead.
 async fn create_or_replace_crd(client: &Client, obj: DynamicObject) -> Result<String, ApplyError> {
     let name = obj.name_any();
-    let err = |source| ApplyError::Kube {
-        kind: "CustomResourceDefinition".into(),
-        name: name.clone(),
-        source,
-    };
+    let err = |source| ApplyError::Kube { kind: "CustomResourceDefinition".into(), name: name.clone(), source };
     let value = serde_json::to_value(&obj).map_err(|e| ApplyError::Yaml(e.to_string()))?;
     let mut crd: CustomResourceDefinition =
         serde_json::from_value(value).map_err(|e| ApplyError::Yaml(format!("{name}: {e}")))?;
@@ -192,9 +156,7 @@ async fn create_or_replace_crd(client: &Client, obj: DynamicObject) -> Result<St
         }
         Some(existing) => {
             crd.metadata.resource_version = existing.metadata.resource_version;
-            api.replace(&name, &Default::default(), &crd)
-                .await
-                .map_err(err)?;
+            api.replace(&name, &Default::default(), &crd).await.map_err(err)?;
         }
     }
     Ok(name)

@@ -46,9 +46,7 @@ impl TestCluster {
 
 /// The workspace root (parent of e2e/), for crds/ and examples/.
 pub fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e/ has a parent")
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent")
 }
 
 /// Where Pods' binaries are: FLYWHEEL_BIN_DIR, else the directory holding the running test's
@@ -59,28 +57,18 @@ pub fn default_bin_dir() -> Option<PathBuf> {
     }
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    Some(if dir.ends_with("deps") {
-        dir.parent()?.to_path_buf()
-    } else {
-        dir.to_path_buf()
-    })
+    Some(if dir.ends_with("deps") { dir.parent()?.to_path_buf() } else { dir.to_path_buf() })
 }
 
 /// Options tests use: temporary state, images from [`default_bin_dir`].
 pub fn test_options(name: &str) -> ClusterOptions {
-    ClusterOptions {
-        name: name.into(),
-        images: ImageMap::from_env(default_bin_dir()),
-        ..Default::default()
-    }
+    ClusterOptions { name: name.into(), images: ImageMap::from_env(default_bin_dir()), ..Default::default() }
 }
 
 /// Starts a cluster owned by the caller (dropped = everything stopped). For tests that need
 /// isolation, e.g. checking that no process survives a cluster.
 pub async fn start_cluster(name: &str) -> Cluster {
-    Cluster::start(test_options(name))
-        .await
-        .unwrap_or_else(|e| panic!("starting local cluster: {e}"))
+    Cluster::start(test_options(name)).await.unwrap_or_else(|e| panic!("starting local cluster: {e}"))
 }
 
 static SHARED: OnceLock<Result<TestCluster, String>> = OnceLock::new();
@@ -118,8 +106,7 @@ pub fn shared_cluster() -> &'static TestCluster {
                 });
             })
             .expect("spawning the shared-cluster thread");
-        rx.recv()
-            .unwrap_or_else(|_| Err("shared cluster thread died".into()))
+        rx.recv().unwrap_or_else(|_| Err("shared cluster thread died".into()))
     });
     match result {
         Ok(c) => c,

@@ -49,12 +49,11 @@ pub fn deployment_available(replicas: i32) -> impl Fn(Option<&Deployment>) -> bo
 /// for the dynamic API.
 pub fn status_condition(type_: &'static str) -> impl Fn(Option<&kube::api::DynamicObject>) -> bool {
     move |o| {
-        o.and_then(|o| o.data.get("status")?.get("conditions")?.as_array().cloned())
-            .is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    c.get("type").and_then(|t| t.as_str()) == Some(type_)
-                        && c.get("status").and_then(|s| s.as_str()) == Some("True")
-                })
+        o.and_then(|o| o.data.get("status")?.get("conditions")?.as_array().cloned()).is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type").and_then(|t| t.as_str()) == Some(type_)
+                    && c.get("status").and_then(|s| s.as_str()) == Some("True")
             })
+        })
     }
 }

@@ -15,10 +15,7 @@ fn log_lines() -> usize {
 }
 
 pub async fn dump_namespace(client: &Client, cluster: &TestCluster, namespace: &str) -> String {
-    let mut out = format!(
-        "===== dump of namespace {namespace} (cluster {}) =====\n",
-        cluster.id
-    );
+    let mut out = format!("===== dump of namespace {namespace} (cluster {}) =====\n", cluster.id);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     match pods.list(&ListParams::default()).await {
         Ok(list) => {
@@ -28,21 +25,12 @@ pub async fn dump_namespace(client: &Client, cluster: &TestCluster, namespace: &
             }
             for pod in &list.items {
                 let spec = pod.spec.clone().unwrap_or_default();
-                let names = spec
-                    .init_containers
-                    .unwrap_or_default()
-                    .into_iter()
-                    .chain(spec.containers)
-                    .map(|c| c.name);
+                let names = spec.init_containers.unwrap_or_default().into_iter().chain(spec.containers).map(|c| c.name);
                 for container in names {
-                    if let Some(log) = cluster.container_log(namespace, &pod.name_any(), &container)
-                    {
+                    if let Some(log) = cluster.container_log(namespace, &pod.name_any(), &container) {
                         let lines: Vec<&str> = log.lines().collect();
                         let keep = log_lines();
-                        out.push_str(&format!(
-                            "--- log {}/{container} (last {keep} lines)\n",
-                            pod.name_any()
-                        ));
+                        out.push_str(&format!("--- log {}/{container} (last {keep} lines)\n", pod.name_any()));
                         for l in &lines[lines.len().saturating_sub(keep)..] {
                             out.push_str(&format!("    {l}\n"));
                         }
@@ -82,15 +70,8 @@ fn describe_pod(pod: &Pod) -> String {
         pod.name_any(),
         status.phase.unwrap_or_default(),
         status.pod_ip.unwrap_or_default(),
-        pod.spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .unwrap_or_else(|| "<unbound>".into()),
-        if pod.metadata.deletion_timestamp.is_some() {
-            " (terminating)"
-        } else {
-            ""
-        }
+        pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(|| "<unbound>".into()),
+        if pod.metadata.deletion_timestamp.is_some() { " (terminating)" } else { "" }
     );
     for c in status
         .init_container_statuses
@@ -100,26 +81,15 @@ fn describe_pod(pod: &Pod) -> String {
     {
         let state = c.state.unwrap_or_default();
         let state = if let Some(w) = state.waiting {
-            format!(
-                "waiting {} {}",
-                w.reason.unwrap_or_default(),
-                w.message.unwrap_or_default()
-            )
+            format!("waiting {} {}", w.reason.unwrap_or_default(), w.message.unwrap_or_default())
         } else if let Some(t) = state.terminated {
-            format!(
-                "terminated exit={} {}",
-                t.exit_code,
-                t.reason.unwrap_or_default()
-            )
+            format!("terminated exit={} {}", t.exit_code, t.reason.unwrap_or_default())
         } else if state.running.is_some() {
             "running".to_string()
         } else {
             "unknown".to_string()
         };
-        s.push_str(&format!(
-            "      container {} ready={} restarts={} {state}\n",
-            c.name, c.ready, c.restart_count
-        ));
+        s.push_str(&format!("      container {} ready={} restarts={} {state}\n", c.name, c.ready, c.restart_count));
     }
     s
 }

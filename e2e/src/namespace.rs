@@ -36,30 +36,17 @@ impl TestNamespace {
         let client = cluster.client().await;
         let name = format!("{prefix}-{}", suffix());
         let ns = Namespace {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
             ..Default::default()
         };
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &ns)
             .await
-            .map_err(|source| WaitError::Kube {
-                what: format!("namespace {name}"),
-                source,
-            })?;
-        let this = Self {
-            name,
-            client,
-            cluster: cluster.clone(),
-        };
-        let has_token = |sa: Option<&ServiceAccount>| {
-            sa.and_then(|s| s.secrets.as_ref())
-                .is_some_and(|s| !s.is_empty())
-        };
-        this.wait_for::<ServiceAccount>("default", has_token, 60)
-            .await?;
+            .map_err(|source| WaitError::Kube { what: format!("namespace {name}"), source })?;
+        let this = Self { name, client, cluster: cluster.clone() };
+        let has_token =
+            |sa: Option<&ServiceAccount>| sa.and_then(|s| s.secrets.as_ref()).is_some_and(|s| !s.is_empty());
+        this.wait_for::<ServiceAccount>("default", has_token, 60).await?;
         Ok(this)
     }
 
@@ -85,11 +72,7 @@ impl TestNamespace {
         timeout_secs: u64,
     ) -> Result<Option<K>, WaitError>
     where
-        K: Resource<Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + serde::Serialize,
+        K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug + serde::Serialize,
         <K as Resource>::DynamicType: Default,
     {
         match wait_for(&self.api::<K>(), name, condition, timeout_secs).await {
@@ -111,17 +94,11 @@ impl TestNamespace {
         let pick = |e: Option<&Endpoints>| -> Option<std::net::SocketAddr> {
             e?.subsets.as_ref()?.iter().find_map(|subset| {
                 let ip = subset.addresses.as_ref()?.first()?.ip.parse().ok()?;
-                let p = subset
-                    .ports
-                    .as_ref()?
-                    .iter()
-                    .find(|p| port.is_empty() || p.name.as_deref() == Some(port))?;
+                let p = subset.ports.as_ref()?.iter().find(|p| port.is_empty() || p.name.as_deref() == Some(port))?;
                 Some(std::net::SocketAddr::new(ip, u16::try_from(p.port).ok()?))
             })
         };
-        let endpoints = self
-            .wait_for::<Endpoints>(service, |e| pick(e).is_some(), timeout_secs)
-            .await?;
+        let endpoints = self.wait_for::<Endpoints>(service, |e| pick(e).is_some(), timeout_secs).await?;
         Ok(pick(endpoints.as_ref()).expect("condition held"))
     }
 
@@ -143,19 +120,14 @@ impl Drop for TestNamespace {
         let (cluster, name) = (self.cluster.clone(), self.name.clone());
         // Drop cannot await, and this runtime may be shutting down: use a short-lived one.
         let worker = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
                 let client = cluster.client().await;
                 if panicking {
                     eprintln!("{}", dump_namespace(&client, &cluster, &name).await);
                 }
                 if !keep {
-                    let _ = Api::<Namespace>::all(client)
-                        .delete(&name, &DeleteParams::default())
-                        .await;
+                    let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::default()).await;
                 }
             });
         });

@@ -34,25 +34,16 @@ pub use dashboard::{collect_panels, dashboard_queries, substitute};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrometheusError {
-    #[error(
-        "prometheus is not installed (Debian package `prometheus`, see scripts/apt-packages.txt): {0}"
-    )]
+    #[error("prometheus is not installed (Debian package `prometheus`, see scripts/apt-packages.txt): {0}")]
     NotInstalled(std::io::Error),
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     #[error("prometheus did not become ready within {secs}s; its log:\n{log}")]
     NotReady { secs: u64, log: String },
     #[error("query {expr:?}: {message}")]
     Query { expr: String, message: String },
     #[error("no series for {expr:?} after {secs}s; scrape targets:\n{targets}")]
-    NoSeries {
-        expr: String,
-        secs: u64,
-        targets: String,
-    },
+    NoSeries { expr: String, secs: u64, targets: String },
     #[error("dashboard {path}: {message}")]
     Dashboard { path: String, message: String },
 }
@@ -67,10 +58,7 @@ pub struct ScrapeTarget {
 
 impl ScrapeTarget {
     pub fn new(job: &str, address: impl ToString) -> Self {
-        Self {
-            job: job.into(),
-            address: address.to_string(),
-        }
+        Self { job: job.into(), address: address.to_string() }
     }
 }
 
@@ -116,9 +104,7 @@ pub const INFERENCE_JOB: &str = "flywheel-inference";
 /// from the file_sd file `pod_targets`.
 pub fn render_config(config: &PrometheusConfig, pod_targets: &Path) -> String {
     let quote = |s: &str| serde_json::to_string(s).expect("a string serialises");
-    let mut out = String::from(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n",
-    );
+    let mut out = String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n");
     if !config.rule_files.is_empty() {
         out.push_str("rule_files:\n");
         for f in &config.rule_files {
@@ -153,15 +139,8 @@ pub struct Prometheus {
 }
 
 fn free_port() -> Result<u16, PrometheusError> {
-    let io = |source| PrometheusError::Io {
-        what: "picking a free port".into(),
-        source,
-    };
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(io)?
-        .local_addr()
-        .map_err(io)?
-        .port())
+    let io = |source| PrometheusError::Io { what: "picking a free port".into(), source };
+    Ok(std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?.local_addr().map_err(io)?.port())
 }
 
 impl Prometheus {
@@ -192,33 +171,24 @@ impl Prometheus {
         let config_path = dir.path().join("prometheus.yml");
         let pod_targets = dir.path().join("pods.json");
         pod_discovery::write_targets(&pod_targets, &[]).map_err(io("writing pods.json"))?;
-        std::fs::write(&config_path, render_config(&config, &pod_targets))
-            .map_err(io("writing prometheus.yml"))?;
+        std::fs::write(&config_path, render_config(&config, &pod_targets)).map_err(io("writing prometheus.yml"))?;
         let discovery = if config.namespaces.is_empty() {
             None
         } else {
-            let client = flywheel_cluster::kubeconfig::client_from_file(&config.kubeconfig)
-                .await
-                .map_err(|e| PrometheusError::Io {
+            let client = flywheel_cluster::kubeconfig::client_from_file(&config.kubeconfig).await.map_err(|e| {
+                PrometheusError::Io {
                     what: format!("kubeconfig {}", config.kubeconfig.display()),
                     source: std::io::Error::other(e.to_string()),
-                })?;
-            Some(tokio::spawn(pod_discovery::run(
-                client,
-                config.namespaces.clone(),
-                pod_targets,
-            )))
+                }
+            })?;
+            Some(tokio::spawn(pod_discovery::run(client, config.namespaces.clone(), pod_targets)))
         };
-        let log = std::fs::File::create(dir.path().join("prometheus.log"))
-            .map_err(io("creating prometheus.log"))?;
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).map_err(io("creating prometheus.log"))?;
         let log_err = log.try_clone().map_err(io("opening prometheus.log"))?;
         let port = free_port()?;
         let mut cmd = Command::new("prometheus");
         cmd.arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(log)
@@ -227,14 +197,7 @@ impl Prometheus {
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -242,22 +205,10 @@ impl Prometheus {
         }
         let child = cmd.spawn().map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => PrometheusError::NotInstalled(e),
-            _ => PrometheusError::Io {
-                what: "starting prometheus".into(),
-                source: e,
-            },
+            _ => PrometheusError::Io { what: "starting prometheus".into(), source: e },
         })?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("HTTP client");
-        let mut prom = Self {
-            child,
-            discovery,
-            url: format!("http://127.0.0.1:{port}"),
-            http,
-            dir,
-        };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("HTTP client");
+        let mut prom = Self { child, discovery, url: format!("http://127.0.0.1:{port}"), http, dir };
         prom.wait_ready(Duration::from_secs(30)).await?;
         Ok(prom)
     }
@@ -276,10 +227,7 @@ impl Prometheus {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(PrometheusError::NotReady {
-                    secs: timeout.as_secs(),
-                    log: self.log(),
-                });
+                return Err(PrometheusError::NotReady { secs: timeout.as_secs(), log: self.log() });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -290,16 +238,8 @@ impl Prometheus {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
-    async fn get(
-        &self,
-        path: &str,
-        params: &[(&str, &str)],
-        what: &str,
-    ) -> Result<Value, PrometheusError> {
-        let failed = |message: String| PrometheusError::Query {
-            expr: what.to_string(),
-            message,
-        };
+    async fn get(&self, path: &str, params: &[(&str, &str)], what: &str) -> Result<Value, PrometheusError> {
+        let failed = |message: String| PrometheusError::Query { expr: what.to_string(), message };
         let response = self
             .http
             .get(format!("{}{path}", self.url))
@@ -307,10 +247,7 @@ impl Prometheus {
             .send()
             .await
             .map_err(|e| failed(e.to_string()))?;
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| failed(format!("unreadable answer: {e}")))?;
+        let body: Value = response.json().await.map_err(|e| failed(format!("unreadable answer: {e}")))?;
         if body["status"] != "success" {
             return Err(failed(format!("{}: {}", body["errorType"], body["error"])));
         }
@@ -329,11 +266,7 @@ impl Prometheus {
     }
 
     /// Polls `expr` until it returns at least one series.
-    pub async fn wait_for_series(
-        &self,
-        expr: &str,
-        timeout: Duration,
-    ) -> Result<Vec<Value>, PrometheusError> {
+    pub async fn wait_for_series(&self, expr: &str, timeout: Duration) -> Result<Vec<Value>, PrometheusError> {
         let deadline = Instant::now() + timeout;
         loop {
             let series = self.query(expr).await?;
@@ -352,50 +285,23 @@ impl Prometheus {
     }
 
     /// Values of a label over the series matching `selector` (Grafana's `label_values`).
-    pub async fn label_values(
-        &self,
-        label: &str,
-        selector: &str,
-    ) -> Result<Vec<String>, PrometheusError> {
-        let data = self
-            .get(
-                &format!("/api/v1/label/{label}/values"),
-                &[("match[]", selector)],
-                selector,
-            )
-            .await?;
-        Ok(data
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect())
+    pub async fn label_values(&self, label: &str, selector: &str) -> Result<Vec<String>, PrometheusError> {
+        let data = self.get(&format!("/api/v1/label/{label}/values"), &[("match[]", selector)], selector).await?;
+        Ok(data.as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect())
     }
 
     /// One line per active scrape target: job, labels, health and last error.
     pub async fn targets_summary(&self) -> String {
-        let Ok(data) = self
-            .get("/api/v1/targets", &[("state", "active")], "targets")
-            .await
-        else {
+        let Ok(data) = self.get("/api/v1/targets", &[("state", "active")], "targets").await else {
             return "(targets unavailable)".into();
         };
         let lines: Vec<String> = data["activeTargets"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|t| {
-                format!(
-                    "  {} {} health={} error={}",
-                    t["scrapePool"], t["labels"], t["health"], t["lastError"]
-                )
-            })
+            .map(|t| format!("  {} {} health={} error={}", t["scrapePool"], t["labels"], t["health"], t["lastError"]))
             .collect();
-        if lines.is_empty() {
-            "  (no active targets)".into()
-        } else {
-            lines.join("\n")
-        }
+        if lines.is_empty() { "  (no active targets)".into() } else { lines.join("\n") }
     }
 
     /// The loaded rule groups (`/api/v1/rules`): each rule with its health and last error.

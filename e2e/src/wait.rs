@@ -10,12 +10,7 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
     #[error("timed out after {secs}s waiting for {what}; last state:\n{last}{dump}")]
-    Timeout {
-        what: String,
-        secs: u64,
-        last: String,
-        dump: String,
-    },
+    Timeout { what: String, secs: u64, last: String, dump: String },
     #[error("API error while waiting for {what}: {source}")]
     Kube { what: String, source: kube::Error },
 }
@@ -24,14 +19,9 @@ impl WaitError {
     /// Appends a namespace dump (pods, events, logs) to a timeout message.
     pub fn with_dump(self, dump: String) -> Self {
         match self {
-            WaitError::Timeout {
-                what, secs, last, ..
-            } => WaitError::Timeout {
-                what,
-                secs,
-                last,
-                dump: format!("\n{dump}"),
-            },
+            WaitError::Timeout { what, secs, last, .. } => {
+                WaitError::Timeout { what, secs, last, dump: format!("\n{dump}") }
+            }
             other => other,
         }
     }
@@ -50,13 +40,7 @@ pub async fn wait_for<K>(
 where
     K: Clone + DeserializeOwned + Debug + serde::Serialize,
 {
-    let what = format!(
-        "{} {name}",
-        std::any::type_name::<K>()
-            .rsplit("::")
-            .next()
-            .unwrap_or("object")
-    );
+    let what = format!("{} {name}", std::any::type_name::<K>().rsplit("::").next().unwrap_or("object"));
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     let mut last: Option<K> = None;
     let mut transient_errors = 0;
@@ -81,12 +65,7 @@ where
                 Some(o) => serde_yaml::to_string(o).unwrap_or_else(|_| format!("{o:?}")),
                 None => "(absent)".into(),
             };
-            return Err(WaitError::Timeout {
-                what,
-                secs: timeout_secs,
-                last,
-                dump: String::new(),
-            });
+            return Err(WaitError::Timeout { what, secs: timeout_secs, last, dump: String::new() });
         }
         tokio::time::sleep(POLL).await;
     }
@@ -94,11 +73,7 @@ where
 
 /// Retries `probe` every 200 ms until it returns `Some`, or fails after `timeout_secs` with the
 /// last `Err` message. For conditions that are not an object's state (HTTP answers, files).
-pub async fn eventually<T, F, Fut>(
-    what: &str,
-    timeout_secs: u64,
-    mut probe: F,
-) -> Result<T, WaitError>
+pub async fn eventually<T, F, Fut>(what: &str, timeout_secs: u64, mut probe: F) -> Result<T, WaitError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
@@ -110,12 +85,7 @@ where
             Err(e) => e,
         };
         if Instant::now() >= deadline {
-            return Err(WaitError::Timeout {
-                what: what.into(),
-                secs: timeout_secs,
-                last,
-                dump: String::new(),
-            });
+            return Err(WaitError::Timeout { what: what.into(), secs: timeout_secs, last, dump: String::new() });
         }
         tokio::time::sleep(POLL).await;
     }

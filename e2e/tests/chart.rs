@@ -78,7 +78,8 @@ fn lint_strict_passes_with_helm_3_and_4() {
     for major in HELM_MAJORS {
         let plain = helm(major, &["lint", "--strict", chart.to_str().unwrap()]).expect_success();
         assert!(plain.stdout.contains("1 chart(s) linted, 0 chart(s) failed"), "helm {major}: {}", plain.stdout);
-        let all = helm(major, &["lint", "--strict", chart.to_str().unwrap(), "-f", values.to_str().unwrap()]).expect_success();
+        let all = helm(major, &["lint", "--strict", chart.to_str().unwrap(), "-f", values.to_str().unwrap()])
+            .expect_success();
         assert!(all.stdout.contains("0 chart(s) failed"), "helm {major}: {}", all.stdout);
     }
 }
@@ -128,12 +129,17 @@ fn rendered_manifests_validate_against_the_kubernetes_schemas() {
             let file = dir.path().join(format!("helm{major}-{name}.yaml"));
             std::fs::write(&file, &text).unwrap();
             for version in ["1.25.0", "1.37.0"] {
-                let ran = tools::run(std::process::Command::new(&validate).args(["--strict", "-k", version]).arg(&file)).expect_success();
+                let ran =
+                    tools::run(std::process::Command::new(&validate).args(["--strict", "-k", version]).arg(&file))
+                        .expect_success();
                 let output = format!("{}{}", ran.stdout, ran.stderr);
                 for line in output.lines().filter(|l| l.starts_with("WARN") || l.starts_with("ERROR")) {
                     assert!(line.contains("monitoring.coreos.com"), "helm {major} {name} on {version}: {line}");
                 }
-                let core = docs.iter().filter(|d| !d["apiVersion"].as_str().unwrap_or_default().starts_with("monitoring.coreos.com/")).count();
+                let core = docs
+                    .iter()
+                    .filter(|d| !d["apiVersion"].as_str().unwrap_or_default().starts_with("monitoring.coreos.com/"))
+                    .count();
                 let passed = output.lines().filter(|l| l.contains(" passed for resource ")).count();
                 assert_eq!(passed, core, "helm {major} {name} on {version}: every object must be validated:\n{output}");
             }
@@ -150,7 +156,12 @@ fn container(docs: &[Value]) -> Value {
 }
 
 fn env(c: &Value, name: &str) -> Option<String> {
-    c["env"].as_array().unwrap().iter().find(|e| e["name"] == name).and_then(|e| e["value"].as_str().map(str::to_string))
+    c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(str::to_string))
 }
 
 #[test]
@@ -161,10 +172,18 @@ fn rendered_objects_have_what_the_operator_and_monitoring_need() {
         let (_, docs) = render(major, None, &[]);
         assert_eq!(of_kind(&docs, "CustomResourceDefinition").len(), 4, "the chart ships the four CRDs");
         let cluster_role = one(&docs, "ClusterRole");
-        assert!(of_kind(&docs, "ServiceMonitor").is_empty() && of_kind(&docs, "PrometheusRule").is_empty() && of_kind(&docs, "PodMonitor").is_empty());
+        assert!(
+            of_kind(&docs, "ServiceMonitor").is_empty()
+                && of_kind(&docs, "PrometheusRule").is_empty()
+                && of_kind(&docs, "PodMonitor").is_empty()
+        );
         let leader = one(&docs, "Role");
         assert_eq!(leader["metadata"]["namespace"], "flywheel-system");
-        assert_eq!(leader["rules"][1]["resourceNames"], serde_json::json!(["flywheel-operator"]), "only the operator's Lease can be changed");
+        assert_eq!(
+            leader["rules"][1]["resourceNames"],
+            serde_json::json!(["flywheel-operator"]),
+            "only the operator's Lease can be changed"
+        );
         let sa = one(&docs, "ServiceAccount")["metadata"]["name"].clone();
         let pod_spec = one(&docs, "Deployment")["spec"]["template"]["spec"].clone();
         assert_eq!(pod_spec["serviceAccountName"], sa);
@@ -180,18 +199,28 @@ fn rendered_objects_have_what_the_operator_and_monitoring_need() {
         assert_eq!(env(&c, "FLYWHEEL_TRAINER_IMAGE"), Some(format!("flywheel/trainer:{version}")));
         assert!(c["args"].as_array().unwrap().contains(&Value::from("--listen=$(POD_IP):8081")));
         for field in ["metadata.name", "metadata.namespace", "status.podIP"] {
-            assert!(c["env"].as_array().unwrap().iter().any(|e| e["valueFrom"]["fieldRef"]["fieldPath"] == field), "{field}");
+            assert!(
+                c["env"].as_array().unwrap().iter().any(|e| e["valueFrom"]["fieldRef"]["fieldPath"] == field),
+                "{field}"
+            );
         }
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
 
         // Every option: namespaced RBAC with exactly the cluster-wide rules, the monitors and rules.
         let (_, docs) = render(major, Some(&all_options()), &[]);
-        assert!(of_kind(&docs, "ClusterRole").is_empty() && of_kind(&docs, "ClusterRoleBinding").is_empty(), "watchNamespace must not grant cluster-wide rights");
+        assert!(
+            of_kind(&docs, "ClusterRole").is_empty() && of_kind(&docs, "ClusterRoleBinding").is_empty(),
+            "watchNamespace must not grant cluster-wide rights"
+        );
         let roles = of_kind(&docs, "Role");
-        let watched = roles.iter().find(|r| r["metadata"]["namespace"] == "vision").expect("a Role in the watched namespace");
+        let watched =
+            roles.iter().find(|r| r["metadata"]["namespace"] == "vision").expect("a Role in the watched namespace");
         assert_eq!(rules(watched), rules(cluster_role), "the namespaced Role grants what the ClusterRole grants");
-        let binding = of_kind(&docs, "RoleBinding").into_iter().find(|b| b["metadata"]["namespace"] == "vision").expect("RoleBinding in vision");
+        let binding = of_kind(&docs, "RoleBinding")
+            .into_iter()
+            .find(|b| b["metadata"]["namespace"] == "vision")
+            .expect("RoleBinding in vision");
         assert_eq!(binding["subjects"][0]["namespace"], "flywheel-system");
         let c = container(&docs);
         assert_eq!(env(&c, "FLYWHEEL_WATCH_NAMESPACE").as_deref(), Some("vision"));
@@ -201,7 +230,10 @@ fn rendered_objects_have_what_the_operator_and_monitoring_need() {
 
         let operator_monitor = one(&docs, "ServiceMonitor");
         assert_eq!(operator_monitor["spec"]["endpoints"][0]["port"], "metrics");
-        assert_eq!(operator_monitor["spec"]["endpoints"][0]["honorLabels"], true, "the operator's own namespace label wins");
+        assert_eq!(
+            operator_monitor["spec"]["endpoints"][0]["honorLabels"], true,
+            "the operator's own namespace label wins"
+        );
         let service = one(&docs, "Service");
         assert_eq!(service["spec"]["ports"][0]["name"], "metrics");
         for (k, v) in operator_monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
@@ -212,11 +244,19 @@ fn rendered_objects_have_what_the_operator_and_monitoring_need() {
         assert_eq!(pod_monitor["spec"]["namespaceSelector"]["matchNames"], serde_json::json!(["vision"]));
         assert_inference_relabelings(&pod_monitor["spec"]["podMetricsEndpoints"][0], "http");
         let (_, docs_sm) = render(major, Some(&all_options()), &["inferenceMonitor.kind=ServiceMonitor"]);
-        let inference_sm = of_kind(&docs_sm, "ServiceMonitor").into_iter().find(|m| m["metadata"]["name"] == "fw-flywheel-inference").expect("inference ServiceMonitor");
+        let inference_sm = of_kind(&docs_sm, "ServiceMonitor")
+            .into_iter()
+            .find(|m| m["metadata"]["name"] == "fw-flywheel-inference")
+            .expect("inference ServiceMonitor");
         assert_inference_relabelings(&inference_sm["spec"]["endpoints"][0], "metrics");
 
-        let alerts: Value = serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("files/alerts.yaml")).unwrap()).unwrap();
-        assert_eq!(one(&docs, "PrometheusRule")["spec"]["groups"], alerts["groups"], "the PrometheusRule carries files/alerts.yaml unchanged");
+        let alerts: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("files/alerts.yaml")).unwrap()).unwrap();
+        assert_eq!(
+            one(&docs, "PrometheusRule")["spec"]["groups"],
+            alerts["groups"],
+            "the PrometheusRule carries files/alerts.yaml unchanged"
+        );
 
         let dashboards: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("files/dashboards"))
             .unwrap()
@@ -227,10 +267,14 @@ fn rendered_objects_have_what_the_operator_and_monitoring_need() {
         let maps = of_kind(&docs, "ConfigMap");
         for path in &dashboards {
             let file = path.file_name().unwrap().to_str().unwrap();
-            let map = maps.iter().find(|m| m["data"].get(file).is_some()).unwrap_or_else(|| panic!("no ConfigMap for dashboard {file}"));
+            let map = maps
+                .iter()
+                .find(|m| m["data"].get(file).is_some())
+                .unwrap_or_else(|| panic!("no ConfigMap for dashboard {file}"));
             assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
             assert_eq!(map["metadata"]["namespace"], "monitoring");
-            let rendered: Value = serde_json::from_str(map["data"][file].as_str().unwrap()).expect("the dashboard stays valid JSON");
+            let rendered: Value =
+                serde_json::from_str(map["data"][file].as_str().unwrap()).expect("the dashboard stays valid JSON");
             let original: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
             assert_eq!(rendered, original, "{file}");
         }
@@ -245,7 +289,12 @@ fn assert_inference_relabelings(endpoint: &Value, port: &str) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["sourceLabels"][0].as_str().unwrap_or_default().to_string(), r["targetLabel"].as_str().unwrap_or_default().to_string()))
+        .map(|r| {
+            (
+                r["sourceLabels"][0].as_str().unwrap_or_default().to_string(),
+                r["targetLabel"].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     for (source, target) in [
         ("__meta_kubernetes_namespace", "namespace"),
@@ -261,7 +310,13 @@ fn assert_inference_relabelings(endpoint: &Value, port: &str) {
 #[test]
 fn dockerfiles_pass_the_linter() {
     let checkov = flywheel_test_support::venv_bin("checkov");
-    let lint = |dir: &Path| tools::run(std::process::Command::new(&checkov).args(["--framework", "dockerfile", "--skip-download", "--compact", "-d"]).arg(dir));
+    let lint = |dir: &Path| {
+        tools::run(
+            std::process::Command::new(&checkov)
+                .args(["--framework", "dockerfile", "--skip-download", "--compact", "-d"])
+                .arg(dir),
+        )
+    };
     let docker = workspace_root().join("docker");
     let ran = lint(&docker).expect_success();
     assert!(ran.stdout.contains("Failed checks: 0"), "{}", ran.stdout);
@@ -271,7 +326,11 @@ fn dockerfiles_pass_the_linter() {
     }
 
     let bad = tempfile::tempdir().unwrap();
-    std::fs::write(bad.path().join("Dockerfile"), "FROM debian:latest\nRUN apt-get update && apt-get install -y curl\nCMD [\"curl\"]\n").unwrap();
+    std::fs::write(
+        bad.path().join("Dockerfile"),
+        "FROM debian:latest\nRUN apt-get update && apt-get install -y curl\nCMD [\"curl\"]\n",
+    )
+    .unwrap();
     let ran = lint(bad.path()).expect_failure();
     assert!(ran.stdout.contains("CKV_DOCKER_3"), "a root user must be reported: {}", ran.stdout);
 }
@@ -285,7 +344,10 @@ fn rendered_chart_passes_checkov_kubernetes_checks() {
         ("CKV_K8S_15", "IfNotPresent: images are tagged with the immutable release version"),
         ("CKV_K8S_38", "the operator is a Kubernetes client: it needs its service-account token"),
         ("CKV_K8S_43", "tags by default; pin a digest with image.tag: <version>@sha256:<digest>"),
-        ("CKV2_K8S_6", "the operator reaches the API server, object stores and inference Pods, which differ per cluster; a NetworkPolicy belongs to the cluster's own policy"),
+        (
+            "CKV2_K8S_6",
+            "the operator reaches the API server, object stores and inference Pods, which differ per cluster; a NetworkPolicy belongs to the cluster's own policy",
+        ),
     ];
     let checkov = flywheel_test_support::venv_bin("checkov");
     // checkov's Kubernetes runner skips hidden directories such as tempfile's default ".tmpXXXX".
@@ -306,7 +368,15 @@ fn rendered_chart_passes_checkov_kubernetes_checks() {
 
 /// One access check for the operator's service account; `resource` may name a subresource
 /// ("deployments/status").
-async fn can(client: &kube::Client, user: &str, ns: &str, verb: &str, group: &str, resource: &str, name: Option<&str>) -> bool {
+async fn can(
+    client: &kube::Client,
+    user: &str,
+    ns: &str,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    name: Option<&str>,
+) -> bool {
     let (resource, sub) = match resource.split_once('/') {
         Some((r, s)) => (r, Some(s)),
         None => (resource, None),
@@ -346,10 +416,52 @@ async fn helm_install_runs_the_operator_and_reconciles_the_quickstart() {
     // Seed data first: the quickstart's models and datasets in a real S3 bucket.
     let seaweed = Seaweed::start();
     seaweed.create_bucket("flywheel-demo");
-    generate(&seaweed, &["model", "--task", "detection", "--out", "s3://flywheel-demo/models/shapes-detector/v1/model.onnx"]);
-    generate(&seaweed, &["model", "--task", "detection", "--seed", "2", "--out", "s3://flywheel-demo/models/shapes-detector/v2/model.onnx"]);
-    generate(&seaweed, &["dataset", "--task", "detection", "--format", "coco", "--count", "8", "--out", "s3://flywheel-demo/datasets/shapes-train/"]);
-    generate(&seaweed, &["dataset", "--task", "detection", "--format", "coco", "--count", "2", "--seed", "7", "--out", "s3://flywheel-demo/datasets/shapes-feedback/"]);
+    generate(
+        &seaweed,
+        &["model", "--task", "detection", "--out", "s3://flywheel-demo/models/shapes-detector/v1/model.onnx"],
+    );
+    generate(
+        &seaweed,
+        &[
+            "model",
+            "--task",
+            "detection",
+            "--seed",
+            "2",
+            "--out",
+            "s3://flywheel-demo/models/shapes-detector/v2/model.onnx",
+        ],
+    );
+    generate(
+        &seaweed,
+        &[
+            "dataset",
+            "--task",
+            "detection",
+            "--format",
+            "coco",
+            "--count",
+            "8",
+            "--out",
+            "s3://flywheel-demo/datasets/shapes-train/",
+        ],
+    );
+    generate(
+        &seaweed,
+        &[
+            "dataset",
+            "--task",
+            "detection",
+            "--format",
+            "coco",
+            "--count",
+            "2",
+            "--seed",
+            "7",
+            "--out",
+            "s3://flywheel-demo/datasets/shapes-feedback/",
+        ],
+    );
 
     let cluster = shared_cluster();
     let ns = TestNamespace::new(cluster, "chart").await.unwrap();
@@ -366,25 +478,49 @@ async fn helm_install_runs_the_operator_and_reconciles_the_quickstart() {
     let watch = format!("watchNamespace={}", ns.name);
     // Watch errors (e.g. a forbidden list) are logged at debug level by the controllers.
     let install = helm_ns(&[
-        "install", "flywheel", chart.to_str().unwrap(),
-        "--set", &watch,
-        "--set", "defaultOutputUri=s3://flywheel-demo/runs/",
-        "--set", "logging.level=info\\,flywheel_operator=debug\\,kube=warn",
+        "install",
+        "flywheel",
+        chart.to_str().unwrap(),
+        "--set",
+        &watch,
+        "--set",
+        "defaultOutputUri=s3://flywheel-demo/runs/",
+        "--set",
+        "logging.level=info\\,flywheel_operator=debug\\,kube=warn",
     ])
     .expect_success();
     let notes = install.stdout;
-    assert!(notes.contains("kubectl get modelversions") && notes.contains("flywheel-metrics"), "NOTES.txt tells what to do next: {notes}");
+    assert!(
+        notes.contains("kubectl get modelversions") && notes.contains("flywheel-metrics"),
+        "NOTES.txt tells what to do next: {notes}"
+    );
 
     // The operator runs under its own service account and becomes Ready once it leads.
     ns.wait_for::<AppsDeployment>("flywheel", conditions::deployment_available(1), 120).await.unwrap();
-    let pods = ns.api::<Pod>().list(&ListParams::default().labels("app.kubernetes.io/instance=flywheel,app.kubernetes.io/component=operator")).await.unwrap();
+    let pods = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=flywheel,app.kubernetes.io/component=operator"))
+        .await
+        .unwrap();
     assert_eq!(pods.items.len(), 1);
     let pod = pods.items[0].clone();
     let pod_name = pod.name_any();
     assert_eq!(pod.spec.as_ref().unwrap().service_account_name.as_deref(), Some("flywheel"));
     ns.wait_for::<Pod>(&pod_name, conditions::pod_ready(), 60).await.unwrap();
-    let lease = ns.wait_for::<Lease>("flywheel-operator", |l| l.and_then(|l| l.spec.as_ref()).is_some_and(|s| s.holder_identity.is_some()), 60).await.unwrap().unwrap();
-    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(pod_name.as_str()), "the operator Pod holds the Lease");
+    let lease = ns
+        .wait_for::<Lease>(
+            "flywheel-operator",
+            |l| l.and_then(|l| l.spec.as_ref()).is_some_and(|s| s.holder_identity.is_some()),
+            60,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some(pod_name.as_str()),
+        "the operator Pod holds the Lease"
+    );
 
     // The quickstart, with the Secret pointing at this test's S3 server.
     let quickstart = workspace_root().join("examples/quickstart");
@@ -393,13 +529,17 @@ async fn helm_install_runs_the_operator_and_reconciles_the_quickstart() {
     for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "yaml")) {
         let mut text = std::fs::read_to_string(file).unwrap();
         if file.file_name().unwrap() == "00-storage-secret.yaml" {
-            assert!(text.contains("http://127.0.0.1:8333"), "the quickstart Secret's endpoint changed: update this test");
+            assert!(
+                text.contains("http://127.0.0.1:8333"),
+                "the quickstart Secret's endpoint changed: update this test"
+            );
             text = text.replace("http://127.0.0.1:8333", &seaweed.endpoint());
         }
         ns.apply_yaml(&text).await.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
     let ready = |m: Option<&ModelVersion>| {
-        m.and_then(|m| m.status.as_ref()).is_some_and(|s| flywheel_api::condition::find(&s.conditions, "Ready").is_some_and(|c| c.status == "True"))
+        m.and_then(|m| m.status.as_ref())
+            .is_some_and(|s| flywheel_api::condition::find(&s.conditions, "Ready").is_some_and(|c| c.status == "True"))
     };
     for model in ["shapes-detector-v1", "shapes-detector-v2"] {
         ns.wait_for::<ModelVersion>(model, ready, 90).await.unwrap();
@@ -407,11 +547,15 @@ async fn helm_install_runs_the_operator_and_reconciles_the_quickstart() {
     ns.wait_for::<AppsDeployment>("shapes-inference", conditions::exists(), 60).await.unwrap();
     ns.wait_for::<Service>("shapes-inference", conditions::exists(), 30).await.unwrap();
     // The shadow joins the serving config once its ModelVersion is Ready too.
-    let with_shadow = |c: Option<&ConfigMap>| c.and_then(|c| c.data.as_ref()).is_some_and(|d| d["serving.yaml"].contains("shapes-detector-v2"));
+    let with_shadow = |c: Option<&ConfigMap>| {
+        c.and_then(|c| c.data.as_ref()).is_some_and(|d| d["serving.yaml"].contains("shapes-detector-v2"))
+    };
     // (The Deployment controller re-checks models on its requeue, at most 60 s later.)
     ns.wait_for::<ConfigMap>("shapes-serving", with_shadow, 120).await.unwrap();
     ns.wait_for::<Secret>("shapes-review-token", conditions::exists(), 30).await.unwrap();
-    let serves_v1 = |d: Option<&FlywheelDeployment>| d.and_then(|d| d.status.as_ref()).and_then(|s| s.champion.as_deref()) == Some("shapes-detector-v1");
+    let serves_v1 = |d: Option<&FlywheelDeployment>| {
+        d.and_then(|d| d.status.as_ref()).and_then(|s| s.champion.as_deref()) == Some("shapes-detector-v1")
+    };
     ns.wait_for::<FlywheelDeployment>("shapes", serves_v1, 30).await.unwrap();
     // The DataPipeline profiles the training data with a Job (creating Jobs is allowed too).
     ns.wait_for::<Job>("shapes-profile-shapes-train-g1", conditions::exists(), 60).await.unwrap();
@@ -433,10 +577,15 @@ async fn helm_install_runs_the_operator_and_reconciles_the_quickstart() {
     // Status writes are guarded by resourceVersion, so a reconcile of a just-changed object may
     // fail with 409 Conflict and retry: that is the only Kubernetes API error allowed. Every one
     // the metrics counted (read before the log) is in the log.
-    let api_failures: Vec<&str> = log.lines().filter(|l| l.contains("reconcile failed") && l.contains("Kubernetes API error")).collect();
+    let api_failures: Vec<&str> =
+        log.lines().filter(|l| l.contains("reconcile failed") && l.contains("Kubernetes API error")).collect();
     let unexpected: Vec<&&str> = api_failures.iter().filter(|l| !l.contains("code: 409")).collect();
     assert!(unexpected.is_empty(), "Kubernetes API errors other than conflicts: {unexpected:#?}");
-    assert!(kube_errors <= api_failures.len() as f64, "/metrics counts {kube_errors} API errors, the log shows {}:\n{log}", api_failures.len());
+    assert!(
+        kube_errors <= api_failures.len() as f64,
+        "/metrics counts {kube_errors} API errors, the log shows {}:\n{log}",
+        api_failures.len()
+    );
 
     // Least privilege, asked of the API server for the service account itself.
     let user = format!("system:serviceaccount:{}:flywheel", ns.name);
@@ -463,7 +612,10 @@ async fn helm_install_runs_the_operator_and_reconciles_the_quickstart() {
         ("default", "list", "flywheel.dev", "modelversions", None),
         ("kube-system", "update", "coordination.k8s.io", "leases", Some("flywheel-operator")),
     ] {
-        assert!(!can(&client, &user, namespace, verb, group, resource, name).await, "{verb} {group}/{resource} in {namespace} must be denied");
+        assert!(
+            !can(&client, &user, namespace, verb, group, resource, name).await,
+            "{verb} {group}/{resource} in {namespace} must be denied"
+        );
     }
 
     // Uninstall: nothing of the release is left (the CRDs stay, as Helm keeps CRDs; the Lease
@@ -479,7 +631,8 @@ async fn helm_install_runs_the_operator_and_reconciles_the_quickstart() {
     assert!(ns.api::<ConfigMap>().list(&release).await.unwrap().items.is_empty());
     assert!(Api::<ClusterRole>::all(client.clone()).list(&release).await.unwrap().items.is_empty());
     assert!(Api::<ClusterRoleBinding>::all(client.clone()).list(&release).await.unwrap().items.is_empty());
-    let helm_records = ns.api::<Secret>().list(&ListParams::default().labels("owner=helm,name=flywheel")).await.unwrap();
+    let helm_records =
+        ns.api::<Secret>().list(&ListParams::default().labels("owner=helm,name=flywheel")).await.unwrap();
     assert!(helm_records.items.is_empty(), "helm's release record is gone");
     assert!(ns.api::<AppsDeployment>().get_opt("shapes-inference").await.unwrap().is_some(), "the user's objects stay");
 }
@@ -506,7 +659,8 @@ fn gitops_examples_point_at_real_paths_and_valid_values() {
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
-            let doc = serde_json::to_value(<serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap()).unwrap();
+            let doc =
+                serde_json::to_value(<serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap()).unwrap();
             let (path, values) = match doc["kind"].as_str().unwrap_or_default() {
                 "Application" => {
                     applications += 1;
@@ -535,5 +689,8 @@ fn gitops_examples_point_at_real_paths_and_valid_values() {
             }
         }
     }
-    assert!(applications >= 3 && kustomizations >= 2 && releases >= 1, "Argo CD Applications and Flux objects expected");
+    assert!(
+        applications >= 3 && kustomizations >= 2 && releases >= 1,
+        "Argo CD Applications and Flux objects expected"
+    );
 }

@@ -12,8 +12,8 @@ use flywheel_operator::metrics::Metrics;
 use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{ListParams, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PatchParams};
 
 /// The operator's controllers in this process, watching one namespace; abort to "kill" it.
 fn start_operator(client: kube::Client, ns: &str, output: &Path) -> tokio::task::JoinHandle<()> {
@@ -54,7 +54,10 @@ spec:
     )
 }
 
-fn condition_is(type_: &'static str, status: &'static str) -> impl Fn(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
+fn condition_is(
+    type_: &'static str,
+    status: &'static str,
+) -> impl Fn(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
     move |conditions| condition::find(conditions, type_).is_some_and(|c| c.status == status)
 }
 
@@ -75,7 +78,11 @@ async fn deployment_children_owner_references_and_hot_shadow_change() {
 
     let ready = condition_is("ChampionReady", "True");
     let d = ns
-        .wait_for::<FlywheelDeployment>("shapes", |d| d.and_then(|d| d.status.as_ref()).is_some_and(|s| ready(&s.conditions)), 60)
+        .wait_for::<FlywheelDeployment>(
+            "shapes",
+            |d| d.and_then(|d| d.status.as_ref()).is_some_and(|s| ready(&s.conditions)),
+            60,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -99,7 +106,11 @@ async fn deployment_children_owner_references_and_hot_shadow_change() {
     let patch = serde_json::json!({"spec": {"shadow": {"modelVersion": "m-v2", "sampleRate": 0.5}}});
     ns.api::<FlywheelDeployment>().patch("shapes", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let cm = ns
-        .wait_for::<ConfigMap>("shapes-serving", |c| c.and_then(|c| c.data.as_ref()).is_some_and(|d| d["serving.yaml"].contains("m-v2")), 60)
+        .wait_for::<ConfigMap>(
+            "shapes-serving",
+            |c| c.and_then(|c| c.data.as_ref()).is_some_and(|d| d["serving.yaml"].contains("m-v2")),
+            60,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -108,7 +119,11 @@ async fn deployment_children_owner_references_and_hot_shadow_change() {
     assert_eq!(apps.metadata.generation, generation_before);
     assert_eq!(apps.spec.unwrap().template, template_before);
     let d = ns
-        .wait_for::<FlywheelDeployment>("shapes", |d| d.and_then(|d| d.status.as_ref()).is_some_and(|s| s.shadow.as_deref() == Some("m-v2")), 30)
+        .wait_for::<FlywheelDeployment>(
+            "shapes",
+            |d| d.and_then(|d| d.status.as_ref()).is_some_and(|s| s.shadow.as_deref() == Some("m-v2")),
+            30,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -129,7 +144,11 @@ async fn missing_artifact_and_missing_champion_get_conditions() {
         .unwrap();
     let failed = condition_is("Ready", "False");
     let mv = ns
-        .wait_for::<ModelVersion>("ghost", |m| m.and_then(|m| m.status.as_ref()).is_some_and(|s| failed(&s.conditions)), 60)
+        .wait_for::<ModelVersion>(
+            "ghost",
+            |m| m.and_then(|m| m.status.as_ref()).is_some_and(|s| failed(&s.conditions)),
+            60,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -138,18 +157,27 @@ async fn missing_artifact_and_missing_champion_get_conditions() {
     assert!(ready.message.contains("nowhere.onnx"), "{}", ready.message);
     let not_ready = condition_is("ChampionReady", "False");
     let d = ns
-        .wait_for::<FlywheelDeployment>("orphan", |d| d.and_then(|d| d.status.as_ref()).is_some_and(|s| not_ready(&s.conditions)), 60)
+        .wait_for::<FlywheelDeployment>(
+            "orphan",
+            |d| d.and_then(|d| d.status.as_ref()).is_some_and(|s| not_ready(&s.conditions)),
+            60,
+        )
         .await
         .unwrap()
         .unwrap();
     let c = condition::find(&d.status.unwrap().conditions, "ChampionReady").unwrap().clone();
     assert_eq!(c.reason, "ModelVersionNotFound");
-    assert!(ns.api::<AppsDeployment>().get_opt("orphan-inference").await.unwrap().is_none(), "nothing deployed for a missing champion");
+    assert!(
+        ns.api::<AppsDeployment>().get_opt("orphan-inference").await.unwrap().is_none(),
+        "nothing deployed for a missing champion"
+    );
 
     // The model file appears: the ModelVersion recovers without a spec change.
     std::fs::write(dir.path().join("nowhere.onnx"), b"late").unwrap();
     let ok = condition_is("Ready", "True");
-    ns.wait_for::<ModelVersion>("ghost", |m| m.and_then(|m| m.status.as_ref()).is_some_and(|s| ok(&s.conditions)), 60).await.unwrap();
+    ns.wait_for::<ModelVersion>("ghost", |m| m.and_then(|m| m.status.as_ref()).is_some_and(|s| ok(&s.conditions)), 60)
+        .await
+        .unwrap();
 
     // An Event explains the failure.
     let events: kube::Api<k8s_openapi::api::events::v1::Event> = ns.api();
@@ -161,9 +189,13 @@ async fn missing_artifact_and_missing_champion_get_conditions() {
 /// Writes a COCO feedback dataset with `n` reviewed samples (what the server's review API writes).
 fn write_feedback(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir.join("images")).unwrap();
-    let images: Vec<_> = (0..n).map(|i| serde_json::json!({"id": i, "file_name": format!("images/{i}.png"), "width": 64, "height": 64})).collect();
-    let annotations: Vec<_> = (0..n).map(|i| serde_json::json!({"id": i, "image_id": i, "category_id": 0, "bbox": [1, 1, 10, 10]})).collect();
-    let coco = serde_json::json!({"images": images, "annotations": annotations, "categories": [{"id": 0, "name": "circle"}]});
+    let images: Vec<_> = (0..n)
+        .map(|i| serde_json::json!({"id": i, "file_name": format!("images/{i}.png"), "width": 64, "height": 64}))
+        .collect();
+    let annotations: Vec<_> =
+        (0..n).map(|i| serde_json::json!({"id": i, "image_id": i, "category_id": 0, "bbox": [1, 1, 10, 10]})).collect();
+    let coco =
+        serde_json::json!({"images": images, "annotations": annotations, "categories": [{"id": 0, "name": "circle"}]});
     let tmp = dir.join(".annotations.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec(&coco).unwrap()).unwrap();
     std::fs::rename(tmp, dir.join("annotations.json")).unwrap();
@@ -199,7 +231,9 @@ spec:
     ))
     .await
     .unwrap();
-    let reviewed = |n: u64| move |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).and_then(|s| s.reviewed_total) == Some(n);
+    let reviewed = |n: u64| {
+        move |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).and_then(|s| s.reviewed_total) == Some(n)
+    };
     ns.wait_for::<DataPipeline>("loop", reviewed(2), 60).await.unwrap();
     assert!(training_jobs(&ns).await.is_empty(), "2 of 3 reviews must not trigger");
 
@@ -212,7 +246,8 @@ spec:
     operator = start_operator(client.clone(), &ns.name, dir.path());
     let settled = |p: Option<&DataPipeline>| {
         p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
-            s.current_run.as_ref().is_some_and(|r| r.job == "loop-train-1") || s.run_history.iter().any(|r| r.job == "loop-train-1")
+            s.current_run.as_ref().is_some_and(|r| r.job == "loop-train-1")
+                || s.run_history.iter().any(|r| r.job == "loop-train-1")
         })
     };
     ns.wait_for::<DataPipeline>("loop", settled, 60).await.unwrap();
@@ -230,7 +265,11 @@ spec:
 /// Runs `flywheel-trainer generate ...` and returns what it printed (a spec as JSON).
 fn generate(args: &[&str]) -> serde_json::Value {
     let bin = flywheel_e2e::cluster::default_bin_dir().expect("bin dir").join("flywheel-trainer");
-    let out = std::process::Command::new(&bin).arg("generate").args(args).output().unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let out = std::process::Command::new(&bin)
+        .arg("generate")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
     assert!(out.status.success(), "generate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -243,7 +282,19 @@ async fn trained_once(ns: &TestNamespace, dir: &Path, policy: &str, reviewed: us
     let base = generate(&["model", "--task", "detection", "--out", &uri("base.onnx")]);
     generate(&["dataset", "--task", "detection", "--format", "coco", "--count", "48", "--out", &uri("train")]);
     let count = reviewed.to_string();
-    generate(&["dataset", "--task", "detection", "--format", "coco", "--count", &count, "--seed", "7", "--out", &uri("feedback")]);
+    generate(&[
+        "dataset",
+        "--task",
+        "detection",
+        "--format",
+        "coco",
+        "--count",
+        &count,
+        "--seed",
+        "7",
+        "--out",
+        &uri("feedback"),
+    ]);
     let base_mv = serde_json::json!({
         "apiVersion": "flywheel.dev/v1alpha1", "kind": "ModelVersion", "metadata": {"name": "base"}, "spec": base,
     });
@@ -270,14 +321,20 @@ spec:
     ))
     .await
     .unwrap();
-    let produced = |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).and_then(|s| s.last_model_version.clone()).is_some();
+    let produced = |p: Option<&DataPipeline>| {
+        p.and_then(|p| p.status.as_ref()).and_then(|s| s.last_model_version.clone()).is_some()
+    };
     let pipeline = ns.wait_for::<DataPipeline>("loop", produced, 240).await.unwrap().unwrap();
     let status = pipeline.status.unwrap();
     assert_eq!(status.last_model_version.as_deref(), Some("loop-r1"));
     assert_eq!(training_jobs(ns).await, vec!["loop-train-1".to_string()], "exactly one Job for one trigger");
     let ready = condition_is("Ready", "True");
     let mv = ns
-        .wait_for::<ModelVersion>("loop-r1", |m| m.and_then(|m| m.status.as_ref()).is_some_and(|s| ready(&s.conditions)), 60)
+        .wait_for::<ModelVersion>(
+            "loop-r1",
+            |m| m.and_then(|m| m.status.as_ref()).is_some_and(|s| ready(&s.conditions)),
+            60,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -308,14 +365,21 @@ async fn policy_shadow_deploys_the_trained_model_as_shadow() {
         .unwrap();
     assert_eq!(served(&d).0.as_deref(), Some("base"), "the champion stays");
     let history = d.status.unwrap().promotion_history;
-    assert!(history.iter().any(|p| p.reason == "ContinuousDeployment" && p.model_version.as_deref() == Some("loop-r1")));
+    assert!(
+        history.iter().any(|p| p.reason == "ContinuousDeployment" && p.model_version.as_deref() == Some("loop-r1"))
+    );
     // The profiling Job ran too: drift and outlier metrics are available to the pods.
-    let profiled = |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.unsupervised_metrics_available);
+    let profiled =
+        |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.unsupervised_metrics_available);
     let p = ns.wait_for::<DataPipeline>("loop", profiled, 120).await.unwrap().unwrap();
     let stats = p.status.unwrap().reference_statistics_uri.unwrap();
     assert!(Path::new(stats.trim_start_matches("file://")).exists(), "{stats}");
     let cm = ns
-        .wait_for::<ConfigMap>("shapes-serving", |c| c.and_then(|c| c.data.as_ref()).is_some_and(|d| d["serving.yaml"].contains("reference-statistics")), 60)
+        .wait_for::<ConfigMap>(
+            "shapes-serving",
+            |c| c.and_then(|c| c.data.as_ref()).is_some_and(|d| d["serving.yaml"].contains("reference-statistics")),
+            60,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -336,7 +400,13 @@ async fn policy_champion_replaces_the_champion() {
         .unwrap();
     let spec_champion = d.spec.champion.model_version.clone();
     assert_eq!(spec_champion, "base", "the promotion lives in status; the spec (Git) is untouched");
-    let promotion = d.status.unwrap().promotion_history.into_iter().find(|p| p.model_version.as_deref() == Some("loop-r1")).unwrap();
+    let promotion = d
+        .status
+        .unwrap()
+        .promotion_history
+        .into_iter()
+        .find(|p| p.model_version.as_deref() == Some("loop-r1"))
+        .unwrap();
     assert_eq!(promotion.previous.as_deref(), Some("base"));
     operator.abort();
 }
@@ -347,7 +417,9 @@ async fn policy_manual_leaves_a_candidate() {
     let dir = tempfile::tempdir().unwrap();
     let operator = start_operator(client, &ns.name, dir.path());
     trained_once(&ns, dir.path(), "manual", 4).await;
-    let waiting = |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.candidate_model_version.as_deref() == Some("loop-r1"));
+    let waiting = |p: Option<&DataPipeline>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.candidate_model_version.as_deref() == Some("loop-r1"))
+    };
     let p = ns.wait_for::<DataPipeline>("loop", waiting, 60).await.unwrap().unwrap();
     assert_eq!(p.status.unwrap().phase.as_deref(), Some("WaitingForApproval"));
     let d = ns.api::<FlywheelDeployment>().get("shapes").await.unwrap();
@@ -360,12 +432,18 @@ async fn a_pipeline_with_a_missing_deployment_waits_with_a_condition() {
     let (ns, client) = setup("op-invalid").await;
     let dir = tempfile::tempdir().unwrap();
     let operator = start_operator(client, &ns.name, dir.path());
-    ns.apply_yaml("apiVersion: flywheel.dev/v1alpha1\nkind: DataPipeline\nmetadata: {name: lost}\nspec: {deployment: nowhere}\n")
-        .await
-        .unwrap();
+    ns.apply_yaml(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: DataPipeline\nmetadata: {name: lost}\nspec: {deployment: nowhere}\n",
+    )
+    .await
+    .unwrap();
     let invalid = condition_is("Ready", "False");
     let p = ns
-        .wait_for::<DataPipeline>("lost", |p| p.and_then(|p| p.status.as_ref()).is_some_and(|s| invalid(&s.conditions)), 60)
+        .wait_for::<DataPipeline>(
+            "lost",
+            |p| p.and_then(|p| p.status.as_ref()).is_some_and(|s| invalid(&s.conditions)),
+            60,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -403,7 +481,11 @@ spec: {{deployment: shapes, feedbackLoop: {{datasetVersion: fb}}, continuousTrai
     .unwrap();
     let failed = condition_is("TrainingSucceeded", "False");
     let p = ns
-        .wait_for::<DataPipeline>("loop", |p| p.and_then(|p| p.status.as_ref()).is_some_and(|s| failed(&s.conditions)), 180)
+        .wait_for::<DataPipeline>(
+            "loop",
+            |p| p.and_then(|p| p.status.as_ref()).is_some_and(|s| failed(&s.conditions)),
+            180,
+        )
         .await
         .unwrap()
         .unwrap();

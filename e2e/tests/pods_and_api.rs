@@ -12,9 +12,7 @@ use kube::api::{Patch, PatchParams};
 
 #[tokio::test]
 async fn mounted_configmap_updates_reach_the_file_and_env_is_resolved() {
-    let ns = TestNamespace::new(shared_cluster(), "config")
-        .await
-        .unwrap();
+    let ns = TestNamespace::new(shared_cluster(), "config").await.unwrap();
     ns.apply_yaml(
         r#"
 apiVersion: v1
@@ -49,53 +47,31 @@ spec:
     )
     .await
     .unwrap();
-    let pod = ns
-        .wait_for::<Pod>("reader", conditions::pod_ready(), 90)
-        .await
-        .unwrap()
-        .unwrap();
+    let pod = ns.wait_for::<Pod>("reader", conditions::pod_ready(), 90).await.unwrap().unwrap();
     let ip = pod_ip(&pod);
     assert_eq!(http_get(&ip, 8080, "/file").await.unwrap(), "hello");
     assert_eq!(http_get(&ip, 8080, "/env/MODE").await.unwrap(), "fast");
-    assert_eq!(
-        http_get(&ip, 8080, "/env/PASSWORD").await.unwrap(),
-        "s3cret"
-    );
+    assert_eq!(http_get(&ip, 8080, "/env/PASSWORD").await.unwrap(), "s3cret");
     assert_eq!(http_get(&ip, 8080, "/env/MY_NAME").await.unwrap(), "reader");
-    assert_eq!(
-        http_get(&ip, 8080, "/env/MY_NAMESPACE").await.unwrap(),
-        ns.name
-    );
-    assert_eq!(
-        http_get(&ip, 8080, "/env/COMBINED").await.unwrap(),
-        "fast-reader"
-    );
+    assert_eq!(http_get(&ip, 8080, "/env/MY_NAMESPACE").await.unwrap(), ns.name);
+    assert_eq!(http_get(&ip, 8080, "/env/COMBINED").await.unwrap(), "fast-reader");
     assert_eq!(http_get(&ip, 8080, "/env/POD_IP").await.unwrap(), ip);
 
     let patch = serde_json::json!({"data": {"text": "bonjour"}});
-    ns.api::<ConfigMap>()
-        .patch("greeting", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    eventually(
-        "the mounted file to show the new ConfigMap value",
-        60,
-        || async {
-            match http_get(&ip, 8080, "/file").await? {
-                text if text == "bonjour" => Ok(()),
-                other => Err(format!("file still reads {other:?}")),
-            }
-        },
-    )
+    ns.api::<ConfigMap>().patch("greeting", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    eventually("the mounted file to show the new ConfigMap value", 60, || async {
+        match http_get(&ip, 8080, "/file").await? {
+            text if text == "bonjour" => Ok(()),
+            other => Err(format!("file still reads {other:?}")),
+        }
+    })
     .await
     .unwrap();
 }
 
 #[tokio::test]
 async fn init_containers_and_claims_share_files_with_the_app() {
-    let ns = TestNamespace::new(shared_cluster(), "volumes")
-        .await
-        .unwrap();
+    let ns = TestNamespace::new(shared_cluster(), "volumes").await.unwrap();
     ns.apply_yaml(
         r#"
 apiVersion: v1
@@ -127,31 +103,12 @@ spec:
     )
     .await
     .unwrap();
-    let pod = ns
-        .wait_for::<Pod>("writer", conditions::pod_ready(), 90)
-        .await
-        .unwrap()
-        .unwrap();
+    let pod = ns.wait_for::<Pod>("writer", conditions::pod_ready(), 90).await.unwrap().unwrap();
     let status = pod.status.clone().unwrap();
-    let init = status.init_container_statuses.unwrap()[0]
-        .state
-        .clone()
-        .unwrap()
-        .terminated
-        .unwrap();
-    assert_eq!(
-        (init.exit_code, init.reason.as_deref()),
-        (0, Some("Completed"))
-    );
-    assert!(
-        ns.container_log("writer", "init")
-            .unwrap()
-            .contains("wrote")
-    );
-    assert_eq!(
-        http_get(&pod_ip(&pod), 8080, "/file").await.unwrap(),
-        "persisted"
-    );
+    let init = status.init_container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    assert_eq!((init.exit_code, init.reason.as_deref()), (0, Some("Completed")));
+    assert!(ns.container_log("writer", "init").unwrap().contains("wrote"));
+    assert_eq!(http_get(&pod_ip(&pod), 8080, "/file").await.unwrap(), "persisted");
 }
 
 #[tokio::test]
@@ -197,32 +154,15 @@ spec:
     )
     .await
     .unwrap();
-    ns.wait_for::<Pod>("allowed", conditions::pod_phase("Succeeded"), 90)
-        .await
-        .unwrap();
+    ns.wait_for::<Pod>("allowed", conditions::pod_phase("Succeeded"), 90).await.unwrap();
     let log = ns.container_log("allowed", "check").unwrap();
     assert!(log.contains("allowed: list pods"), "{log}");
 
-    let pod = ns
-        .wait_for::<Pod>("forbidden", conditions::pod_phase("Failed"), 90)
-        .await
-        .unwrap()
-        .unwrap();
-    let terminated = pod.status.unwrap().container_statuses.unwrap()[0]
-        .state
-        .clone()
-        .unwrap()
-        .terminated
-        .unwrap();
-    assert_eq!(
-        terminated.exit_code, 3,
-        "exit code 3 = the API server answered 403"
-    );
+    let pod = ns.wait_for::<Pod>("forbidden", conditions::pod_phase("Failed"), 90).await.unwrap().unwrap();
+    let terminated = pod.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    assert_eq!(terminated.exit_code, 3, "exit code 3 = the API server answered 403");
     let log = ns.container_log("forbidden", "check").unwrap();
-    assert!(
-        log.contains("Forbidden") && log.contains("system:serviceaccount:"),
-        "{log}"
-    );
+    assert!(log.contains("Forbidden") && log.contains("system:serviceaccount:"), "{log}");
 }
 
 fn yaml_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -241,9 +181,7 @@ async fn crds_accept_the_examples_and_reject_every_invalid_example() {
     let cluster = shared_cluster();
     let client = cluster.client().await;
     let root = flywheel_e2e::workspace_root();
-    let crds = flywheel_e2e::install_crds(&client, &root.join("crds"))
-        .await
-        .unwrap();
+    let crds = flywheel_e2e::install_crds(&client, &root.join("crds")).await.unwrap();
     assert!(!crds.is_empty(), "crds/ holds no CustomResourceDefinition");
     let ns = TestNamespace::new(cluster, "examples").await.unwrap();
 
@@ -251,26 +189,15 @@ async fn crds_accept_the_examples_and_reject_every_invalid_example() {
     assert!(!invalid.is_empty(), "examples/invalid/ holds no YAML file");
     for file in &invalid {
         let text = std::fs::read_to_string(file).unwrap();
-        let err = ns.apply_yaml(&text).await.expect_err(&format!(
-            "{} was accepted by the API server",
-            file.display()
-        ));
-        let status = err
-            .api_status()
-            .unwrap_or_else(|| panic!("{}: not an API rejection: {err}", file.display()));
-        assert!(
-            matches!(status.code, 400 | 422),
-            "{}: unexpected status {status:?}",
-            file.display()
-        );
+        let err = ns.apply_yaml(&text).await.expect_err(&format!("{} was accepted by the API server", file.display()));
+        let status = err.api_status().unwrap_or_else(|| panic!("{}: not an API rejection: {err}", file.display()));
+        assert!(matches!(status.code, 400 | 422), "{}: unexpected status {status:?}", file.display());
     }
 
     let valid = yaml_files(&root.join("examples/quickstart"));
     assert!(!valid.is_empty(), "examples/quickstart/ holds no YAML file");
     for file in &valid {
         let text = std::fs::read_to_string(file).unwrap();
-        ns.apply_yaml(&text)
-            .await
-            .unwrap_or_else(|e| panic!("{} was rejected: {e}", file.display()));
+        ns.apply_yaml(&text).await.unwrap_or_else(|e| panic!("{} was rejected: {e}", file.display()));
     }
 }

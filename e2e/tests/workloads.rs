@@ -48,24 +48,14 @@ spec:
     )
     .await
     .unwrap();
-    ns.wait_for::<Deployment>("web", conditions::deployment_available(3), 120)
-        .await
-        .unwrap();
+    ns.wait_for::<Deployment>("web", conditions::deployment_available(3), 120).await.unwrap();
 
-    let pods = ns
-        .api::<Pod>()
-        .list(&ListParams::default().labels("app=web"))
-        .await
-        .unwrap();
+    let pods = ns.api::<Pod>().list(&ListParams::default().labels("app=web")).await.unwrap();
     let ips: BTreeSet<String> = pods.items.iter().map(pod_ip).collect();
     assert_eq!(ips.len(), 3, "each Pod has its own address: {ips:?}");
     let prefix = cluster.pod_cidr.trim_end_matches("0/24");
     for ip in &ips {
-        assert!(
-            ip.starts_with(prefix),
-            "{ip} is outside the Pod range {}",
-            cluster.pod_cidr
-        );
+        assert!(ip.starts_with(prefix), "{ip} is outside the Pod range {}", cluster.pod_cidr);
         assert!(ip.parse::<Ipv4Addr>().unwrap().is_loopback());
         // The process bound its own POD_IP and reports it.
         assert_eq!(&http_get(ip, 8080, "/ip").await.unwrap(), ip);
@@ -81,21 +71,11 @@ spec:
             .collect()
     };
     let want = ips.clone();
-    let endpoints = ns
-        .wait_for::<Endpoints>("web", move |e| endpoint_ips(e) == want, 60)
-        .await
-        .unwrap();
-    let port = endpoints.unwrap().subsets.unwrap()[0]
-        .ports
-        .clone()
-        .unwrap()[0]
-        .port;
+    let endpoints = ns.wait_for::<Endpoints>("web", move |e| endpoint_ips(e) == want, 60).await.unwrap();
+    let port = endpoints.unwrap().subsets.unwrap()[0].ports.clone().unwrap()[0].port;
     assert_eq!(port, 8080);
     let addr = ns.service_address("web", "http", 10).await.unwrap();
-    assert!(
-        ips.contains(&addr.ip().to_string()) && addr.port() == 8080,
-        "{addr}"
-    );
+    assert!(ips.contains(&addr.ip().to_string()) && addr.port() == 8080, "{addr}");
 }
 
 #[tokio::test]
@@ -128,60 +108,31 @@ spec:
     )
     .await
     .unwrap();
-    ns.wait_for::<Job>("ok", conditions::job_condition("Complete"), 90)
-        .await
-        .unwrap();
-    let failed = ns
-        .wait_for::<Job>("broken", conditions::job_condition("Failed"), 120)
-        .await
-        .unwrap()
-        .unwrap();
+    ns.wait_for::<Job>("ok", conditions::job_condition("Complete"), 90).await.unwrap();
+    let failed = ns.wait_for::<Job>("broken", conditions::job_condition("Failed"), 120).await.unwrap().unwrap();
     let status = failed.status.unwrap();
-    let condition = status
-        .conditions
-        .unwrap()
-        .into_iter()
-        .find(|c| c.type_ == "Failed")
-        .unwrap();
+    let condition = status.conditions.unwrap().into_iter().find(|c| c.type_ == "Failed").unwrap();
     assert_eq!(condition.reason.as_deref(), Some("BackoffLimitExceeded"));
     assert_eq!(status.failed, Some(2), "backoffLimit 1 = one retry");
 
-    let pods = ns
-        .api::<Pod>()
-        .list(&ListParams::default().labels("job-name=broken"))
-        .await
-        .unwrap();
+    let pods = ns.api::<Pod>().list(&ListParams::default().labels("job-name=broken")).await.unwrap();
     assert_eq!(pods.items.len(), 2);
     for pod in &pods.items {
         let s = pod.status.clone().unwrap();
         assert_eq!(s.phase.as_deref(), Some("Failed"));
-        let terminated = s.container_statuses.unwrap()[0]
-            .state
-            .clone()
-            .unwrap()
-            .terminated
-            .unwrap();
+        let terminated = s.container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
         assert_eq!(terminated.exit_code, 3);
         assert_eq!(terminated.reason.as_deref(), Some("Error"));
         let log = ns.container_log(&pod.name_any(), "main").unwrap();
         assert!(log.contains("failing on purpose"), "{log}");
     }
-    let ok_pods = ns
-        .api::<Pod>()
-        .list(&ListParams::default().labels("job-name=ok"))
-        .await
-        .unwrap();
-    assert_eq!(
-        ok_pods.items[0].status.clone().unwrap().phase.as_deref(),
-        Some("Succeeded")
-    );
+    let ok_pods = ns.api::<Pod>().list(&ListParams::default().labels("job-name=ok")).await.unwrap();
+    assert_eq!(ok_pods.items[0].status.clone().unwrap().phase.as_deref(), Some("Succeeded"));
 }
 
 #[tokio::test]
 async fn unknown_images_and_liveness_failures_are_reported() {
-    let ns = TestNamespace::new(shared_cluster(), "status")
-        .await
-        .unwrap();
+    let ns = TestNamespace::new(shared_cluster(), "status").await.unwrap();
     ns.apply_yaml(
         r#"
 apiVersion: v1
@@ -204,73 +155,27 @@ spec:
     .await
     .unwrap();
     let pull_error = |p: Option<&Pod>| {
-        p.and_then(|p| {
-            p.status
-                .as_ref()?
-                .container_statuses
-                .as_ref()?
-                .first()?
-                .state
-                .as_ref()?
-                .waiting
-                .clone()
-        })
-        .is_some_and(|w| w.reason.as_deref() == Some("ErrImagePull"))
+        p.and_then(|p| p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.waiting.clone())
+            .is_some_and(|w| w.reason.as_deref() == Some("ErrImagePull"))
     };
-    let pod = ns
-        .wait_for::<Pod>("nginx", pull_error, 60)
-        .await
-        .unwrap()
-        .unwrap();
+    let pod = ns.wait_for::<Pod>("nginx", pull_error, 60).await.unwrap().unwrap();
     let status = pod.status.unwrap();
     assert_eq!(status.phase.as_deref(), Some("Pending"));
-    let message = status.container_statuses.unwrap()[0]
-        .state
-        .clone()
-        .unwrap()
-        .waiting
-        .unwrap()
-        .message
-        .unwrap();
-    assert!(
-        message.contains("nginx:1.25") && message.contains("cannot be pulled"),
-        "{message}"
-    );
+    let message = status.container_statuses.unwrap()[0].state.clone().unwrap().waiting.unwrap().message.unwrap();
+    assert!(message.contains("nginx:1.25") && message.contains("cannot be pulled"), "{message}");
 
     let restarted = |p: Option<&Pod>| {
-        p.and_then(|p| {
-            p.status
-                .as_ref()?
-                .container_statuses
-                .as_ref()?
-                .first()
-                .map(|c| c.restart_count)
-        })
-        .is_some_and(|n| n >= 1)
+        p.and_then(|p| p.status.as_ref()?.container_statuses.as_ref()?.first().map(|c| c.restart_count))
+            .is_some_and(|n| n >= 1)
     };
-    let pod = ns
-        .wait_for::<Pod>("flaky", restarted, 90)
-        .await
-        .unwrap()
-        .unwrap();
-    let last = pod.status.unwrap().container_statuses.unwrap()[0]
-        .last_state
-        .clone()
-        .unwrap()
-        .terminated
-        .unwrap();
-    assert!(
-        last.message
-            .unwrap_or_default()
-            .contains("Liveness probe failed")
-    );
+    let pod = ns.wait_for::<Pod>("flaky", restarted, 90).await.unwrap().unwrap();
+    let last = pod.status.unwrap().container_statuses.unwrap()[0].last_state.clone().unwrap().terminated.unwrap();
+    assert!(last.message.unwrap_or_default().contains("Liveness probe failed"));
 }
 
 #[tokio::test]
 async fn deleting_a_pod_terminates_its_process_gracefully() {
-    let ns = TestNamespace::new(shared_cluster(), "delete")
-        .await
-        .unwrap();
+    let ns = TestNamespace::new(shared_cluster(), "delete").await.unwrap();
     ns.apply_yaml(
         r#"
 apiVersion: v1
@@ -284,40 +189,18 @@ spec:
     )
     .await
     .unwrap();
-    let pod = ns
-        .wait_for::<Pod>("server", conditions::pod_phase("Running"), 90)
-        .await
-        .unwrap()
-        .unwrap();
-    let container_id = pod.status.unwrap().container_statuses.unwrap()[0]
-        .container_id
-        .clone()
-        .unwrap();
-    let pid: u32 = container_id
-        .strip_prefix("process://")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pod = ns.wait_for::<Pod>("server", conditions::pod_phase("Running"), 90).await.unwrap().unwrap();
+    let container_id = pod.status.unwrap().container_statuses.unwrap()[0].container_id.clone().unwrap();
+    let pid: u32 = container_id.strip_prefix("process://").unwrap().parse().unwrap();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
 
-    ns.api::<Pod>()
-        .delete("server", &DeleteParams::default())
-        .await
-        .unwrap();
-    ns.wait_for::<Pod>("server", conditions::deleted(), 30)
-        .await
-        .unwrap();
+    ns.api::<Pod>().delete("server", &DeleteParams::default()).await.unwrap();
+    ns.wait_for::<Pod>("server", conditions::deleted(), 30).await.unwrap();
     // The kubelet removes the Pod only after the process exited (SIGTERM handled by the app).
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    assert!(
-        stat.is_empty() || stat.contains(") Z"),
-        "process {pid} survived its Pod: {stat}"
-    );
+    assert!(stat.is_empty() || stat.contains(") Z"), "process {pid} survived its Pod: {stat}");
     let log = ns.container_log("server", "app").unwrap_or_default();
-    assert!(
-        log.contains("SIGTERM received"),
-        "the app was not stopped gracefully: {log}"
-    );
+    assert!(log.contains("SIGTERM received"), "the app was not stopped gracefully: {log}");
 }
 
 #[tokio::test]
@@ -331,23 +214,14 @@ async fn no_process_survives_a_dropped_cluster() {
     )
     .await
     .unwrap();
-    ns.wait_for::<Pod>("app", conditions::pod_phase("Running"), 90)
-        .await
-        .unwrap();
+    ns.wait_for::<Pod>("app", conditions::pod_phase("Running"), 90).await.unwrap();
     let before = flywheel_cluster::find_leftovers(Some(&id));
-    assert!(
-        before.len() >= 4,
-        "etcd, apiserver, controller-manager and the Pod should run: {before:?}"
-    );
+    assert!(before.len() >= 4, "etcd, apiserver, controller-manager and the Pod should run: {before:?}");
     std::mem::forget(ns); // its namespace dies with the cluster
     drop(cluster);
     let left = eventually("every cluster process to exit", 10, || async {
         let left = flywheel_cluster::find_leftovers(Some(&id));
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{left:?}"))
-        }
+        if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
     })
     .await;
     assert!(left.is_ok(), "{left:?}");

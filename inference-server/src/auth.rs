@@ -33,13 +33,11 @@ impl TokenSource {
         let path = self.inner.path.as_ref()?;
         let mut cache = self.inner.cache.lock().expect("token cache poisoned");
         if let Some((at, tok)) = cache.as_ref()
-            && at.elapsed() < REFRESH {
-                return tok.clone();
-            }
-        let tok = std::fs::read_to_string(path)
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty());
+            && at.elapsed() < REFRESH
+        {
+            return tok.clone();
+        }
+        let tok = std::fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         if tok.is_none() {
             tracing::warn!(path = %path.display(), "token file is missing or empty; authenticated endpoints refuse all requests");
         }

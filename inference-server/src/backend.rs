@@ -18,10 +18,7 @@ impl TensorF32 {
             return Err(BackendError::Shape(format!("shape {shape:?} holds more values than fit in memory")));
         };
         if n != data.len() {
-            return Err(BackendError::Shape(format!(
-                "shape {shape:?} holds {n} values but {} were given",
-                data.len()
-            )));
+            return Err(BackendError::Shape(format!("shape {shape:?} holds {n} values but {} were given", data.len())));
         }
         Ok(Self { shape, data })
     }

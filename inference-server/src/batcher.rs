@@ -65,9 +65,7 @@ impl Batcher {
             mpsc::TrySendError::Full(_) => ServerError::Overloaded,
             mpsc::TrySendError::Disconnected(_) => ServerError::NotReady("model unloaded".into()),
         })?;
-        rx.await
-            .map_err(|_| ServerError::Internal("batching thread stopped".into()))?
-            .map_err(ServerError::Backend)
+        rx.await.map_err(|_| ServerError::Internal("batching thread stopped".into()))?.map_err(ServerError::Backend)
     }
 }
 

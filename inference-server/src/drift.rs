@@ -127,11 +127,8 @@ impl DriftMonitor {
     /// Distance of one input's features (name → value) from the reference; also windowed.
     pub fn observe_outlier(&mut self, values: &[(&str, f64)]) -> Option<f64> {
         let m = self.mahalanobis.as_ref()?;
-        let x: Option<Vec<f64>> = m
-            .features
-            .iter()
-            .map(|f| values.iter().find(|(n, _)| n == f).map(|(_, v)| *v))
-            .collect();
+        let x: Option<Vec<f64>> =
+            m.features.iter().map(|f| values.iter().find(|(n, _)| n == f).map(|(_, v)| *v)).collect();
         let diff: Vec<f64> = x?.iter().zip(&m.mean).map(|(a, b)| a - b).collect();
         let mut q = 0.0;
         for (i, di) in diff.iter().enumerate() {

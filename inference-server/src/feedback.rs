@@ -81,7 +81,8 @@ fn safe(label: &str) -> String {
 
 /// Replaces (or adds) the image and annotations of one prediction id.
 fn upsert_coco(doc: &mut Value, labels: &[String], s: &Sample<'_>, file_name: &str) {
-    let arr = |doc: &mut Value, k: &str| -> Vec<Value> { doc.get(k).and_then(Value::as_array).cloned().unwrap_or_default() };
+    let arr =
+        |doc: &mut Value, k: &str| -> Vec<Value> { doc.get(k).and_then(Value::as_array).cloned().unwrap_or_default() };
     let mut images = arr(doc, "images");
     let mut anns = arr(doc, "annotations");
     let mut cats = arr(doc, "categories");

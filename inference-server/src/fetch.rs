@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-pub use flywheel_storage::sha256_hex;
 use flywheel_storage::Location;
+pub use flywheel_storage::sha256_hex;
 
 fn valid_digest(d: &str) -> bool {
     d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())

@@ -120,26 +120,62 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register("inference_duration_seconds", "Model latency per request (queue + batch run + decode) by role and model version", m.request_duration.clone());
+        r.register(
+            "inference_duration_seconds",
+            "Model latency per request (queue + batch run + decode) by role and model version",
+            m.request_duration.clone(),
+        );
         r.register("http_requests", "HTTP requests by endpoint and status code", m.http_requests.clone());
         r.register("predictions", "Images predicted by role and model version", m.predictions.clone());
         r.register("shapes", "Shapes (classes or boxes) above the threshold by role and class", m.shapes.clone());
         r.register("confidence", "Confidence of returned shapes by role", m.confidence.clone());
-        r.register("box_centres", "Champion box centres on an 8x8 grid over the image (row, col)", m.box_centres.clone());
+        r.register(
+            "box_centres",
+            "Champion box centres on an 8x8 grid over the image (row, col)",
+            m.box_centres.clone(),
+        );
         r.register("batch_size", "Items per champion request", m.batch_size.clone());
         r.register("rejected_requests", "Requests answered 429 because the server was overloaded", m.rejected.clone());
         r.register("shadow_dropped", "Shadow runs dropped because the shadow queue was full", m.shadow_dropped.clone());
         r.register("shadow_runs", "Shadow runs completed", m.shadow_runs.clone());
-        r.register("model_load_failures", "Models that failed to fetch, verify, load or warm up", m.model_load_failures.clone());
+        r.register(
+            "model_load_failures",
+            "Models that failed to fetch, verify, load or warm up",
+            m.model_load_failures.clone(),
+        );
         r.register("model_info", "Models currently served (value 1)", m.model_info.clone());
-        r.register("drift_ks", "Kolmogorov-Smirnov statistic of live values vs the training reference", m.drift_ks.clone());
-        r.register("outlier_score", "Mean Mahalanobis distance of recent inputs' image statistics from the reference", m.outlier_score.clone());
-        r.register("outlier_distance", "Mahalanobis distance of each input from the reference", m.outlier_distance.clone());
-        r.register("reviewed_accuracy", "Top-1 accuracy on reviewed samples (classification) by role", m.reviewed_accuracy.clone());
+        r.register(
+            "drift_ks",
+            "Kolmogorov-Smirnov statistic of live values vs the training reference",
+            m.drift_ks.clone(),
+        );
+        r.register(
+            "outlier_score",
+            "Mean Mahalanobis distance of recent inputs' image statistics from the reference",
+            m.outlier_score.clone(),
+        );
+        r.register(
+            "outlier_distance",
+            "Mahalanobis distance of each input from the reference",
+            m.outlier_distance.clone(),
+        );
+        r.register(
+            "reviewed_accuracy",
+            "Top-1 accuracy on reviewed samples (classification) by role",
+            m.reviewed_accuracy.clone(),
+        );
         r.register("reviewed_map50", "mAP@0.5 on reviewed samples (detection) by role", m.reviewed_map50.clone());
-        r.register("reviewed_samples", "Reviewed samples the quality metrics are computed on", m.reviewed_samples.clone());
+        r.register(
+            "reviewed_samples",
+            "Reviewed samples the quality metrics are computed on",
+            m.reviewed_samples.clone(),
+        );
         r.register("prediction_log_records", "Prediction records written to the log", m.log_records.clone());
-        r.register("prediction_log_dropped", "Prediction records dropped because the log queue was full", m.log_dropped.clone());
+        r.register(
+            "prediction_log_dropped",
+            "Prediction records dropped because the log queue was full",
+            m.log_dropped.clone(),
+        );
         r.register("prediction_log_errors", "Failed prediction-log writes", m.log_errors.clone());
         r.register("reviews", "Reviews applied", m.reviews.clone());
         // Present at 0 from the start, so `increase()` alerts see the first failure.
@@ -155,12 +191,13 @@ impl Metrics {
             self.shapes.get_or_create(&RoleClass { role: role.into(), class: s.label.clone() }).inc();
             self.confidence.get_or_create(&RoleLabel { role: role.into() }).observe(s.confidence as f64);
             if role == "champion"
-                && let Some(b) = s.bbox {
-                    let cx = ((b[0] + b[2]) / 2.0 / width.max(1) as f32 * GRID as f32) as usize;
-                    let cy = ((b[1] + b[3]) / 2.0 / height.max(1) as f32 * GRID as f32) as usize;
-                    let cell = Cell { row: cy.min(GRID - 1).to_string(), col: cx.min(GRID - 1).to_string() };
-                    self.box_centres.get_or_create(&cell).inc();
-                }
+                && let Some(b) = s.bbox
+            {
+                let cx = ((b[0] + b[2]) / 2.0 / width.max(1) as f32 * GRID as f32) as usize;
+                let cy = ((b[1] + b[3]) / 2.0 / height.max(1) as f32 * GRID as f32) as usize;
+                let cell = Cell { row: cy.min(GRID - 1).to_string(), col: cx.min(GRID - 1).to_string() };
+                self.box_centres.get_or_create(&cell).inc();
+            }
         }
     }
 
@@ -183,9 +220,10 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     let mut counters = std::collections::HashSet::new();
     for line in openmetrics.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ")
-            && let Some(name) = rest.strip_suffix(" counter") {
-                counters.insert(name.to_string());
-            }
+            && let Some(name) = rest.strip_suffix(" counter")
+        {
+            counters.insert(name.to_string());
+        }
     }
     let mut out = String::with_capacity(openmetrics.len());
     for line in openmetrics.lines() {

@@ -12,8 +12,7 @@ use crate::preprocess::InverseTransform;
 use crate::serving::{BatchingConfig, Layout, ServedModel};
 
 /// Builds a backend from ONNX bytes (the runtime in production).
-pub type BackendFactory =
-    Arc<dyn Fn(&[u8]) -> Result<Arc<dyn ModelBackend>, BackendError> + Send + Sync>;
+pub type BackendFactory = Arc<dyn Fn(&[u8]) -> Result<Arc<dyn ModelBackend>, BackendError> + Send + Sync>;
 
 pub struct LoadedModel {
     pub spec: ServedModel,
@@ -73,7 +72,14 @@ pub async fn load(
         .await
         .map_err(|e| format!("warm-up panicked: {e}"))?
         .map_err(|e| format!("warm-up run failed: {e}"))?;
-    let inv = InverseTransform { scale_x: 1.0, scale_y: 1.0, pad_x: 0.0, pad_y: 0.0, width: spec.input.width, height: spec.input.height };
+    let inv = InverseTransform {
+        scale_x: 1.0,
+        scale_y: 1.0,
+        pad_x: 0.0,
+        pad_y: 0.0,
+        width: spec.input.width,
+        height: spec.input.height,
+    };
     postprocess::decode(&spec.output, &outs, &spec.labels, f32::INFINITY, &inv)
         .map_err(|e| format!("outputs do not fit the {:?} decoder: {e}", spec.output))?;
     let batcher = Batcher::spawn(
@@ -100,12 +106,13 @@ fn check_input(m: &LoadedModel) -> Result<(), String> {
     }
     for (k, (have, want)) in info.shape.iter().zip(&want).enumerate().skip(1) {
         if let Some(h) = have
-            && h != want {
-                return Err(format!(
-                    "model input {:?} has shape {:?}, the serving config describes {:?} (dimension {k})",
-                    info.name, info.shape, want
-                ));
-            }
+            && h != want
+        {
+            return Err(format!(
+                "model input {:?} has shape {:?}, the serving config describes {:?} (dimension {k})",
+                info.name, info.shape, want
+            ));
+        }
     }
     Ok(())
 }

@@ -33,7 +33,10 @@ pub struct ImagePrediction {
 }
 
 /// Builds the batch tensor of `images` for `model`.
-pub fn images_to_batch(model: &LoadedModel, images: &[ImageInput]) -> Result<(TensorF32, Vec<InverseTransform>), ServerError> {
+pub fn images_to_batch(
+    model: &LoadedModel,
+    images: &[ImageInput],
+) -> Result<(TensorF32, Vec<InverseTransform>), ServerError> {
     let mut data = Vec::new();
     let mut invs = Vec::with_capacity(images.len());
     for img in images {
@@ -41,7 +44,8 @@ pub fn images_to_batch(model: &LoadedModel, images: &[ImageInput]) -> Result<(Te
         data.extend_from_slice(&t);
         invs.push(inv);
     }
-    let tensor = TensorF32::new(model.input_shape(images.len()), data).map_err(|e| ServerError::Internal(e.to_string()))?;
+    let tensor =
+        TensorF32::new(model.input_shape(images.len()), data).map_err(|e| ServerError::Internal(e.to_string()))?;
     Ok((tensor, invs))
 }
 
@@ -80,7 +84,11 @@ pub async fn run_and_decode(
     Ok((shapes, t0.elapsed().as_secs_f64()))
 }
 
-pub async fn predict_images(state: &Arc<AppState>, serving: &Arc<Serving>, images: Vec<ImageInput>) -> Result<Vec<ImagePrediction>, ServerError> {
+pub async fn predict_images(
+    state: &Arc<AppState>,
+    serving: &Arc<Serving>,
+    images: Vec<ImageInput>,
+) -> Result<Vec<ImagePrediction>, ServerError> {
     let champion = serving.champion.clone();
     let (tensor, invs) = images_to_batch(&champion, &images)?;
     let shadow_tensor = serving.shadow.as_ref().filter(|s| s.spec.input == champion.spec.input).map(|_| tensor.clone());
@@ -118,7 +126,12 @@ pub async fn predict_images(state: &Arc<AppState>, serving: &Arc<Serving>, image
                     image: Some(predlog::image_rel_path(&p.id, now, ext)),
                     width: p.width,
                     height: p.height,
-                    champion: ModelOutput { model: champion.spec.name.clone(), version: champion.spec.version.clone(), shapes: p.shapes.clone(), latency_ms: latency * 1e3 },
+                    champion: ModelOutput {
+                        model: champion.spec.name.clone(),
+                        version: champion.spec.version.clone(),
+                        shapes: p.shapes.clone(),
+                        latency_ms: latency * 1e3,
+                    },
                     shadow: None,
                 },
                 image: Some(img.bytes.clone()),
@@ -159,7 +172,14 @@ pub fn submit_logs(state: &AppState, serving: &Serving, records: Vec<Option<LogI
     }
 }
 
-pub fn observe(state: &AppState, serving: &Serving, role: &str, model: &LoadedModel, latency: f64, preds: &[ImagePrediction]) {
+pub fn observe(
+    state: &AppState,
+    serving: &Serving,
+    role: &str,
+    model: &LoadedModel,
+    latency: f64,
+    preds: &[ImagePrediction],
+) {
     let m = &state.metrics;
     let labels = RoleVersion { role: role.into(), model_version: model.spec.version.clone() };
     m.request_duration.get_or_create(&labels).observe(latency);

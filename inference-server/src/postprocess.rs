@@ -34,9 +34,7 @@ pub fn decode(
     threshold: f32,
     inv: &InverseTransform,
 ) -> Result<Vec<Shape>, ServerError> {
-    let out = outputs
-        .first()
-        .ok_or_else(|| ServerError::Backend("model produced no output".into()))?;
+    let out = outputs.first().ok_or_else(|| ServerError::Backend("model produced no output".into()))?;
     match spec.decoder {
         // Logits, softmax applied.
         Decoder::Logits => Ok(classify(&out.data, true, spec.top_k(), labels, threshold)),
@@ -73,8 +71,8 @@ fn yolo(out: &TensorF32, objectness: bool, classes: usize, threshold: f32) -> Re
             out.shape
         )));
     }
-    let layout = YoloLayout::detect(&out.shape, classes, Some(objectness))
-        .map_err(|e| ServerError::Backend(e.to_string()))?;
+    let layout =
+        YoloLayout::detect(&out.shape, classes, Some(objectness)).map_err(|e| ServerError::Backend(e.to_string()))?;
     Ok(decode_yolo(&layout, &out.data, threshold))
 }
 

@@ -32,9 +32,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<DecodedImage, ServerError> {
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(512 * 1024 * 1024);
     reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| ServerError::bad_request(format!("cannot decode {format:?} image: {e}")))?;
+    let img = reader.decode().map_err(|e| ServerError::bad_request(format!("cannot decode {format:?} image: {e}")))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(ServerError::bad_request("image has no pixels"));
     }
@@ -54,15 +52,7 @@ mod tests {
     use crate::serving::{Layout, ResizeMode};
 
     fn spec(resize: ResizeMode, channels: u32) -> InputSpec {
-        InputSpec {
-            width: 64,
-            height: 64,
-            channels,
-            layout: Layout::Nhwc,
-            mean: vec![0.5],
-            std: vec![0.5],
-            resize,
-        }
+        InputSpec { width: 64, height: 64, channels, layout: Layout::Nhwc, mean: vec![0.5], std: vec![0.5], resize }
     }
 
     #[test]

@@ -24,19 +24,21 @@ use crate::state::{AppState, Serving};
 pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> {
     let old = state.serving.load_full();
     let mut errors = Vec::new();
-    let champion = match load_role(state, "champion", &config.champion, old.as_ref().map(|o| &o.champion), &config.batching).await {
-        Ok(m) => m,
-        Err(e) => {
-            errors.push(e);
-            match &old {
-                Some(o) => o.champion.clone(),
-                None => {
-                    record(state, &errors);
-                    return errors;
+    let champion =
+        match load_role(state, "champion", &config.champion, old.as_ref().map(|o| &o.champion), &config.batching).await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(e);
+                match &old {
+                    Some(o) => o.champion.clone(),
+                    None => {
+                        record(state, &errors);
+                        return errors;
+                    }
                 }
             }
-        }
-    };
+        };
     let shadow = match &config.shadow {
         None => None,
         Some(spec) => {
@@ -52,7 +54,14 @@ pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> 
     };
     // Storage-side parts: reuse the old ones when their settings did not change.
     let same = |f: fn(&ServingConfig) -> String| old.as_ref().is_some_and(|o| f(&o.config) == f(&config));
-    let reviews = if same(|c| format!("{:?}{:?}{:?}", c.prediction_log.as_ref().map(|l| &l.uri), c.feedback_dataset, (c.champion.task, &c.champion.labels))) {
+    let reviews = if same(|c| {
+        format!(
+            "{:?}{:?}{:?}",
+            c.prediction_log.as_ref().map(|l| &l.uri),
+            c.feedback_dataset,
+            (c.champion.task, &c.champion.labels)
+        )
+    }) {
         old.as_ref().and_then(|o| o.reviews.clone())
     } else {
         match open_reviews(&config).await {
@@ -168,7 +177,12 @@ async fn load_reference(uri: &str) -> Result<DriftMonitor, String> {
 fn publish_model_info(state: &AppState, s: &Serving) {
     state.metrics.model_info.clear();
     for (role, m) in std::iter::once(("champion", &s.champion)).chain(s.shadow.iter().map(|m| ("shadow", m))) {
-        let l = ModelInfo { role: role.into(), model: m.spec.name.clone(), model_version: m.spec.version.clone(), sha256: m.spec.sha256.to_ascii_lowercase() };
+        let l = ModelInfo {
+            role: role.into(),
+            model: m.spec.name.clone(),
+            model_version: m.spec.version.clone(),
+            sha256: m.spec.sha256.to_ascii_lowercase(),
+        };
         state.metrics.model_info.get_or_create(&l).set(1);
     }
 }

@@ -104,10 +104,11 @@ impl ReviewStore {
         for (path, _) in log.list("reviews").await? {
             let data = log.get(&path).await?;
             if let Ok(r) = serde_json::from_slice::<Review>(&data)
-                && let Some(item) = items.get_mut(&r.id) {
-                    item.status = ReviewStatus::Reviewed;
-                    item.review = Some(r);
-                }
+                && let Some(item) = items.get_mut(&r.id)
+            {
+                item.status = ReviewStatus::Reviewed;
+                item.review = Some(r);
+            }
         }
         drop(items);
         Ok(store)
@@ -117,9 +118,22 @@ impl ReviewStore {
     pub async fn add(&self, records: impl IntoIterator<Item = PredictionRecord>) {
         let mut items = self.items.lock().await;
         for record in records.into_iter().filter(|r| r.image.is_some()) {
-            let disagreement = record.shadow.as_ref().is_some_and(|s| disagree(self.task, &record.champion.shapes, &s.shapes));
-            let min_confidence = record.champion.shapes.iter().map(|s| s.confidence).fold(None, |m: Option<f32>, c| Some(m.map_or(c, |m| m.min(c)))).unwrap_or(0.0);
-            items.entry(record.id.clone()).or_insert(Item { status: ReviewStatus::ToReview, disagreement, min_confidence, record, review: None });
+            let disagreement =
+                record.shadow.as_ref().is_some_and(|s| disagree(self.task, &record.champion.shapes, &s.shapes));
+            let min_confidence = record
+                .champion
+                .shapes
+                .iter()
+                .map(|s| s.confidence)
+                .fold(None, |m: Option<f32>, c| Some(m.map_or(c, |m| m.min(c))))
+                .unwrap_or(0.0);
+            items.entry(record.id.clone()).or_insert(Item {
+                status: ReviewStatus::ToReview,
+                disagreement,
+                min_confidence,
+                record,
+                review: None,
+            });
         }
     }
 
@@ -128,7 +142,9 @@ impl ReviewStore {
             None | Some("toReview") | Some("TO_REVIEW") => Some(ReviewStatus::ToReview),
             Some("reviewed") | Some("REVIEWED") => Some(ReviewStatus::Reviewed),
             Some("all") => None,
-            Some(s) => return Err(ServerError::bad_request(format!("status must be toReview, reviewed or all, not {s:?}"))),
+            Some(s) => {
+                return Err(ServerError::bad_request(format!("status must be toReview, reviewed or all, not {s:?}")));
+            }
         };
         let limit = q.limit.unwrap_or(50);
         if limit == 0 || limit > 1000 {
@@ -156,7 +172,12 @@ impl ReviewStore {
     }
 
     pub async fn get(&self, id: &str) -> Result<Item, ServerError> {
-        self.items.lock().await.get(id).cloned().ok_or_else(|| ServerError::NotFound(format!("no prediction {id:?} to review")))
+        self.items
+            .lock()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ServerError::NotFound(format!("no prediction {id:?} to review")))
     }
 
     pub async fn image(&self, id: &str) -> Result<(Bytes, &'static str), ServerError> {
@@ -206,11 +227,15 @@ impl ReviewStore {
         let mut shapes = match sub.decision {
             Decision::Accept => {
                 if sub.shapes.is_some() {
-                    return Err(ServerError::bad_request("an accepted review takes no shapes; use decision \"correct\""));
+                    return Err(ServerError::bad_request(
+                        "an accepted review takes no shapes; use decision \"correct\"",
+                    ));
                 }
                 item.record.champion.shapes.clone()
             }
-            Decision::Correct => sub.shapes.clone().ok_or_else(|| ServerError::bad_request("a correction needs shapes"))?,
+            Decision::Correct => {
+                sub.shapes.clone().ok_or_else(|| ServerError::bad_request("a correction needs shapes"))?
+            }
         };
         if self.task == Task::Classification {
             shapes.truncate(1);
@@ -227,11 +252,21 @@ impl ReviewStore {
             }
             s.confidence = 1.0;
             match (self.task, s.bbox) {
-                (Task::Detection, None) => return Err(ServerError::bad_request("detection shapes need a box [x1, y1, x2, y2]")),
+                (Task::Detection, None) => {
+                    return Err(ServerError::bad_request("detection shapes need a box [x1, y1, x2, y2]"));
+                }
                 (Task::Detection, Some(b)) => {
-                    let ok = b.iter().all(|v| v.is_finite()) && b[0] >= 0.0 && b[1] >= 0.0 && b[0] < b[2] && b[1] < b[3] && b[2] <= w + 0.5 && b[3] <= h + 0.5;
+                    let ok = b.iter().all(|v| v.is_finite())
+                        && b[0] >= 0.0
+                        && b[1] >= 0.0
+                        && b[0] < b[2]
+                        && b[1] < b[3]
+                        && b[2] <= w + 0.5
+                        && b[3] <= h + 0.5;
                     if !ok {
-                        return Err(ServerError::bad_request(format!("box {b:?} is not inside the {w}x{h} image with x1<x2, y1<y2")));
+                        return Err(ServerError::bad_request(format!(
+                            "box {b:?} is not inside the {w}x{h} image with x1<x2, y1<y2"
+                        )));
                     }
                 }
                 (Task::Classification, _) => s.bbox = None,
@@ -247,7 +282,9 @@ fn disagree(task: Task, a: &[Shape], b: &[Shape]) -> bool {
         Task::Detection => {
             a.len() != b.len()
                 || a.iter().any(|x| {
-                    !b.iter().any(|y| y.label == x.label && matches!((x.bbox, y.bbox), (Some(p), Some(q)) if iou(&p, &q) >= 0.5))
+                    !b.iter().any(|y| {
+                        y.label == x.label && matches!((x.bbox, y.bbox), (Some(p), Some(q)) if iou(&p, &q) >= 0.5)
+                    })
                 })
         }
     }
@@ -369,7 +406,8 @@ mod tests {
             champion: out(c, cl),
             shadow: s.map(|(v, l)| out(v, l)),
         };
-        let review = Review { id: record.id.clone(), decision: Decision::Correct, shapes: label(truth), time: Utc::now() };
+        let review =
+            Review { id: record.id.clone(), decision: Decision::Correct, shapes: label(truth), time: Utc::now() };
         Item { status: ReviewStatus::Reviewed, disagreement: false, min_confidence: 0.9, record, review: Some(review) }
     }
 

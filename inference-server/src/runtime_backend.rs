@@ -39,10 +39,16 @@ impl RuntimeBackend {
         let model = Model::from_bytes(bytes).map_err(|e| BackendError::InvalidModel(e.to_string()))?;
         let inputs = model.inputs();
         let [input] = inputs.as_slice() else {
-            return Err(BackendError::InvalidModel(format!("the server serves single-input image models; this one has {} inputs", inputs.len())));
+            return Err(BackendError::InvalidModel(format!(
+                "the server serves single-input image models; this one has {} inputs",
+                inputs.len()
+            )));
         };
         if input.dtype != DType::F32 {
-            return Err(BackendError::InvalidModel(format!("input {:?} is {:?}; image models take float32", input.name, input.dtype)));
+            return Err(BackendError::InvalidModel(format!(
+                "input {:?} is {:?}; image models take float32",
+                input.name, input.dtype
+            )));
         }
         let input = info(input);
         let outputs = model.outputs().iter().map(info).collect();
@@ -60,8 +66,10 @@ impl ModelBackend for RuntimeBackend {
     }
 
     fn run(&self, input: &TensorF32) -> Result<Vec<TensorF32>, BackendError> {
-        let t = Tensor::from_slice(&input.data, input.shape.as_slice(), &Device::Cpu).map_err(|e| BackendError::Shape(e.to_string()))?;
-        let outs = self.model.run(&[(self.input.name.as_str(), t)]).map_err(|e| BackendError::Execution(e.to_string()))?;
+        let t = Tensor::from_slice(&input.data, input.shape.as_slice(), &Device::Cpu)
+            .map_err(|e| BackendError::Shape(e.to_string()))?;
+        let outs =
+            self.model.run(&[(self.input.name.as_str(), t)]).map_err(|e| BackendError::Execution(e.to_string()))?;
         outs.into_iter()
             .map(|(_, t)| {
                 let shape = t.dims().to_vec();

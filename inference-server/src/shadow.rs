@@ -30,7 +30,12 @@ pub struct ShadowJob {
 }
 
 /// Starts the runner for one `Serving` snapshot; it ends when the snapshot's sender is dropped.
-pub fn start(state: Arc<AppState>, serving: std::sync::Weak<Serving>, shadow: Arc<LoadedModel>, rx: mpsc::Receiver<ShadowJob>) {
+pub fn start(
+    state: Arc<AppState>,
+    serving: std::sync::Weak<Serving>,
+    shadow: Arc<LoadedModel>,
+    rx: mpsc::Receiver<ShadowJob>,
+) {
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|j| (j, rx)) });
     tokio::spawn(stream.for_each_concurrent(CONCURRENCY, move |job| {
         let (state, serving, shadow) = (state.clone(), serving.clone(), shadow.clone());
@@ -57,12 +62,22 @@ async fn run(state: &Arc<AppState>, serving: &Arc<Serving>, shadow: &Arc<LoadedM
             let preds: Vec<ImagePrediction> = shapes
                 .iter()
                 .zip(&invs)
-                .map(|(s, inv)| ImagePrediction { id: String::new(), width: inv.width, height: inv.height, shapes: s.clone() })
+                .map(|(s, inv)| ImagePrediction {
+                    id: String::new(),
+                    width: inv.width,
+                    height: inv.height,
+                    shapes: s.clone(),
+                })
                 .collect();
             pipeline::observe(state, serving, "shadow", shadow, latency, &preds);
             for (rec, s) in job.records.iter_mut().zip(shapes) {
                 if let Some(r) = rec {
-                    r.record.shadow = Some(ModelOutput { model: shadow.spec.name.clone(), version: shadow.spec.version.clone(), shapes: s, latency_ms: latency * 1e3 });
+                    r.record.shadow = Some(ModelOutput {
+                        model: shadow.spec.name.clone(),
+                        version: shadow.spec.version.clone(),
+                        shapes: s,
+                        latency_ms: latency * 1e3,
+                    });
                 }
             }
         }

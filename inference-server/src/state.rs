@@ -65,8 +65,6 @@ impl AppState {
     }
 
     pub fn current(&self) -> Result<Arc<Serving>, crate::error::ServerError> {
-        self.serving
-            .load_full()
-            .ok_or_else(|| crate::error::ServerError::NotReady("no model loaded yet".into()))
+        self.serving.load_full().ok_or_else(|| crate::error::ServerError::NotReady("no model loaded yet".into()))
     }
 }

@@ -21,7 +21,8 @@ fn with_log_and_review(mut cfg: ServingConfig, dir: &std::path::Path) -> Serving
         flush_records: 8,
         flush_interval_ms: 20,
     });
-    cfg.feedback_dataset = Some(FeedbackDatasetConfig { uri: format!("file://{}/feedback", dir.display()), format: None });
+    cfg.feedback_dataset =
+        Some(FeedbackDatasetConfig { uri: format!("file://{}/feedback", dir.display()), format: None });
     cfg.auth = AuthConfig { token_file: Some(dir.join("token").display().to_string()), require_for_inference: false };
     cfg
 }
@@ -86,7 +87,14 @@ async fn classification_oip_predict_shadow_log_and_review() {
             req.extend_from_slice(&(if c == 2 { 1.0f32 } else { 0.0 }).to_le_bytes());
         }
     }
-    let r = s.client.post(s.url("/v2/models/colour/infer")).header("Inference-Header-Content-Length", header.len()).body(req).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/v2/models/colour/infer"))
+        .header("Inference-Header-Content-Length", header.len())
+        .body(req)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let hlen: usize = r.headers()["inference-header-content-length"].to_str().unwrap().parse().unwrap();
     let bytes = r.bytes().await.unwrap();
@@ -97,10 +105,21 @@ async fn classification_oip_predict_shadow_log_and_review() {
 
     // /v1/predict: PNG, JPEG, and a base64 batch.
     let red = png(40, 30, [250, 10, 10], None);
-    let r: Value = s.client.post(s.url("/v1/predict")).header("content-type", "image/png").body(red.clone()).send().await.unwrap().json().await.unwrap();
+    let r: Value = s
+        .client
+        .post(s.url("/v1/predict"))
+        .header("content-type", "image/png")
+        .body(red.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["predictions"][0]["shapes"][0]["label"], "red");
     assert_eq!(r["predictions"][0]["width"], 40);
-    let r: Value = s.client.post(s.url("/v1/predict")).body(jpeg(32, 32, [0, 0, 255])).send().await.unwrap().json().await.unwrap();
+    let r: Value =
+        s.client.post(s.url("/v1/predict")).body(jpeg(32, 32, [0, 0, 255])).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["predictions"][0]["shapes"][0]["label"], "blue");
     let b64 = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
     let batch = json!({"images": [b64(&png(8, 8, [0, 255, 0], None)), b64(&png(8, 8, [255, 0, 0], None))]});
@@ -162,10 +181,18 @@ async fn classification_oip_predict_shadow_log_and_review() {
 
     // Correct another: unknown labels are refused, a known one is written under its folder.
     let blue_id = review_items(&s, "label=blue").await["items"][0]["id"].as_str().unwrap().to_string();
-    let r = submit(blue_id.clone(), json!({"decision": "correct", "shapes": [{"label": "purple", "classId": 0, "confidence": 1.0}]})).await;
+    let r = submit(
+        blue_id.clone(),
+        json!({"decision": "correct", "shapes": [{"label": "purple", "classId": 0, "confidence": 1.0}]}),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("unknown label"));
-    let r = submit(blue_id.clone(), json!({"decision": "correct", "shapes": [{"label": "green", "classId": 1, "confidence": 1.0}]})).await;
+    let r = submit(
+        blue_id.clone(),
+        json!({"decision": "correct", "shapes": [{"label": "green", "classId": 1, "confidence": 1.0}]}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert!(root.join(format!("feedback/green/{blue_id}.jpg")).exists());
     assert_eq!(submit("no-such-id".into(), json!({"decision": "accept"})).await.status(), 404);
@@ -173,9 +200,14 @@ async fn classification_oip_predict_shadow_log_and_review() {
 
     // Metrics.
     let m = s.metrics().await;
-    assert!(metric_value(&m, "flywheel_inference_duration_seconds_count", &["role=\"champion\"", "model_version=\"v1\""]).unwrap() >= 5.0);
+    assert!(
+        metric_value(&m, "flywheel_inference_duration_seconds_count", &["role=\"champion\"", "model_version=\"v1\""])
+            .unwrap()
+            >= 5.0
+    );
     wait_until("shadow latency", || async {
-        metric_value(&s.metrics().await, "flywheel_inference_duration_seconds_count", &["role=\"shadow\""]).is_some_and(|v| v >= 4.0)
+        metric_value(&s.metrics().await, "flywheel_inference_duration_seconds_count", &["role=\"shadow\""])
+            .is_some_and(|v| v >= 4.0)
     })
     .await;
     assert!(metric_value(&m, "flywheel_shapes_total", &["role=\"champion\"", "class=\"red\""]).unwrap() >= 3.0);
@@ -185,7 +217,9 @@ async fn classification_oip_predict_shadow_log_and_review() {
     assert_eq!(metric_value(&m, "flywheel_reviewed_accuracy", &["role=\"champion\""]), Some(0.5));
     assert_eq!(metric_value(&m, "flywheel_reviewed_accuracy", &["role=\"shadow\""]), Some(0.0));
     assert_eq!(metric_value(&m, "flywheel_reviewed_samples", &[]), Some(2.0));
-    assert!(metric_value(&m, "flywheel_http_requests_total", &["endpoint=\"/v1/predict\"", "code=\"200\""]).unwrap() >= 3.0);
+    assert!(
+        metric_value(&m, "flywheel_http_requests_total", &["endpoint=\"/v1/predict\"", "code=\"200\""]).unwrap() >= 3.0
+    );
 
     // /status.
     let st = s.get_json("/status").await;
@@ -198,7 +232,14 @@ async fn classification_oip_predict_shadow_log_and_review() {
     // A new server on the same log sees the reviews: still exactly once.
     let s2 = TestServer::start(&cfg).await;
     assert_eq!(review_items(&s2, "status=reviewed").await["total"], 2);
-    let r = s2.client.post(s2.url(&format!("/v1/review/items/{id}"))).bearer_auth(TOKEN).json(&json!({"decision": "accept"})).send().await.unwrap();
+    let r = s2
+        .client
+        .post(s2.url(&format!("/v1/review/items/{id}")))
+        .bearer_auth(TOKEN)
+        .json(&json!({"decision": "accept"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
 }
 
@@ -223,7 +264,16 @@ async fn detection_letterbox_boxes_and_coco_feedback() {
     assert!(shapes[0]["confidence"].as_f64().unwrap() > 0.9);
 
     // An empty image: no shapes; it sorts first for review (lowest confidence).
-    let r: Value = s.client.post(s.url("/v1/predict")).body(png(64, 64, [0, 0, 0], None)).send().await.unwrap().json().await.unwrap();
+    let r: Value = s
+        .client
+        .post(s.url("/v1/predict"))
+        .body(png(64, 64, [0, 0, 0], None))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["predictions"][0]["shapes"], json!([]));
 
     wait_until("2 logged", || async { review_items(&s, "").await["total"] == 2 }).await;
@@ -275,11 +325,16 @@ async fn hot_reload_swaps_good_models_and_keeps_serving_on_bad_ones() {
     bad.champion.version = "v2".into();
     bad.champion.sha256 = "0".repeat(64);
     write_config(&s.config_path, &bad);
-    wait_until("load failure reported", || async { !s.get_json("/status").await["reload"]["errors"].as_array().unwrap().is_empty() }).await;
+    wait_until("load failure reported", || async {
+        !s.get_json("/status").await["reload"]["errors"].as_array().unwrap().is_empty()
+    })
+    .await;
     let st = s.get_json("/status").await;
     assert!(st["reload"]["errors"][0].as_str().unwrap().contains("sha256 mismatch"), "{st}");
     assert_eq!(st["champion"]["version"], "v1");
-    assert!(metric_value(&s.metrics().await, "flywheel_model_load_failures_total", &["role=\"champion\""]).unwrap() >= 1.0);
+    assert!(
+        metric_value(&s.metrics().await, "flywheel_model_load_failures_total", &["role=\"champion\""]).unwrap() >= 1.0
+    );
     assert_eq!(predict().await["modelVersion"], "v1");
 
     // Not an ONNX file (right digest of wrong bytes): refused at load.
@@ -299,7 +354,9 @@ async fn hot_reload_swaps_good_models_and_keeps_serving_on_bad_ones() {
     // Invalid YAML: reported, old config keeps serving.
     std::fs::write(&s.config_path, "deployment: [").unwrap();
     wait_until("yaml error", || async {
-        s.get_json("/status").await["reload"]["errors"][0].as_str().is_some_and(|e| e.contains("invalid serving config"))
+        s.get_json("/status").await["reload"]["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("invalid serving config"))
     })
     .await;
 
@@ -351,7 +408,10 @@ async fn drift_and_outlier_metrics_against_the_reference() {
     let reference = ReferenceStatistics {
         version: 1,
         sample_count: 200,
-        features: vec![FeatureDistribution { name: "brightness".into(), sorted_values: (0..200).map(|i| i as f64 / 1000.0).collect() }],
+        features: vec![FeatureDistribution {
+            name: "brightness".into(),
+            sorted_values: (0..200).map(|i| i as f64 / 1000.0).collect(),
+        }],
         image_statistics: Some(MultivariateReference {
             features: vec!["brightness".into(), "contrast".into()],
             mean: vec![0.1, 0.05],
@@ -385,7 +445,10 @@ async fn inference_can_require_the_token() {
     let s = TestServer::start_in(dir, &cfg).await;
     let img = png(8, 8, [255, 0, 0], None);
     assert_eq!(s.client.post(s.url("/v1/predict")).body(img.clone()).send().await.unwrap().status(), 401);
-    assert_eq!(s.client.post(s.url("/v2/models/colour/infer")).json(&red_tensor_json(1)).send().await.unwrap().status(), 401);
+    assert_eq!(
+        s.client.post(s.url("/v2/models/colour/infer")).json(&red_tensor_json(1)).send().await.unwrap().status(),
+        401
+    );
     let r = s.client.post(s.url("/v1/predict")).bearer_auth(TOKEN).body(img).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let _ = Duration::ZERO;

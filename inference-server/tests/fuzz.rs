@@ -31,7 +31,8 @@ fn fixture() -> &'static Fixture {
                 flush_records: 4,
                 flush_interval_ms: 10,
             });
-            cfg.feedback_dataset = Some(FeedbackDatasetConfig { uri: format!("file://{}/fb", dir.path().display()), format: None });
+            cfg.feedback_dataset =
+                Some(FeedbackDatasetConfig { uri: format!("file://{}/fb", dir.path().display()), format: None });
             cfg.auth.token_file = Some(dir.path().join("token").display().to_string());
             TestServer::start_in(dir, &cfg).await
         });
@@ -46,8 +47,13 @@ fn expect_client_error(req: reqwest::RequestBuilder) {
         let r = req.send().await.expect("server answers");
         let status = r.status();
         let body = r.bytes().await.unwrap();
-        assert!(status.is_client_error(), "status {status} for a malformed request: {}", String::from_utf8_lossy(&body));
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("non-JSON error body: {}", String::from_utf8_lossy(&body)));
+        assert!(
+            status.is_client_error(),
+            "status {status} for a malformed request: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| panic!("non-JSON error body: {}", String::from_utf8_lossy(&body)));
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "no error message: {v}");
     });
 }
@@ -64,7 +70,20 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
             prop::collection::btree_map(
-                prop_oneof![Just("inputs".to_string()), Just("name".to_string()), Just("shape".to_string()), Just("datatype".to_string()), Just("data".to_string()), Just("parameters".to_string()), Just("binary_data_size".to_string()), Just("outputs".to_string()), Just("images".to_string()), Just("decision".to_string()), Just("shapes".to_string()), "[a-z]{1,6}"],
+                prop_oneof![
+                    Just("inputs".to_string()),
+                    Just("name".to_string()),
+                    Just("shape".to_string()),
+                    Just("datatype".to_string()),
+                    Just("data".to_string()),
+                    Just("parameters".to_string()),
+                    Just("binary_data_size".to_string()),
+                    Just("outputs".to_string()),
+                    Just("images".to_string()),
+                    Just("decision".to_string()),
+                    Just("shapes".to_string()),
+                    "[a-z]{1,6}"
+                ],
                 inner,
                 0..5
             )
@@ -173,7 +192,15 @@ proptest! {
 fn server_survives_the_fuzzing() {
     // Runs in the same binary; whichever order tests run in, the server answers correctly.
     let f = fixture();
-    let r = f.rt.block_on(f.server.client.post(f.server.url("/v1/predict")).body(png(64, 64, [0, 0, 0], Some((8, 8, 8, [255, 0, 0])))).send()).unwrap();
+    let r =
+        f.rt.block_on(
+            f.server
+                .client
+                .post(f.server.url("/v1/predict"))
+                .body(png(64, 64, [0, 0, 0], Some((8, 8, 8, [255, 0, 0]))))
+                .send(),
+        )
+        .unwrap();
     assert_eq!(r.status(), 200);
     // Bodies over the limit: 413 with a JSON reason.
     let big = vec![0u8; flywheel_inference_server::http::MAX_BODY + 1];

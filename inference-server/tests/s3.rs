@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use flywheel_test_support::seaweed;
 use flywheel_inference_server::serving::*;
 use flywheel_storage::Location;
+use flywheel_test_support::seaweed;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,7 +31,13 @@ async fn s3_serves_the_model_and_stores_log_reviews_and_feedback() {
     let mut champion = classifier("colour", "colour_classifier.onnx", "v1");
     champion.uri = "s3://flywheel/models/colour.onnx".into();
     let mut cfg = config(champion);
-    cfg.prediction_log = Some(PredictionLogConfig { uri: "s3://flywheel/log".into(), sample_rate: 1.0, retention_days: 30, flush_records: 4, flush_interval_ms: 20 });
+    cfg.prediction_log = Some(PredictionLogConfig {
+        uri: "s3://flywheel/log".into(),
+        sample_rate: 1.0,
+        retention_days: 30,
+        flush_records: 4,
+        flush_interval_ms: 20,
+    });
     cfg.feedback_dataset = Some(FeedbackDatasetConfig { uri: "s3://flywheel/feedback".into(), format: None });
     cfg.auth.token_file = Some(dir.path().join("token").display().to_string());
     let s = TestServer::start_in(dir, &cfg).await;
@@ -50,7 +56,13 @@ async fn s3_serves_the_model_and_stores_log_reviews_and_feedback() {
     let img = s.client.get(s.url(&format!("/v1/review/items/{id}/image"))).bearer_auth(token).send().await.unwrap();
     assert_eq!(img.bytes().await.unwrap().as_ref(), red.as_slice());
 
-    let submit = || s.client.post(s.url(&format!("/v1/review/items/{id}"))).bearer_auth(token).json(&json!({"decision": "accept"})).send();
+    let submit = || {
+        s.client
+            .post(s.url(&format!("/v1/review/items/{id}")))
+            .bearer_auth(token)
+            .json(&json!({"decision": "accept"}))
+            .send()
+    };
     assert_eq!(submit().await.unwrap().status(), 200);
     assert_eq!(submit().await.unwrap().status(), 409);
 

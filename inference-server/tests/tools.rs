@@ -25,7 +25,9 @@ fn free_port() -> u16 {
 fn need(tool: &str) -> std::path::PathBuf {
     let found = std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(tool)).find(|p| p.exists()));
-    found.unwrap_or_else(|| panic!("{tool} is not installed: run scripts/install-deps.sh (apt packages prometheus, chromium)"))
+    found.unwrap_or_else(|| {
+        panic!("{tool} is not installed: run scripts/install-deps.sh (apt packages prometheus, chromium)")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,7 +35,10 @@ async fn tritonclient_runs_inferences() {
     let s = TestServer::start(&config(classifier("colour", "colour_classifier.onnx", "v1"))).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/triton_infer.py");
     let addr = s.running.addr.to_string();
-    let out = tokio::task::spawn_blocking(move || Command::new(python()).args([script, &addr, "colour"]).output().unwrap()).await.unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(python()).args([script, &addr, "colour"]).output().unwrap())
+            .await
+            .unwrap();
     assert!(
         out.status.success(),
         "tritonclient failed:\n{}\n{}",
@@ -191,7 +196,11 @@ async fn review_page_renders_in_headless_chromium() {
         dom = run(vec!["--dump-dom".into()]).await.unwrap();
     }
     let html = String::from_utf8_lossy(&dom.stdout);
-    assert!(html.contains("<canvas id=\"canvas\" width=\"128\" height=\"64\""), "image not drawn:\n{html}\n{}", String::from_utf8_lossy(&dom.stderr));
+    assert!(
+        html.contains("<canvas id=\"canvas\" width=\"128\" height=\"64\""),
+        "image not drawn:\n{html}\n{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
     assert!(html.contains("red 0.9") || html.contains("red 1.00"), "champion shapes missing:\n{html}");
     assert!(html.contains("<span class=\"tag dis\">disagreement</span>"), "{html}");
     assert!(html.contains("<td>shadow</td><td>d2</td>"), "{html}");

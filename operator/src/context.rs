@@ -6,8 +6,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::metrics::Metrics;
 use crate::Result;
+use crate::metrics::Metrics;
 
 /// The one field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "flywheel-operator";
@@ -44,10 +44,7 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, metrics: Metrics, settings: Settings) -> Arc<Self> {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
         Arc::new(Self { client, metrics, recorder, settings })
     }
@@ -78,6 +75,11 @@ impl Context {
             .await?
             .ok_or_else(|| crate::Error::MissingReference { kind: "Secret", name: name.to_string() })?;
         // stringData is write-only: the API server returns everything in data.
-        Ok(secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect())
+        Ok(secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect())
     }
 }

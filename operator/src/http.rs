@@ -40,7 +40,11 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-pub async fn serve(addr: SocketAddr, state: HttpState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    state: HttpState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await

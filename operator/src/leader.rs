@@ -26,7 +26,12 @@ pub fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
 
 impl LeaderElector {
     pub fn new(client: Client, namespace: &str, name: &str, identity: String) -> Self {
-        Self { api: Api::namespaced(client, namespace), name: name.into(), identity, lease_duration: Duration::from_secs(15) }
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity,
+            lease_duration: Duration::from_secs(15),
+        }
     }
 
     fn spec(&self, previous: Option<&LeaseSpec>, now: Timestamp) -> LeaseSpec {

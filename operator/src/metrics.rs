@@ -74,9 +74,25 @@ impl Default for Metrics {
         registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", duration.clone());
         let training_runs = Family::<TrainingRunLabels, Counter>::default();
         let promotions = Family::<PromotionLabels, Counter>::default();
-        registry.register("training_runs", "Training runs that finished, by pipeline and result", training_runs.clone());
-        registry.register("promotions", "Models the operator promoted (continuous deployment or promotion gate), by role", promotions.clone());
-        Self { registry: Arc::new(registry), reconciles, errors, duration, training_runs, promotions, counted_runs: Arc::default() }
+        registry.register(
+            "training_runs",
+            "Training runs that finished, by pipeline and result",
+            training_runs.clone(),
+        );
+        registry.register(
+            "promotions",
+            "Models the operator promoted (continuous deployment or promotion gate), by role",
+            promotions.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            reconciles,
+            errors,
+            duration,
+            training_runs,
+            promotions,
+            counted_runs: Arc::default(),
+        }
     }
 }
 
@@ -107,7 +123,11 @@ impl Metrics {
         let succeeded = self.training_runs.get_or_create(&labels("succeeded")).clone();
         let failed = self.training_runs.get_or_create(&labels("failed")).clone();
         for to in ["shadow", "champion"] {
-            let _ = self.promotions.get_or_create(&PromotionLabels { namespace: namespace.clone(), deployment: p.spec.deployment.clone(), to: to.into() });
+            let _ = self.promotions.get_or_create(&PromotionLabels {
+                namespace: namespace.clone(),
+                deployment: p.spec.deployment.clone(),
+                to: to.into(),
+            });
         }
         let uid = p.uid().unwrap_or_default();
         let mut counted = self.counted_runs.lock().expect("counted runs lock");
@@ -133,7 +153,11 @@ impl Metrics {
             Role::Shadow => "shadow",
         };
         self.promotions
-            .get_or_create(&PromotionLabels { namespace: d.namespace().unwrap_or_default(), deployment: d.name_any(), to: to.into() })
+            .get_or_create(&PromotionLabels {
+                namespace: d.namespace().unwrap_or_default(),
+                deployment: d.name_any(),
+                to: to.into(),
+            })
             .inc();
     }
 
@@ -172,7 +196,16 @@ mod tests {
     }
 
     fn run(number: u32, outcome: &str) -> TrainingRun {
-        TrainingRun { number, job: format!("loop-train-{number}"), reviewed_at_trigger: 0, started: None, finished: None, outcome: outcome.into(), model_version: None, message: String::new() }
+        TrainingRun {
+            number,
+            job: format!("loop-train-{number}"),
+            reviewed_at_trigger: 0,
+            started: None,
+            finished: None,
+            outcome: outcome.into(),
+            model_version: None,
+            message: String::new(),
+        }
     }
 
     fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
@@ -189,7 +222,8 @@ mod tests {
         assert_eq!(line(&text, succeeded), format!("{succeeded} 0"));
         assert_eq!(line(&text, failed), format!("{failed} 0"));
         for to in ["shadow", "champion"] {
-            let promo = format!(r#"flywheel_operator_promotions_total{{namespace="ns",deployment="shapes",to="{to}"}}"#);
+            let promo =
+                format!(r#"flywheel_operator_promotions_total{{namespace="ns",deployment="shapes",to="{to}"}}"#);
             assert_eq!(line(&text, &promo), format!("{promo} 0"));
         }
         // Every reconcile re-reads the same runs: each finished run counts once.
@@ -216,7 +250,10 @@ mod tests {
         m.promoted(&d, Role::Champion, Some("m2"));
         m.promoted(&d, Role::Shadow, None);
         let text = m.encode();
-        assert!(text.contains(r#"flywheel_operator_promotions_total{namespace="ns",deployment="shapes",to="champion"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"flywheel_operator_promotions_total{namespace="ns",deployment="shapes",to="champion"} 1"#),
+            "{text}"
+        );
         assert!(!text.contains(r#"to="shadow""#), "{text}");
     }
 }

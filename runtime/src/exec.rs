@@ -9,10 +9,15 @@ use std::collections::HashMap;
 
 /// Run the plan. `overrides` replaces constants (training binds initializers to Vars).
 /// String values live in their own slots (allocated only when the graph has strings).
-pub fn execute(plan: &Plan, inputs: &[(&str, Value)], overrides: &HashMap<usize, Tensor>) -> Result<Vec<(String, Value)>, RunError> {
+pub fn execute(
+    plan: &Plan,
+    inputs: &[(&str, Value)],
+    overrides: &HashMap<usize, Tensor>,
+) -> Result<Vec<(String, Value)>, RunError> {
     let g = &plan.graph;
     let mut slots: Vec<Option<Tensor>> = vec![None; g.value_names.len()];
-    let mut strs: Vec<Option<StringTensor>> = if g.string_values.is_empty() { Vec::new() } else { vec![None; g.value_names.len()] };
+    let mut strs: Vec<Option<StringTensor>> =
+        if g.string_values.is_empty() { Vec::new() } else { vec![None; g.value_names.len()] };
     for (id, t) in &g.consts {
         slots[*id] = Some(overrides.get(id).cloned().unwrap_or_else(|| t.clone()));
     }
@@ -36,7 +41,9 @@ pub fn execute(plan: &Plan, inputs: &[(&str, Value)], overrides: &HashMap<usize,
                 continue;
             }
             (Value::Tensor(_), true) => return Err(bad("the model expects a string tensor".into())),
-            (Value::Strings(_), false) => return Err(bad(format!("a string tensor, the model expects {:?}", info.dtype))),
+            (Value::Strings(_), false) => {
+                return Err(bad(format!("a string tensor, the model expects {:?}", info.dtype)));
+            }
         };
         if t.dtype() != info.dtype {
             return Err(bad(format!("dtype {:?}, the model expects {:?}", t.dtype(), info.dtype)));
@@ -60,7 +67,11 @@ pub fn execute(plan: &Plan, inputs: &[(&str, Value)], overrides: &HashMap<usize,
     for (ni, node) in g.nodes.iter().enumerate() {
         let started = profile.then(std::time::Instant::now);
         if let ops::Op::Strings(op) = &node.op {
-            let out = strings::run(*op, &node.inputs, &strs, &slots).map_err(|e| RunError::Node { node: node.name.clone(), op: node.op_type.clone(), reason: e.to_string() })?;
+            let out = strings::run(*op, &node.inputs, &strs, &slots).map_err(|e| RunError::Node {
+                node: node.name.clone(),
+                op: node.op_type.clone(),
+                reason: e.to_string(),
+            })?;
             match out {
                 Value::Tensor(t) => slots[node.outputs[0]] = Some(t),
                 Value::Strings(s) => strs[node.outputs[0]] = Some(s),
@@ -69,12 +80,26 @@ pub fn execute(plan: &Plan, inputs: &[(&str, Value)], overrides: &HashMap<usize,
             continue;
         }
         let ins: Vec<Option<&Tensor>> = node.inputs.iter().map(|i| i.and_then(|i| slots[i].as_ref())).collect();
-        let outs = ops::run_guarded(&node.op, &ins, node.outputs.len()).map_err(|e| RunError::Node { node: node.name.clone(), op: node.op_type.clone(), reason: e.to_string() })?;
+        let outs = ops::run_guarded(&node.op, &ins, node.outputs.len()).map_err(|e| RunError::Node {
+            node: node.name.clone(),
+            op: node.op_type.clone(),
+            reason: e.to_string(),
+        })?;
         if outs.len() < node.outputs.len() {
-            return Err(RunError::Node { node: node.name.clone(), op: node.op_type.clone(), reason: format!("produced {} outputs, {} declared", outs.len(), node.outputs.len()) });
+            return Err(RunError::Node {
+                node: node.name.clone(),
+                op: node.op_type.clone(),
+                reason: format!("produced {} outputs, {} declared", outs.len(), node.outputs.len()),
+            });
         }
         if let Some(t0) = started {
-            eprintln!("{:>9.3} ms  {:<20} {}  -> {:?}", t0.elapsed().as_secs_f64() * 1e3, node.op_type, node.name, outs.first().map(|t| t.dims().to_vec()));
+            eprintln!(
+                "{:>9.3} ms  {:<20} {}  -> {:?}",
+                t0.elapsed().as_secs_f64() * 1e3,
+                node.op_type,
+                node.name,
+                outs.first().map(|t| t.dims().to_vec())
+            );
         }
         for (id, t) in node.outputs.iter().zip(outs) {
             slots[*id] = Some(t);
@@ -84,8 +109,13 @@ pub fn execute(plan: &Plan, inputs: &[(&str, Value)], overrides: &HashMap<usize,
     g.outputs
         .iter()
         .map(|(id, info)| {
-            let v = if info.is_string { strs[*id].clone().map(Value::Strings) } else { slots[*id].clone().map(Value::Tensor) };
-            v.map(|v| (info.name.clone(), v)).ok_or_else(|| RunError::Other(format!("output '{}' was not computed", info.name)))
+            let v = if info.is_string {
+                strs[*id].clone().map(Value::Strings)
+            } else {
+                slots[*id].clone().map(Value::Tensor)
+            };
+            v.map(|v| (info.name.clone(), v))
+                .ok_or_else(|| RunError::Other(format!("output '{}' was not computed", info.name)))
         })
         .collect()
 }

@@ -3,12 +3,12 @@
 
 use crate::error::LoadError;
 use crate::model::{Dim, ValueInfo};
-use crate::ops::{self, Op};
 use crate::ops::narrow::{self, Held};
+use crate::ops::{self, Op};
 use crate::proto::{holder_of, tensor_from_proto};
 use crate::strings::{self, StringConsts};
 use candle_core::Tensor;
-use candle_onnx::onnx::{ModelProto, ValueInfoProto, type_proto, tensor_shape_proto::dimension};
+use candle_onnx::onnx::{ModelProto, ValueInfoProto, tensor_shape_proto::dimension, type_proto};
 use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Clone)]
@@ -58,11 +58,14 @@ fn value_info(v: &ValueInfoProto) -> Result<ValueInfo, LoadError> {
         holder_of(tt.elem_type).ok_or_else(|| err(&format!("element type {} is not supported", tt.elem_type)))?
     };
     let shape = tt.shape.as_ref().map(|s| {
-        s.dim.iter().map(|d| match &d.value {
-            Some(dimension::Value::DimValue(n)) if *n >= 0 => Dim::Fixed(*n as usize),
-            Some(dimension::Value::DimParam(p)) => Dim::Dynamic(Some(p.clone())),
-            _ => Dim::Dynamic(None),
-        }).collect()
+        s.dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(dimension::Value::DimValue(n)) if *n >= 0 => Dim::Fixed(*n as usize),
+                Some(dimension::Value::DimParam(p)) => Dim::Dynamic(Some(p.clone())),
+                _ => Dim::Dynamic(None),
+            })
+            .collect()
     });
     Ok(ValueInfo { name: v.name.clone(), dtype, shape, is_string })
 }
@@ -129,7 +132,11 @@ pub fn load(model: &ModelProto) -> Result<Graph, LoadError> {
             && let Some(st) = strings::constant(n)?
         {
             let [out] = n.output.as_slice() else {
-                return Err(LoadError::Node { node: name, op: n.op_type.clone(), reason: format!("has {} outputs, 1 expected", n.output.len()) });
+                return Err(LoadError::Node {
+                    node: name,
+                    op: n.op_type.clone(),
+                    reason: format!("has {} outputs, 1 expected", n.output.len()),
+                });
             };
             string_consts.insert(id_of(out, &mut names), st);
             continue;
@@ -141,7 +148,12 @@ pub fn load(model: &ModelProto) -> Result<Graph, LoadError> {
         let outs: Vec<usize> = n.output.iter().map(|s| id_of(if s.is_empty() { "" } else { s }, &mut names)).collect();
         // Constant / ConstantOfShape whose value tensor has a held element type.
         if matches!(n.op_type.as_str(), "Constant" | "ConstantOfShape") {
-            let ty = n.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref()).and_then(|t| Held::from_onnx(t.data_type));
+            let ty = n
+                .attribute
+                .iter()
+                .find(|a| a.name == "value")
+                .and_then(|a| a.t.as_ref())
+                .and_then(|t| Held::from_onnx(t.data_type));
             if let (Some(ty), Some(&o)) = (ty, outs.first()) {
                 held_types.insert(o, ty);
             }
@@ -149,23 +161,46 @@ pub fn load(model: &ModelProto) -> Result<Graph, LoadError> {
         nodes.push(Node { name, op_type: n.op_type.clone(), op, inputs: ins, outputs: outs });
     }
     let mut nodes = topo_sort(nodes, &names, consts.keys().chain(string_consts.keys()), &inputs)?;
-    let seeds = string_consts.keys().copied().chain(inputs.iter().filter(|(_, v)| v.is_string).map(|(id, _)| *id)).collect();
+    let seeds =
+        string_consts.keys().copied().chain(inputs.iter().filter(|(_, v)| v.is_string).map(|(id, _)| *id)).collect();
     let string_values = strings::assign(&mut nodes, seeds, &names)?;
     narrow::rewrite(&mut nodes, &mut held_types, &declared)?;
     for (id, info) in &outputs {
-        let produced = nodes.iter().any(|n| n.outputs.contains(id)) || consts.contains_key(id) || string_consts.contains_key(id) || inputs.iter().any(|(i, _)| i == id);
+        let produced = nodes.iter().any(|n| n.outputs.contains(id))
+            || consts.contains_key(id)
+            || string_consts.contains_key(id)
+            || inputs.iter().any(|(i, _)| i == id);
         if !produced {
             return Err(LoadError::Graph(format!("output '{}' is not produced by any node", info.name)));
         }
         if info.is_string != string_values.contains(id) {
             let (declared, actual) = if info.is_string { ("string", "numeric") } else { ("numeric", "string") };
-            return Err(LoadError::Graph(format!("output '{}' is declared {declared} but the graph computes a {actual} value", info.name)));
+            return Err(LoadError::Graph(format!(
+                "output '{}' is declared {declared} but the graph computes a {actual} value",
+                info.name
+            )));
         }
     }
-    Ok(Graph { value_names: names, nodes, inputs, outputs, consts, initializers, opset, held: held_types, string_consts, string_values })
+    Ok(Graph {
+        value_names: names,
+        nodes,
+        inputs,
+        outputs,
+        consts,
+        initializers,
+        opset,
+        held: held_types,
+        string_consts,
+        string_values,
+    })
 }
 
-fn topo_sort<'a>(nodes: Vec<Node>, names: &[String], consts: impl Iterator<Item = &'a usize>, inputs: &[(usize, ValueInfo)]) -> Result<Vec<Node>, LoadError> {
+fn topo_sort<'a>(
+    nodes: Vec<Node>,
+    names: &[String],
+    consts: impl Iterator<Item = &'a usize>,
+    inputs: &[(usize, ValueInfo)],
+) -> Result<Vec<Node>, LoadError> {
     let mut available = vec![false; names.len()];
     for id in consts {
         available[*id] = true;
@@ -193,8 +228,13 @@ fn topo_sort<'a>(nodes: Vec<Node>, names: &[String], consts: impl Iterator<Item 
         }
     }
     if let Some(n) = pending.into_iter().flatten().next() {
-        let missing: Vec<&str> = n.inputs.iter().flatten().filter(|&&i| !available[i]).map(|&i| names[i].as_str()).collect();
-        return Err(LoadError::Node { node: n.name, op: n.op_type, reason: format!("inputs {missing:?} are never produced (or the graph has a cycle)") });
+        let missing: Vec<&str> =
+            n.inputs.iter().flatten().filter(|&&i| !available[i]).map(|&i| names[i].as_str()).collect();
+        return Err(LoadError::Node {
+            node: n.name,
+            op: n.op_type,
+            reason: format!("inputs {missing:?} are never produced (or the graph has a cycle)"),
+        });
     }
     Ok(sorted)
 }

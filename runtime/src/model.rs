@@ -35,10 +35,13 @@ impl ValueInfo {
     pub fn matches(&self, dims: &[usize]) -> bool {
         match &self.shape {
             None => true,
-            Some(s) => s.len() == dims.len() && s.iter().zip(dims).all(|(d, &n)| match d {
-                Dim::Fixed(f) => *f == n,
-                Dim::Dynamic(_) => true,
-            }),
+            Some(s) => {
+                s.len() == dims.len()
+                    && s.iter().zip(dims).all(|(d, &n)| match d {
+                        Dim::Fixed(f) => *f == n,
+                        Dim::Dynamic(_) => true,
+                    })
+            }
         }
     }
     /// Whether the first (batch) dimension is dynamic, so several samples can run in one call.
@@ -55,7 +58,11 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("inputs", &self.inputs()).field("outputs", &self.outputs()).field("nodes", &self.plan.graph.nodes.len()).finish()
+        f.debug_struct("Model")
+            .field("inputs", &self.inputs())
+            .field("outputs", &self.outputs())
+            .field("nodes", &self.plan.graph.nodes.len())
+            .finish()
     }
 }
 
@@ -109,11 +116,18 @@ impl Model {
     pub fn run_batch(&self, samples: &[Tensor]) -> Result<Vec<Vec<(String, Tensor)>>, RunError> {
         let inputs = self.inputs();
         let [info] = inputs.as_slice() else {
-            return Err(RunError::Other(format!("run_batch needs a single-input model, this one has {}", inputs.len())));
+            return Err(RunError::Other(format!(
+                "run_batch needs a single-input model, this one has {}",
+                inputs.len()
+            )));
         };
         let rank = info.shape.as_ref().map(|s| s.len());
         let with_batch = |t: &Tensor| -> Result<Tensor, RunError> {
-            if rank == Some(t.rank() + 1) { t.unsqueeze(0).map_err(|e| RunError::Other(e.to_string())) } else { Ok(t.clone()) }
+            if rank == Some(t.rank() + 1) {
+                t.unsqueeze(0).map_err(|e| RunError::Other(e.to_string()))
+            } else {
+                Ok(t.clone())
+            }
         };
         let samples: Vec<Tensor> = samples.iter().map(with_batch).collect::<Result<_, _>>()?;
         if samples.is_empty() {
@@ -123,13 +137,16 @@ impl Model {
             return samples.iter().map(|s| self.run(&[(info.name.as_str(), s.clone())])).collect();
         }
         let sizes: Vec<usize> = samples.iter().map(|s| s.dims().first().copied().unwrap_or(1)).collect();
-        let stacked = Tensor::cat(&samples, 0).map_err(|e| RunError::BadInput { name: info.name.clone(), reason: e.to_string() })?;
+        let stacked = Tensor::cat(&samples, 0)
+            .map_err(|e| RunError::BadInput { name: info.name.clone(), reason: e.to_string() })?;
         let outs = self.run(&[(info.name.as_str(), stacked)])?;
         let total: usize = sizes.iter().sum();
         let mut per_sample = vec![Vec::with_capacity(outs.len()); samples.len()];
         for (name, t) in outs {
             if t.dims().first() != Some(&total) {
-                return Err(RunError::Other(format!("output '{name}' has no batch dimension of {total}; run samples one by one")));
+                return Err(RunError::Other(format!(
+                    "output '{name}' has no batch dimension of {total}; run samples one by one"
+                )));
             }
             let mut start = 0;
             for (i, &n) in sizes.iter().enumerate() {

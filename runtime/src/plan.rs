@@ -41,8 +41,11 @@ fn fold_constants(g: &mut Graph, keep_live: &HashSet<usize>) -> Result<(), LoadE
             continue;
         }
         let ins: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| i.map(|i| &g.consts[&i])).collect();
-        let outs = ops::run_guarded(&n.op, &ins, n.outputs.len())
-            .map_err(|e| LoadError::Node { node: n.name.clone(), op: n.op_type.clone(), reason: e.to_string() })?;
+        let outs = ops::run_guarded(&n.op, &ins, n.outputs.len()).map_err(|e| LoadError::Node {
+            node: n.name.clone(),
+            op: n.op_type.clone(),
+            reason: e.to_string(),
+        })?;
         for (id, t) in n.outputs.iter().zip(outs) {
             g.consts.insert(*id, t);
         }
@@ -96,7 +99,11 @@ fn fold_batch_norm(g: &mut Graph) -> Result<(), LoadError> {
             };
             Ok((nw, nb))
         };
-        let (nw, nb) = fold().map_err(|e| LoadError::Node { node: g.nodes[bi].name.clone(), op: "BatchNormalization".into(), reason: e.to_string() })?;
+        let (nw, nb) = fold().map_err(|e| LoadError::Node {
+            node: g.nodes[bi].name.clone(),
+            op: "BatchNormalization".into(),
+            reason: e.to_string(),
+        })?;
         // Fresh value ids for the folded weights (the originals may be shared by other nodes).
         let wid = g.value_names.len();
         g.value_names.push(format!("{}::folded_w", g.nodes[ci].name));
@@ -167,12 +174,17 @@ fn fuse_activations(g: &mut Graph) {
                 Op::Unary(Unary::HardSigmoid(a, b)) => Some(Activation::MulHardSigmoid(*a, *b)),
                 _ => None,
             };
-            let (s, m) = if gate(&g.nodes[users[0]].op).is_some() { (users[0], users[1]) } else { (users[1], users[0]) };
+            let (s, m) =
+                if gate(&g.nodes[users[0]].op).is_some() { (users[0], users[1]) } else { (users[1], users[0]) };
             let sig_out = g.nodes[s].outputs[0];
             let is_mul = matches!(g.nodes[m].op, Op::Binary(ops::elementwise::Binary::Mul));
             let mul_ins: HashSet<Option<usize>> = g.nodes[m].inputs.iter().copied().collect();
             if let Some(act) = gate(&g.nodes[s].op) {
-                if is_mul && mul_ins == HashSet::from([Some(out), Some(sig_out)]) && consumers(g, sig_out).len() == 1 && !is_output(g, sig_out) {
+                if is_mul
+                    && mul_ins == HashSet::from([Some(out), Some(sig_out)])
+                    && consumers(g, sig_out).len() == 1
+                    && !is_output(g, sig_out)
+                {
                     fused = Some((act, vec![s, m], g.nodes[m].outputs[0]));
                 }
             }
@@ -233,7 +245,11 @@ fn check_spatial_rank(g: &Graph) -> Result<(), LoadError> {
             && !(3..=max_rank).contains(&rank)
         {
             let dims = if max_rank == 4 { "1-D and 2-D" } else { "1-D, 2-D and 3-D" };
-            return Err(LoadError::Node { node: n.name.clone(), op: n.op_type.clone(), reason: format!("{}-D convolution is not supported ({dims} only)", rank.saturating_sub(2)) });
+            return Err(LoadError::Node {
+                node: n.name.clone(),
+                op: n.op_type.clone(),
+                reason: format!("{}-D convolution is not supported ({dims} only)", rank.saturating_sub(2)),
+            });
         }
     }
     Ok(())

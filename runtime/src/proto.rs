@@ -2,8 +2,8 @@
 //! float_data, int32_data, int64_data, double_data, uint64_data) and node attributes.
 
 use crate::error::{LoadError, node_err};
-use candle_core::{DType, Device, Tensor};
 use crate::ops::narrow::Held;
+use candle_core::{DType, Device, Tensor};
 use candle_onnx::onnx::{AttributeProto, NodeProto, TensorProto};
 
 /// ONNX TensorProto.DataType codes used here.
@@ -85,12 +85,20 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor, LoadError> {
     use onnx_type::*;
     let tensor = match t.data_type {
         FLOAT => {
-            let v: Vec<f32> = if !raw.is_empty() { le_chunks::<4>(raw).map(f32::from_le_bytes).collect() } else { t.float_data.clone() };
+            let v: Vec<f32> = if !raw.is_empty() {
+                le_chunks::<4>(raw).map(f32::from_le_bytes).collect()
+            } else {
+                t.float_data.clone()
+            };
             check(v.len())?;
             Tensor::from_vec(v, dims.as_slice(), dev)
         }
         DOUBLE => {
-            let v: Vec<f64> = if !raw.is_empty() { le_chunks::<8>(raw).map(f64::from_le_bytes).collect() } else { t.double_data.clone() };
+            let v: Vec<f64> = if !raw.is_empty() {
+                le_chunks::<8>(raw).map(f64::from_le_bytes).collect()
+            } else {
+                t.double_data.clone()
+            };
             check(v.len())?;
             Tensor::from_vec(v, dims.as_slice(), dev)
         }
@@ -113,43 +121,72 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor, LoadError> {
             Tensor::from_vec(v, dims.as_slice(), dev)
         }
         INT64 => {
-            let v: Vec<i64> = if !raw.is_empty() { le_chunks::<8>(raw).map(i64::from_le_bytes).collect() } else { t.int64_data.clone() };
+            let v: Vec<i64> = if !raw.is_empty() {
+                le_chunks::<8>(raw).map(i64::from_le_bytes).collect()
+            } else {
+                t.int64_data.clone()
+            };
             check(v.len())?;
             Tensor::from_vec(v, dims.as_slice(), dev)
         }
         INT32 => {
-            let v: Vec<i32> = if !raw.is_empty() { le_chunks::<4>(raw).map(i32::from_le_bytes).collect() } else { t.int32_data.clone() };
+            let v: Vec<i32> = if !raw.is_empty() {
+                le_chunks::<4>(raw).map(i32::from_le_bytes).collect()
+            } else {
+                t.int32_data.clone()
+            };
             check(v.len())?;
             Tensor::from_vec(v, dims.as_slice(), dev)
         }
         INT16 => {
-            let v: Vec<i16> = if !raw.is_empty() { le_chunks::<2>(raw).map(i16::from_le_bytes).collect() } else { t.int32_data.iter().map(|&x| x as i16).collect() };
+            let v: Vec<i16> = if !raw.is_empty() {
+                le_chunks::<2>(raw).map(i16::from_le_bytes).collect()
+            } else {
+                t.int32_data.iter().map(|&x| x as i16).collect()
+            };
             check(v.len())?;
             Tensor::from_vec(v, dims.as_slice(), dev)
         }
         UINT8 | BOOL => {
-            let v: Vec<u8> = if !raw.is_empty() { raw.clone() } else { t.int32_data.iter().map(|&x| x as u8).collect() };
+            let v: Vec<u8> =
+                if !raw.is_empty() { raw.clone() } else { t.int32_data.iter().map(|&x| x as u8).collect() };
             check(v.len())?;
             Tensor::from_vec(v, dims.as_slice(), dev)
         }
         UINT32 => {
-            let v: Vec<u32> = if !raw.is_empty() { le_chunks::<4>(raw).map(u32::from_le_bytes).collect() } else { t.uint64_data.iter().map(|&x| x as u32).collect() };
+            let v: Vec<u32> = if !raw.is_empty() {
+                le_chunks::<4>(raw).map(u32::from_le_bytes).collect()
+            } else {
+                t.uint64_data.iter().map(|&x| x as u32).collect()
+            };
             check(v.len())?;
             Tensor::from_vec(v, dims.as_slice(), dev)
         }
         // int8 / uint16 / uint64: held in I16 / I32 / I64 (uint64 as the same bit pattern).
         INT8 => {
-            let v: Vec<i16> = if !raw.is_empty() { raw.iter().map(|&b| b as i8 as i16).collect() } else { t.int32_data.iter().map(|&x| x as i8 as i16).collect() };
+            let v: Vec<i16> = if !raw.is_empty() {
+                raw.iter().map(|&b| b as i8 as i16).collect()
+            } else {
+                t.int32_data.iter().map(|&x| x as i8 as i16).collect()
+            };
             check(v.len())?;
             Tensor::from_vec(v, dims.as_slice(), dev)
         }
         UINT16 => {
-            let v: Vec<i32> = if !raw.is_empty() { le_chunks::<2>(raw).map(|b| u16::from_le_bytes(b) as i32).collect() } else { t.int32_data.iter().map(|&x| x as u16 as i32).collect() };
+            let v: Vec<i32> = if !raw.is_empty() {
+                le_chunks::<2>(raw).map(|b| u16::from_le_bytes(b) as i32).collect()
+            } else {
+                t.int32_data.iter().map(|&x| x as u16 as i32).collect()
+            };
             check(v.len())?;
             Tensor::from_vec(v, dims.as_slice(), dev)
         }
         UINT64 => {
-            let v: Vec<i64> = if !raw.is_empty() { le_chunks::<8>(raw).map(i64::from_le_bytes).collect() } else { t.uint64_data.iter().map(|&x| x as i64).collect() };
+            let v: Vec<i64> = if !raw.is_empty() {
+                le_chunks::<8>(raw).map(i64::from_le_bytes).collect()
+            } else {
+                t.uint64_data.iter().map(|&x| x as i64).collect()
+            };
             check(v.len())?;
             Tensor::from_vec(v, dims.as_slice(), dev)
         }

@@ -61,7 +61,11 @@ pub fn from_proto(t: &TensorProto) -> Result<StringTensor, LoadError> {
     if t.data_location == 1 {
         return Err(err("external data is not supported; embed the strings in the model".into()));
     }
-    let dims = t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| err(format!("negative dimension {d}")))).collect::<Result<Vec<_>, _>>()?;
+    let dims = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| err(format!("negative dimension {d}"))))
+        .collect::<Result<Vec<_>, _>>()?;
     StringTensor::new(dims, t.string_data.clone()).map_err(err)
 }
 
@@ -86,7 +90,9 @@ pub enum StringOp {
     /// Elementwise equality with numpy broadcasting; the output is bool (held as u8).
     Equal,
     Identity,
-    Reshape { allowzero: bool },
+    Reshape {
+        allowzero: bool,
+    },
 }
 
 /// Load-time pass over the sorted nodes: find the values that are strings (starting from
@@ -123,16 +129,30 @@ pub fn assign(nodes: &mut [Node], strings: HashSet<usize>, names: &[String]) -> 
 }
 
 /// Run a string op. `strs` holds the string values, `tensors` the candle ones.
-pub fn run(op: StringOp, ins: &[Option<usize>], strs: &[Option<StringTensor>], tensors: &[Option<Tensor>]) -> candle_core::Result<Value> {
+pub fn run(
+    op: StringOp,
+    ins: &[Option<usize>],
+    strs: &[Option<StringTensor>],
+    tensors: &[Option<Tensor>],
+) -> candle_core::Result<Value> {
     let s = |k: usize| -> candle_core::Result<&StringTensor> {
-        ins.get(k).copied().flatten().and_then(|i| strs[i].as_ref()).ok_or_else(|| candle_core::Error::Msg(format!("missing string input {k}")))
+        ins.get(k)
+            .copied()
+            .flatten()
+            .and_then(|i| strs[i].as_ref())
+            .ok_or_else(|| candle_core::Error::Msg(format!("missing string input {k}")))
     };
     match op {
         StringOp::Equal => equal(s(0)?, s(1)?).map(Value::Tensor),
         StringOp::Identity => Ok(Value::Strings(s(0)?.clone())),
         StringOp::Reshape { allowzero } => {
             let x = s(0)?;
-            let spec = ins.get(1).copied().flatten().and_then(|i| tensors[i].as_ref()).ok_or_else(|| candle_core::Error::Msg("missing shape input".into()))?;
+            let spec = ins
+                .get(1)
+                .copied()
+                .flatten()
+                .and_then(|i| tensors[i].as_ref())
+                .ok_or_else(|| candle_core::Error::Msg("missing shape input".into()))?;
             // Reuse the numeric shape rules on a placeholder of the same dims (one byte per element).
             let placeholder = Tensor::zeros(x.dims(), DType::U8, &Device::Cpu)?;
             let dims = shape::reshape(&placeholder, spec, allowzero)?.dims().to_vec();

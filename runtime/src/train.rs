@@ -55,7 +55,8 @@ impl TrainableModel {
             let t = &g.consts[id];
             // Float8/float4 initializers are held in F32 but cannot take arbitrary values: not trainable.
             if t.dtype().is_float() && !g.held.contains_key(id) {
-                let v = Var::from_tensor(t).map_err(|e| LoadError::Tensor { name: name.clone(), reason: e.to_string() })?;
+                let v =
+                    Var::from_tensor(t).map_err(|e| LoadError::Tensor { name: name.clone(), reason: e.to_string() })?;
                 vars.push((name.clone(), *id, v));
             }
         }
@@ -81,7 +82,8 @@ impl TrainableModel {
             })
             .map(|(_, id, _)| *id)
             .collect();
-        let out = self.vars.iter().filter(|(_, id, _)| chosen.contains(id)).map(|(n, _, v)| (n.clone(), v.clone())).collect();
+        let out =
+            self.vars.iter().filter(|(_, id, _)| chosen.contains(id)).map(|(n, _, v)| (n.clone(), v.clone())).collect();
         *self.trainable.write().expect("lock") = chosen;
         out
     }
@@ -92,9 +94,12 @@ impl TrainableModel {
         let overrides: HashMap<usize, Tensor> = self
             .vars
             .iter()
-            .map(|(_, id, v)| (*id, if trainable.contains(id) { v.as_tensor().clone() } else { v.as_tensor().detach() }))
+            .map(|(_, id, v)| {
+                (*id, if trainable.contains(id) { v.as_tensor().clone() } else { v.as_tensor().detach() })
+            })
             .collect();
-        let inputs: Vec<(&str, crate::strings::Value)> = inputs.iter().map(|(n, t)| (*n, crate::strings::Value::Tensor(t.clone()))).collect();
+        let inputs: Vec<(&str, crate::strings::Value)> =
+            inputs.iter().map(|(n, t)| (*n, crate::strings::Value::Tensor(t.clone()))).collect();
         crate::model::tensors_only(execute(&self.plan, &inputs, &overrides)?)
     }
 
@@ -105,7 +110,9 @@ impl TrainableModel {
         if let Some(g) = proto.graph.as_mut() {
             for init in g.initializer.iter_mut() {
                 if let Some(v) = by_name.get(init.name.as_str()) {
-                    let t = v.as_tensor().to_dtype(crate::proto::dtype_of(init.data_type).unwrap_or(v.dtype()))
+                    let t = v
+                        .as_tensor()
+                        .to_dtype(crate::proto::dtype_of(init.data_type).unwrap_or(v.dtype()))
                         .and_then(|t| tensor_to_proto(&init.name, &t))
                         .map_err(|e| ExportError::Param { name: init.name.clone(), reason: e.to_string() })?;
                     let dims = std::mem::take(&mut init.dims);
@@ -140,7 +147,9 @@ fn head_params(g: &graph::Graph) -> HashSet<usize> {
             head.extend(node.inputs.iter().flatten().filter(|id| init.contains(id)).copied());
             if matches!(node.op, Op::MatMul) {
                 for m in &g.nodes {
-                    if matches!(m.op, Op::Binary(crate::ops::elementwise::Binary::Add)) && m.inputs.contains(&Some(node.outputs[0])) {
+                    if matches!(m.op, Op::Binary(crate::ops::elementwise::Binary::Add))
+                        && m.inputs.contains(&Some(node.outputs[0]))
+                    {
                         head.extend(m.inputs.iter().flatten().filter(|id| init.contains(id)).copied());
                     }
                 }

@@ -12,14 +12,25 @@ use std::process::Command;
 fn casts_match_the_onnx_reference_exactly() {
     let root = common::generate("gen_cast_checks.py", &[]);
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_onnx-node-test"));
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(&root).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
     dirs.sort();
     assert!(dirs.len() > 70, "expected the generated cast checks in {}", root.display());
     let mut failures = Vec::new();
     for dir in &dirs {
-        let out = Command::new(&bin).arg(dir).args(["--rtol", "0", "--atol", "0"]).env("RAYON_NUM_THREADS", "1").env("RUST_BACKTRACE", "0").output().expect("run onnx-node-test");
+        let out = Command::new(&bin)
+            .arg(dir)
+            .args(["--rtol", "0", "--atol", "0"])
+            .env("RAYON_NUM_THREADS", "1")
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("run onnx-node-test");
         if !out.status.success() {
-            failures.push(format!("{}: {}", dir.file_name().unwrap().to_string_lossy(), String::from_utf8_lossy(&out.stdout).trim()));
+            failures.push(format!(
+                "{}: {}",
+                dir.file_name().unwrap().to_string_lossy(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            ));
         }
     }
     assert!(failures.is_empty(), "casts differing from the ONNX reference: {failures:#?}");

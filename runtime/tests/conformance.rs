@@ -15,22 +15,72 @@ use std::time::{Duration, Instant};
 /// The documented vision op list: each of their node tests must pass or be rejected at load
 /// (listed in docs/runtime-conformance.md). A run error, crash or wrong answer fails the test.
 const VISION_OPS: &[&str] = &[
-    "Conv", "ConvTranspose", "BatchNormalization", "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish",
-    "Gelu", "Softmax", "MaxPool", "AveragePool", "GlobalAveragePool", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div",
-    "Concat", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Resize", "Pad", "Clip", "Split", "Slice",
-    "Shape", "Gather", "ReduceMean", "ReduceSum", "Constant", "Identity", "Cast", "Sqrt", "Exp", "Pow", "Where", "Equal",
+    "Conv",
+    "ConvTranspose",
+    "BatchNormalization",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Gelu",
+    "Softmax",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Concat",
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Resize",
+    "Pad",
+    "Clip",
+    "Split",
+    "Slice",
+    "Shape",
+    "Gather",
+    "ReduceMean",
+    "ReduceSum",
+    "Constant",
+    "Identity",
+    "Cast",
+    "Sqrt",
+    "Exp",
+    "Pow",
+    "Where",
+    "Equal",
 ];
-
 
 /// Vision-op tests whose unsupported case could only be detected at run time (a clear error, not
 /// a wrong answer). Currently none: every unsupported vision case is rejected at load.
 const RUN_TIME_REJECTIONS: &[&str] = &[];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Outcome { Pass, Wrong, Rejected, Error, Crash }
+enum Outcome {
+    Pass,
+    Wrong,
+    Rejected,
+    Error,
+    Crash,
+}
 
 fn run_one(bin: &Path, dir: &Path) -> (Outcome, String) {
-    let mut child = Command::new(bin).arg(dir).env("RAYON_NUM_THREADS", "1").env("RUST_BACKTRACE", "0").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+    let mut child = Command::new(bin)
+        .arg(dir)
+        .env("RAYON_NUM_THREADS", "1")
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match child.try_wait().expect("wait") {
@@ -71,22 +121,29 @@ fn op_of(dir: &Path) -> String {
 fn onnx_backend_node_tests() {
     let root = common::generate("gen_node_tests.py", &[]);
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_onnx-node-test"));
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.')).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
     dirs.sort();
     let results: Mutex<Vec<(String, String, Outcome, String)>> = Mutex::new(Vec::new());
     let next = Mutex::new(0usize);
     std::thread::scope(|s| {
         for _ in 0..2 {
-            s.spawn(|| loop {
-                let i = {
-                    let mut n = next.lock().unwrap();
-                    *n += 1;
-                    *n - 1
-                };
-                let Some(d) = dirs.get(i) else { break };
-                let (o, msg) = run_one(&bin, d);
-                let name = d.file_name().unwrap().to_string_lossy().to_string();
-                results.lock().unwrap().push((name, op_of(d), o, msg));
+            s.spawn(|| {
+                loop {
+                    let i = {
+                        let mut n = next.lock().unwrap();
+                        *n += 1;
+                        *n - 1
+                    };
+                    let Some(d) = dirs.get(i) else { break };
+                    let (o, msg) = run_one(&bin, d);
+                    let name = d.file_name().unwrap().to_string_lossy().to_string();
+                    results.lock().unwrap().push((name, op_of(d), o, msg));
+                }
             });
         }
     });
@@ -114,7 +171,15 @@ fn onnx_backend_node_tests() {
         if c[0] + c[1] + c[3] + c[4] == 0 {
             continue; // op not implemented: all rejected at load
         }
-        md.push_str(&format!("| {op}{} | {} | {} | {} | {} | {} |\n", if VISION_OPS.contains(&op.as_str()) { " (vision)" } else { "" }, c[0], c[1], c[2], c[3], c[4]));
+        md.push_str(&format!(
+            "| {op}{} | {} | {} | {} | {} | {} |\n",
+            if VISION_OPS.contains(&op.as_str()) { " (vision)" } else { "" },
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4]
+        ));
     }
     md.push_str("\nNot passing (tests of implemented ops):\n\n");
     for (name, op, o, msg) in &results {
@@ -134,6 +199,10 @@ fn onnx_backend_node_tests() {
     println!("{md}");
     let wrong: Vec<_> = results.iter().filter(|r| r.2 == Outcome::Wrong).map(|r| format!("{} {}", r.0, r.3)).collect();
     assert!(wrong.is_empty(), "silently wrong answers: {wrong:#?}");
-    let failing_vision: Vec<_> = vision.iter().filter(|r| !matches!(r.2, Outcome::Pass | Outcome::Rejected) && !RUN_TIME_REJECTIONS.contains(&r.0.as_str())).map(|r| format!("{} {:?} {}", r.0, r.2, r.3)).collect();
+    let failing_vision: Vec<_> = vision
+        .iter()
+        .filter(|r| !matches!(r.2, Outcome::Pass | Outcome::Rejected) && !RUN_TIME_REJECTIONS.contains(&r.0.as_str()))
+        .map(|r| format!("{} {:?} {}", r.0, r.2, r.3))
+        .collect();
     assert!(failing_vision.is_empty(), "vision-op node tests failing at run time: {failing_vision:#?}");
 }

@@ -13,7 +13,8 @@ fn generated_models_match_onnxruntime() {
     let mut failures = Vec::new();
     for name in MODELS {
         let d = dir.join(name);
-        let model = Model::from_bytes(&std::fs::read(d.join("model.onnx")).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let model =
+            Model::from_bytes(&std::fs::read(d.join("model.onnx")).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let x = common::read_tensor(&d.join("input_0.pb"));
         let outs = model.run(&[("images", x.clone())]).unwrap_or_else(|e| panic!("{name}: {e}"));
         for (i, (out_name, got)) in outs.iter().enumerate() {
@@ -70,7 +71,8 @@ fn one_model_serves_several_threads_and_rejects_bad_inputs() {
     let info = &model.inputs()[0];
     assert_eq!(info.name, "images");
     assert!(info.dynamic_batch());
-    let wrong_channels = candle_core::Tensor::zeros((1, 4, 64, 64), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let wrong_channels =
+        candle_core::Tensor::zeros((1, 4, 64, 64), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     let err = model.run(&[("images", wrong_channels)]).unwrap_err().to_string();
     assert!(err.contains("images") && err.contains("shape"), "{err}");
     let wrong_dtype = x.to_dtype(candle_core::DType::F64).unwrap();

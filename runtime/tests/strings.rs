@@ -2,7 +2,8 @@
 //! `Model::run_values`; any op that cannot take strings is rejected at load naming the node.
 
 use flywheel_runtime::proto_types::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto, ValueInfoProto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto, ValueInfoProto,
+    type_proto,
 };
 use flywheel_runtime::{LoadError, Model, StringTensor, Tensor, Value};
 
@@ -13,7 +14,11 @@ const INT64: i32 = 7;
 
 fn info(name: &str, elem_type: i32) -> ValueInfoProto {
     let tt = type_proto::Tensor { elem_type, shape: None };
-    ValueInfoProto { name: name.into(), r#type: Some(TypeProto { value: Some(type_proto::Value::TensorType(tt)), ..Default::default() }), ..Default::default() }
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto { value: Some(type_proto::Value::TensorType(tt)), ..Default::default() }),
+        ..Default::default()
+    }
 }
 
 fn node(op: &str, name: &str, ins: &[&str], outs: &[&str]) -> NodeProto {
@@ -26,11 +31,22 @@ fn node(op: &str, name: &str, ins: &[&str], outs: &[&str]) -> NodeProto {
     }
 }
 
-fn model(nodes: Vec<NodeProto>, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>, inits: Vec<TensorProto>) -> ModelProto {
+fn model(
+    nodes: Vec<NodeProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    inits: Vec<TensorProto>,
+) -> ModelProto {
     ModelProto {
         ir_version: 8,
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
-        graph: Some(GraphProto { node: nodes, input: inputs, output: outputs, initializer: inits, ..Default::default() }),
+        graph: Some(GraphProto {
+            node: nodes,
+            input: inputs,
+            output: outputs,
+            initializer: inits,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -40,15 +56,32 @@ fn strings(dims: &[usize], v: &[&str]) -> StringTensor {
 }
 
 fn string_init(name: &str, dims: &[i64], v: &[&str]) -> TensorProto {
-    TensorProto { name: name.into(), data_type: STRING, dims: dims.to_vec(), string_data: v.iter().map(|s| s.as_bytes().to_vec()).collect(), ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        data_type: STRING,
+        dims: dims.to_vec(),
+        string_data: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        ..Default::default()
+    }
 }
 
 #[test]
 fn equal_identity_and_reshape_on_strings() {
     // x: string [2, 2] -> Identity -> Reshape [4] -> Equal with the constant ["a","b","c","d"]
     // (value_strings), and x == "b" (a scalar string initializer, broadcast).
-    let shape = TensorProto { name: "shape".into(), data_type: INT64, dims: vec![1], int64_data: vec![4], ..Default::default() };
-    let abcd = AttributeProto { name: "value_strings".into(), r#type: 8, strings: ["a", "b", "c", "d"].iter().map(|s| s.as_bytes().to_vec()).collect(), ..Default::default() };
+    let shape = TensorProto {
+        name: "shape".into(),
+        data_type: INT64,
+        dims: vec![1],
+        int64_data: vec![4],
+        ..Default::default()
+    };
+    let abcd = AttributeProto {
+        name: "value_strings".into(),
+        r#type: 8,
+        strings: ["a", "b", "c", "d"].iter().map(|s| s.as_bytes().to_vec()).collect(),
+        ..Default::default()
+    };
     let mut konst = node("Constant", "abcd", &[], &["abcd"]);
     konst.attribute.push(abcd);
     let g = model(
@@ -102,11 +135,21 @@ fn other_ops_on_strings_are_rejected_at_load() {
         vec![info("y", FLOAT)],
         vec![string_init("s", &[2], &["1", "2"])],
     );
-    g.graph.as_mut().unwrap().node[1].attribute.push(AttributeProto { name: "to".into(), r#type: 2, i: FLOAT as i64, ..Default::default() });
+    g.graph.as_mut().unwrap().node[1].attribute.push(AttributeProto {
+        name: "to".into(),
+        r#type: 2,
+        i: FLOAT as i64,
+        ..Default::default()
+    });
     let e = load_err(&g);
     assert!(e.contains("'to_float'") && e.contains("'s1'"), "{e}");
     // Equal of a string with a number.
-    let g = model(vec![node("Equal", "mixed", &["x", "n"], &["y"])], vec![info("x", STRING), info("n", FLOAT)], vec![info("y", BOOL)], vec![]);
+    let g = model(
+        vec![node("Equal", "mixed", &["x", "n"], &["y"])],
+        vec![info("x", STRING), info("n", FLOAT)],
+        vec![info("y", BOOL)],
+        vec![],
+    );
     let e = load_err(&g);
     assert!(e.contains("'mixed'") && e.contains("non-string"), "{e}");
 }

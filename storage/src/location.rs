@@ -290,7 +290,10 @@ mod tests {
         root.put("images/2024-01-01/a.png", b"a".to_vec()).await.unwrap();
         root.put("records/r.jsonl", b"{}".to_vec()).await.unwrap();
         let listed = root.list("").await.unwrap();
-        assert_eq!(listed.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(), ["images/2024-01-01/a.png", "records/r.jsonl"]);
+        assert_eq!(
+            listed.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+            ["images/2024-01-01/a.png", "records/r.jsonl"]
+        );
         assert!(listed.iter().all(|(_, t)| *t >= before && *t <= Utc::now()), "{listed:?}");
         root.delete("images/2024-01-01/a.png").await.unwrap();
         assert!(root.get_opt("images/2024-01-01/a.png").await.unwrap().is_none());

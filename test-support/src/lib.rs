@@ -10,9 +10,7 @@ use std::path::PathBuf;
 pub fn cache_root() -> PathBuf {
     std::env::var_os("FLYWHEEL_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/flywheel")
-        })
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/flywheel"))
 }
 
 /// A program of the test virtualenv (python, weed, ...); panics with the fix if it is missing.

@@ -48,21 +48,13 @@ pub struct Ran {
 impl Ran {
     /// Panics with the command line and both outputs unless it succeeded.
     pub fn expect_success(self) -> Self {
-        assert!(
-            self.success,
-            "{} failed:\n--- stdout\n{}\n--- stderr\n{}",
-            self.command, self.stdout, self.stderr
-        );
+        assert!(self.success, "{} failed:\n--- stdout\n{}\n--- stderr\n{}", self.command, self.stdout, self.stderr);
         self
     }
 
     /// Panics with the command line and both outputs unless it failed.
     pub fn expect_failure(self) -> Self {
-        assert!(
-            !self.success,
-            "{} succeeded but should have failed:\n--- stdout\n{}",
-            self.command, self.stdout
-        );
+        assert!(!self.success, "{} succeeded but should have failed:\n--- stdout\n{}", self.command, self.stdout);
         self
     }
 }
@@ -70,13 +62,7 @@ impl Ran {
 /// Runs `cmd` to completion, capturing its output; panics only if it cannot be started.
 pub fn run(cmd: &mut Command) -> Ran {
     let command = format!("{cmd:?}");
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
+    let Output { status, stdout, stderr } = cmd.output().unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
     Ran {
         success: status.success(),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),

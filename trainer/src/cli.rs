@@ -86,10 +86,7 @@ enum GenerateCommand {
 }
 
 fn default_labels() -> Vec<String> {
-    generate::DEFAULT_LABELS
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    generate::DEFAULT_LABELS.iter().map(|s| s.to_string()).collect()
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -134,14 +131,10 @@ struct ProfileExtras {
 
 fn read_request(args: &RequestArgs) -> Result<String> {
     match &args.request {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| TrainerError::Read {
-            uri: path.display().to_string(),
-            reason: e.to_string(),
-        }),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| TrainerError::Read { uri: path.display().to_string(), reason: e.to_string() }),
         None => std::env::var(REQUEST_ENV).map_err(|_| {
-            TrainerError::Request(format!(
-                "no request: set {REQUEST_ENV} to the request JSON or pass --request FILE"
-            ))
+            TrainerError::Request(format!("no request: set {REQUEST_ENV} to the request JSON or pass --request FILE"))
         }),
     }
 }
@@ -161,44 +154,16 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => {
             let req: TrainRequest = parse(&read_request(&args)?)?;
             let result = crate::train::run(&req).await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&result).expect("serialisable")
-            );
+            println!("{}", serde_json::to_string_pretty(&result).expect("serialisable"));
         }
-        Command::Generate(GenerateCommand::Dataset {
-            task,
-            format,
-            count,
-            size,
-            seed,
-            labels,
-            max_objects,
-            out,
-        }) => {
+        Command::Generate(GenerateCommand::Dataset { task, format, count, size, seed, labels, max_objects, out }) => {
             let location = Location::open(&out)?;
-            let opts = DatasetOptions {
-                task: task.into(),
-                format: format.into(),
-                count,
-                size,
-                labels,
-                seed,
-                max_objects,
-            };
+            let opts =
+                DatasetOptions { task: task.into(), format: format.into(), count, size, labels, seed, max_objects };
             let spec = generate::write_dataset(&location, &opts).await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&spec).expect("serialisable")
-            );
+            println!("{}", serde_json::to_string_pretty(&spec).expect("serialisable"));
         }
-        Command::Generate(GenerateCommand::Model {
-            task,
-            size,
-            seed,
-            labels,
-            out,
-        }) => {
+        Command::Generate(GenerateCommand::Model { task, size, seed, labels, out }) => {
             let task: Task = task.into();
             let bytes = match task {
                 Task::Classification => generate::classifier(labels.len(), size, seed),
@@ -207,17 +172,8 @@ async fn run(cli: Cli) -> Result<()> {
             .map_err(TrainerError::Request)?;
             let (parent, name) = Location::open_object(&out)?;
             parent.put(&name, bytes.clone()).await?;
-            let spec = generate::model_spec(
-                task,
-                &labels,
-                size,
-                &parent.child_uri(&name),
-                &sha256_hex(&bytes),
-            );
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&spec).expect("serialisable")
-            );
+            let spec = generate::model_spec(task, &labels, size, &parent.child_uri(&name), &sha256_hex(&bytes));
+            println!("{}", serde_json::to_string_pretty(&spec).expect("serialisable"));
         }
     }
     Ok(())
@@ -233,10 +189,7 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -23,20 +23,12 @@ pub enum TrainerError {
         "refusing to write the trained model: eval {metric} is {new} against {base} for the base model \
          (allowed regression {tolerance})"
     )]
-    Regression {
-        metric: String,
-        base: f64,
-        new: f64,
-        tolerance: f64,
-    },
+    Regression { metric: String, base: f64, new: f64, tolerance: f64 },
 }
 
 impl TrainerError {
     pub fn dataset(file: impl Into<String>, reason: impl std::fmt::Display) -> Self {
-        Self::Dataset {
-            file: file.into(),
-            reason: reason.to_string(),
-        }
+        Self::Dataset { file: file.into(), reason: reason.to_string() }
     }
 }
 
@@ -45,30 +37,14 @@ impl From<StorageError> for TrainerError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::InvalidUri { uri, reason } => Self::Uri { uri, reason },
-            StorageError::NotFound { uri } => Self::Read {
-                uri,
-                reason: "not found".into(),
-            },
-            StorageError::Store {
-                op: Op::Read | Op::List,
-                uri,
-                source,
-            } => Self::Read {
-                uri,
-                reason: source.to_string(),
-            },
-            StorageError::Store {
-                op: Op::Write | Op::Delete,
-                uri,
-                source,
-            } => Self::Write {
-                uri,
-                reason: source.to_string(),
-            },
-            StorageError::Json { uri, source } => Self::Write {
-                uri,
-                reason: source.to_string(),
-            },
+            StorageError::NotFound { uri } => Self::Read { uri, reason: "not found".into() },
+            StorageError::Store { op: Op::Read | Op::List, uri, source } => {
+                Self::Read { uri, reason: source.to_string() }
+            }
+            StorageError::Store { op: Op::Write | Op::Delete, uri, source } => {
+                Self::Write { uri, reason: source.to_string() }
+            }
+            StorageError::Json { uri, source } => Self::Write { uri, reason: source.to_string() },
         }
     }
 }

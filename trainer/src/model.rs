@@ -30,10 +30,7 @@ pub async fn fetch_model(model: &NamedModel) -> Result<Vec<u8>> {
         if !actual.eq_ignore_ascii_case(expected) {
             return Err(TrainerError::Model {
                 uri: uri.into(),
-                reason: format!(
-                    "sha256 is {actual}, ModelVersion {} expects {expected}",
-                    model.name
-                ),
+                reason: format!("sha256 is {actual}, ModelVersion {} expects {expected}", model.name),
             });
         }
     }
@@ -42,18 +39,11 @@ pub async fn fetch_model(model: &NamedModel) -> Result<Vec<u8>> {
 
 /// Names of the graph inputs that are not initializers, and the graph outputs.
 pub fn io_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>)> {
-    let proto = ModelProto::decode(bytes).map_err(|e| TrainerError::Model {
-        uri: "model".into(),
-        reason: e.to_string(),
-    })?;
+    let proto =
+        ModelProto::decode(bytes).map_err(|e| TrainerError::Model { uri: "model".into(), reason: e.to_string() })?;
     let g = proto.graph.unwrap_or_default();
     let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs = g
-        .input
-        .iter()
-        .filter(|v| !inits.contains(v.name.as_str()))
-        .map(|v| v.name.clone())
-        .collect();
+    let inputs = g.input.iter().filter(|v| !inits.contains(v.name.as_str())).map(|v| v.name.clone()).collect();
     let outputs = g.output.iter().map(|v| v.name.clone()).collect();
     Ok((inputs, outputs))
 }
@@ -63,28 +53,18 @@ pub fn io_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>)> {
 /// slopes. "Train all layers" trains these, never decoding constants such as anchor grids or
 /// strides that some exports store as initializers.
 pub fn weight_names(bytes: &[u8]) -> Result<Vec<String>> {
-    let proto = ModelProto::decode(bytes).map_err(|e| TrainerError::Model {
-        uri: "model".into(),
-        reason: e.to_string(),
-    })?;
+    let proto =
+        ModelProto::decode(bytes).map_err(|e| TrainerError::Model { uri: "model".into(), reason: e.to_string() })?;
     let g = proto.graph.unwrap_or_default();
     let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
-    let matmul_outputs: HashSet<&str> = g
-        .node
-        .iter()
-        .filter(|n| n.op_type == "MatMul")
-        .flat_map(|n| n.output.iter().map(String::as_str))
-        .collect();
+    let matmul_outputs: HashSet<&str> =
+        g.node.iter().filter(|n| n.op_type == "MatMul").flat_map(|n| n.output.iter().map(String::as_str)).collect();
     let mut names = Vec::new();
     for n in &g.node {
         let picked: Vec<&String> = match n.op_type.as_str() {
-            "Conv" | "ConvTranspose" | "Gemm" | "MatMul" | "PRelu" => {
-                n.input.iter().skip(1).collect()
-            }
+            "Conv" | "ConvTranspose" | "Gemm" | "MatMul" | "PRelu" => n.input.iter().skip(1).collect(),
             "BatchNormalization" => n.input.iter().skip(1).take(2).collect(),
-            "Add" if n.input.iter().any(|i| matmul_outputs.contains(i.as_str())) => {
-                n.input.iter().collect()
-            }
+            "Add" if n.input.iter().any(|i| matmul_outputs.contains(i.as_str())) => n.input.iter().collect(),
             _ => Vec::new(),
         };
         for name in picked {

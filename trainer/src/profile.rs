@@ -30,17 +30,11 @@ pub async fn run(req: &ProfileRequest, model: Option<&NamedModel>) -> Result<Ref
     Ok(stats)
 }
 
-pub async fn profile_dataset(
-    ds: &NamedDataset,
-    model: Option<&NamedModel>,
-) -> Result<ReferenceStatistics> {
+pub async fn profile_dataset(ds: &NamedDataset, model: Option<&NamedModel>) -> Result<ReferenceStatistics> {
     let refs = dataset::read_dataset(ds, &ds.spec.labels).await?;
     let samples = dataset::load_images(&refs).await?;
     if samples.is_empty() {
-        return Err(TrainerError::dataset(
-            ds.spec.uri.as_str(),
-            "no images to profile",
-        ));
+        return Err(TrainerError::dataset(ds.spec.uri.as_str(), "no images to profile"));
     }
     let confidences = match model {
         Some(m) => Some(confidences(m, &samples).await?),
@@ -49,15 +43,8 @@ pub async fn profile_dataset(
     Ok(statistics(ds.spec.task, &samples, confidences))
 }
 
-pub fn statistics(
-    task: Task,
-    samples: &[Sample],
-    confidences: Option<Vec<f64>>,
-) -> ReferenceStatistics {
-    let per_image: Vec<[f64; 5]> = samples
-        .iter()
-        .map(|s| ImageStats::compute(&s.image).values())
-        .collect();
+pub fn statistics(task: Task, samples: &[Sample], confidences: Option<Vec<f64>>) -> ReferenceStatistics {
+    let per_image: Vec<[f64; 5]> = samples.iter().map(|s| ImageStats::compute(&s.image).values()).collect();
     let mut features: Vec<FeatureDistribution> = ImageStats::NAMES
         .iter()
         .enumerate()
@@ -66,11 +53,7 @@ pub fn statistics(
     if task == Task::Detection {
         let areas = samples
             .iter()
-            .flat_map(|s| {
-                s.boxes
-                    .iter()
-                    .map(|b| ((b.rect[2] - b.rect[0]) * (b.rect[3] - b.rect[1])) as f64)
-            })
+            .flat_map(|s| s.boxes.iter().map(|b| ((b.rect[2] - b.rect[0]) * (b.rect[3] - b.rect[1])) as f64))
             .collect();
         features.push(distribution("boxArea", areas));
     }
@@ -85,10 +68,7 @@ pub fn statistics(
         sample_count: samples.len() as u64,
         features,
         image_statistics: Some(MultivariateReference {
-            features: ImageStats::NAMES[1..]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            features: ImageStats::NAMES[1..].iter().map(|s| s.to_string()).collect(),
             mean,
             covariance,
         }),
@@ -98,10 +78,7 @@ pub fn statistics(
 fn distribution(name: &str, mut values: Vec<f64>) -> FeatureDistribution {
     values.retain(|v| v.is_finite());
     values.sort_by(f64::total_cmp);
-    FeatureDistribution {
-        name: name.to_string(),
-        sorted_values: quantiles(&values, MAX_VALUES),
-    }
+    FeatureDistribution { name: name.to_string(), sorted_values: quantiles(&values, MAX_VALUES) }
 }
 
 /// `n` evenly spaced quantiles (linear interpolation) of an ascending sample, or the sample
@@ -123,20 +100,11 @@ pub fn quantiles(sorted: &[f64], n: usize) -> Vec<f64> {
 /// Mean and sample covariance (n - 1) of row vectors.
 pub fn mean_and_covariance<const K: usize>(rows: &[[f64; K]]) -> (Vec<f64>, Vec<Vec<f64>>) {
     let n = rows.len() as f64;
-    let mean: Vec<f64> = (0..K)
-        .map(|k| rows.iter().map(|r| r[k]).sum::<f64>() / n)
-        .collect();
+    let mean: Vec<f64> = (0..K).map(|k| rows.iter().map(|r| r[k]).sum::<f64>() / n).collect();
     let denom = (n - 1.0).max(1.0);
     let cov = (0..K)
         .map(|i| {
-            (0..K)
-                .map(|j| {
-                    rows.iter()
-                        .map(|r| (r[i] - mean[i]) * (r[j] - mean[j]))
-                        .sum::<f64>()
-                        / denom
-                })
-                .collect()
+            (0..K).map(|j| rows.iter().map(|r| (r[i] - mean[i]) * (r[j] - mean[j])).sum::<f64>() / denom).collect()
         })
         .collect();
     (mean, cov)
@@ -146,18 +114,13 @@ pub fn mean_and_covariance<const K: usize>(rows: &[[f64; K]]) -> (Vec<f64>, Vec<
 async fn confidences(model: &NamedModel, samples: &[Sample]) -> Result<Vec<f64>> {
     let bytes = crate::model::fetch_model(model).await?;
     let uri = model.spec.artifact.uri.to_string();
-    let m = flywheel_runtime::Model::from_bytes(&bytes).map_err(|e| TrainerError::Model {
-        uri: uri.clone(),
-        reason: e.to_string(),
-    })?;
+    let m = flywheel_runtime::Model::from_bytes(&bytes)
+        .map_err(|e| TrainerError::Model { uri: uri.clone(), reason: e.to_string() })?;
     let input = m
         .inputs()
         .first()
         .map(|i| i.name.clone())
-        .ok_or_else(|| TrainerError::Model {
-            uri: uri.clone(),
-            reason: "no input".into(),
-        })?;
+        .ok_or_else(|| TrainerError::Model { uri: uri.clone(), reason: "no input".into() })?;
     let spec = &model.spec;
     let mut out = Vec::new();
     for s in samples {
@@ -169,21 +132,17 @@ async fn confidences(model: &NamedModel, samples: &[Sample]) -> Result<Vec<f64>>
         )?;
         let y = m
             .run(&[(input.as_str(), x)])
-            .map_err(|e| TrainerError::Model {
-                uri: uri.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| TrainerError::Model { uri: uri.clone(), reason: e.to_string() })?;
         let y = &y[0].1;
         match spec.task {
             Task::Classification => {
                 let row: Vec<f32> = y.flatten_all()?.to_vec1()?;
-                let probs = if row.iter().all(|v| (0.0..=1.0).contains(v))
-                    && (row.iter().sum::<f32>() - 1.0).abs() < 1e-3
-                {
-                    row
-                } else {
-                    flywheel_vision::decode::softmax(&row)
-                };
+                let probs =
+                    if row.iter().all(|v| (0.0..=1.0).contains(v)) && (row.iter().sum::<f32>() - 1.0).abs() < 1e-3 {
+                        row
+                    } else {
+                        flywheel_vision::decode::softmax(&row)
+                    };
                 out.push(probs.iter().copied().fold(0.0, f32::max) as f64);
             }
             Task::Detection => {

@@ -26,10 +26,7 @@ pub fn nms<T: Candidate>(mut dets: Vec<T>, iou_threshold: f32, max_detections: u
         if kept.len() >= max_detections {
             break;
         }
-        if kept
-            .iter()
-            .all(|k| k.class() != d.class() || iou(k.bbox(), d.bbox()) <= iou_threshold)
-        {
+        if kept.iter().all(|k| k.class() != d.class() || iou(k.bbox(), d.bbox()) <= iou_threshold) {
             kept.push(d);
         }
     }
@@ -115,12 +112,7 @@ mod tests {
         let a = [0.0, 0.0, 10.0, 10.0];
         let near = [1.0, 0.0, 11.0, 10.0];
         let far = [50.0, 50.0, 60.0, 60.0];
-        let dets = vec![
-            Det(0, near, 0.8),
-            Det(0, a, 0.9),
-            Det(1, a, 0.5),
-            Det(0, far, 0.7),
-        ];
+        let dets = vec![Det(0, near, 0.8), Det(0, a, 0.9), Det(1, a, 0.5), Det(0, far, 0.7)];
         let kept = nms(dets, 0.5, 10);
         assert_eq!(kept, vec![Det(0, a, 0.9), Det(0, far, 0.7), Det(1, a, 0.5)]);
         let dets = vec![Det(0, a, 0.9), Det(0, far, 0.7), Det(1, a, 0.5)];

@@ -62,7 +62,9 @@ impl YoloLayout {
             None if d1 == 4 + classes => layout(true, false),
             None if d2 == 5 + classes => layout(false, true),
             None if d2 == 4 + classes => layout(false, false),
-            None => Err(bad("expected [N, 4 + classes, anchors], [N, anchors, 4 + classes] or [N, anchors, 5 + classes]")),
+            None => {
+                Err(bad("expected [N, 4 + classes, anchors], [N, anchors, 4 + classes] or [N, anchors, 5 + classes]"))
+            }
         }
     }
 

@@ -25,11 +25,7 @@ pub struct UnsupportedInput {
 pub fn check_input(spec: &InputSpec) -> Result<(), UnsupportedInput> {
     let (width, height, channels) = (spec.width, spec.height, spec.channels);
     if width == 0 || height == 0 || !(channels == 1 || channels == 3) {
-        return Err(UnsupportedInput {
-            width,
-            height,
-            channels,
-        });
+        return Err(UnsupportedInput { width, height, channels });
     }
     Ok(())
 }
@@ -121,13 +117,7 @@ pub fn to_input(img: &RgbImage, spec: &InputSpec) -> (Vec<f32>, Placement) {
 
 fn normalise(img: &RgbImage, spec: &InputSpec) -> Vec<f32> {
     let c = effective_channels(spec);
-    let mean = |k: usize| {
-        spec.mean
-            .get(k)
-            .or(spec.mean.first())
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let mean = |k: usize| spec.mean.get(k).or(spec.mean.first()).copied().unwrap_or(0.0);
     let std = |k: usize| spec.std.get(k).or(spec.std.first()).copied().unwrap_or(1.0);
     let scale: Vec<f32> = (0..c).map(|k| 1.0 / (255.0 * std(k))).collect();
     let shift: Vec<f32> = (0..c).map(|k| mean(k) / std(k)).collect();
@@ -153,11 +143,7 @@ fn normalise(img: &RgbImage, spec: &InputSpec) -> Vec<f32> {
 
 /// Input tensor shape of a batch of `n` images.
 pub fn batch_shape(spec: &InputSpec, n: usize) -> Vec<usize> {
-    let (c, h, w) = (
-        effective_channels(spec),
-        spec.height as usize,
-        spec.width as usize,
-    );
+    let (c, h, w) = (effective_channels(spec), spec.height as usize, spec.width as usize);
     match spec.layout {
         Layout::Nchw => vec![n, c, h, w],
         Layout::Nhwc => vec![n, h, w, c],
@@ -199,10 +185,7 @@ mod tests {
         let img = RgbImage::from_pixel(16, 8, image::Rgb([255, 0, 0]));
         let (data, placement) = to_input(&img, &spec(8, ResizeMode::Letterbox));
         assert_eq!(data.len(), 3 * 64);
-        assert_eq!(
-            placement.box_transform().to_input([0.0, 0.0, 1.0, 1.0]),
-            [0.0, 2.0, 8.0, 6.0]
-        );
+        assert_eq!(placement.box_transform().to_input([0.0, 0.0, 1.0, 1.0]), [0.0, 2.0, 8.0, 6.0]);
         // Red channel inside the image is (1 - 0.5) / 0.5 = 1, padding is grey.
         assert!((data[3 * 8 + 4] - 1.0).abs() < 1e-5);
         assert!((data[4] - (114.0 / 255.0 - 0.5) / 0.5).abs() < 1e-5);
@@ -210,12 +193,7 @@ mod tests {
 
     #[test]
     fn nhwc_letterbox_places_labels_and_pixels() {
-        let nhwc = InputSpec {
-            width: 8,
-            height: 8,
-            layout: Layout::Nhwc,
-            ..spec(8, ResizeMode::Letterbox)
-        };
+        let nhwc = InputSpec { width: 8, height: 8, layout: Layout::Nhwc, ..spec(8, ResizeMode::Letterbox) };
         let img = RgbImage::from_pixel(16, 8, image::Rgb([255, 0, 0]));
         let (data, placement) = to_input(&img, &nhwc);
         let t = placement.box_transform();
@@ -231,51 +209,27 @@ mod tests {
         let img = RgbImage::from_pixel(32, 16, image::Rgb([0, 0, 255]));
         let (t, placement) = to_input(&img, &spec(64, ResizeMode::Stretch));
         assert!((t[2 * 64 * 64] - 1.0).abs() < 1e-5);
-        assert_eq!(
-            placement.inverse().to_original([32.0, 32.0, 64.0, 64.0]),
-            [16.0, 8.0, 32.0, 16.0]
-        );
-        assert_eq!(
-            placement.box_transform().to_input([0.5, 0.5, 1.0, 1.0]),
-            [32.0, 32.0, 64.0, 64.0]
-        );
+        assert_eq!(placement.inverse().to_original([32.0, 32.0, 64.0, 64.0]), [16.0, 8.0, 32.0, 16.0]);
+        assert_eq!(placement.box_transform().to_input([0.5, 0.5, 1.0, 1.0]), [32.0, 32.0, 64.0, 64.0]);
     }
 
     #[test]
     fn grey_nhwc_uses_luma_and_one_channel() {
         let img = RgbImage::from_pixel(4, 4, image::Rgb([255, 255, 255]));
-        let grey = InputSpec {
-            channels: 1,
-            layout: Layout::Nhwc,
-            mean: vec![],
-            std: vec![],
-            ..spec(4, ResizeMode::Stretch)
-        };
+        let grey =
+            InputSpec { channels: 1, layout: Layout::Nhwc, mean: vec![], std: vec![], ..spec(4, ResizeMode::Stretch) };
         let (t, _) = to_input(&img, &grey);
         assert_eq!(t.len(), 16);
         assert!(t.iter().all(|v| (v - 1.0).abs() < 1e-5));
         assert_eq!(batch_shape(&grey, 2), vec![2, 4, 4, 1]);
-        assert_eq!(
-            batch_shape(&spec(8, ResizeMode::Stretch), 2),
-            vec![2, 3, 8, 8]
-        );
+        assert_eq!(batch_shape(&spec(8, ResizeMode::Stretch), 2), vec![2, 3, 8, 8]);
     }
 
     #[test]
     fn unsupported_inputs_are_named() {
         assert!(check_input(&spec(8, ResizeMode::Stretch)).is_ok());
-        let e = check_input(&InputSpec {
-            channels: 2,
-            ..spec(8, ResizeMode::Stretch)
-        })
-        .unwrap_err();
+        let e = check_input(&InputSpec { channels: 2, ..spec(8, ResizeMode::Stretch) }).unwrap_err();
         assert_eq!(e.to_string(), "unsupported model input 8x8x2");
-        assert!(
-            check_input(&InputSpec {
-                width: 0,
-                ..spec(8, ResizeMode::Stretch)
-            })
-            .is_err()
-        );
+        assert!(check_input(&InputSpec { width: 0, ..spec(8, ResizeMode::Stretch) }).is_err());
     }
 }

@@ -123,7 +123,11 @@ fn class_ap<K: PartialEq>(images: &[ImageBoxes<K>], class: &K, truths: usize, th
     let mut recall = Vec::with_capacity(scored.len());
     let mut precision = Vec::with_capacity(scored.len());
     for (_, hit) in scored {
-        if hit { tp += 1.0 } else { fp += 1.0 }
+        if hit {
+            tp += 1.0
+        } else {
+            fp += 1.0
+        }
         recall.push(tp / truths as f64);
         // COCOeval adds machine epsilon to the denominator; it is never zero here, and without
         // it perfect predictions score exactly 1.

@@ -16,8 +16,7 @@ pub struct ImageStats {
 
 impl ImageStats {
     /// Feature names, in the order of [`ImageStats::values`].
-    pub const NAMES: [&'static str; 5] =
-        ["brightness", "contrast", "meanRed", "meanGreen", "meanBlue"];
+    pub const NAMES: [&'static str; 5] = ["brightness", "contrast", "meanRed", "meanGreen", "meanBlue"];
 
     pub fn compute(img: &RgbImage) -> Self {
         let (w, h) = img.dimensions();
@@ -26,11 +25,7 @@ impl ImageStats {
         for y in (0..h).step_by(step as usize) {
             for x in (0..w).step_by(step as usize) {
                 let p = img.get_pixel(x, y);
-                let (pr, pg, pb) = (
-                    p[0] as f64 / 255.0,
-                    p[1] as f64 / 255.0,
-                    p[2] as f64 / 255.0,
-                );
+                let (pr, pg, pb) = (p[0] as f64 / 255.0, p[1] as f64 / 255.0, p[2] as f64 / 255.0);
                 let luma = 0.299 * pr + 0.587 * pg + 0.114 * pb;
                 n += 1.0;
                 r += pr;
@@ -51,13 +46,7 @@ impl ImageStats {
     }
 
     pub fn values(&self) -> [f64; 5] {
-        [
-            self.brightness,
-            self.contrast,
-            self.mean_red,
-            self.mean_green,
-            self.mean_blue,
-        ]
+        [self.brightness, self.contrast, self.mean_red, self.mean_green, self.mean_blue]
     }
 
     pub fn named(&self) -> [(&'static str, f64); 5] {

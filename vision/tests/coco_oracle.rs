@@ -63,7 +63,8 @@ fn pycocotools(images: &[ImageBoxes<usize>]) -> (f64, f64, Vec<f64>) {
                 "bbox": b, "area": b[2] * b[3], "iscrowd": 0}));
         }
         for p in &image.predicted {
-            results.push(json!({"image_id": i + 1, "category_id": p.class + 1, "bbox": xywh(&p.bbox), "score": p.score}));
+            results
+                .push(json!({"image_id": i + 1, "category_id": p.class + 1, "bbox": xywh(&p.bbox), "score": p.score}));
         }
     }
     let gt = json!({

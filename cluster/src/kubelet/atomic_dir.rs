@@ -21,10 +21,7 @@ pub fn write(dir: &Path, payload: &Payload) -> io::Result<bool> {
     }
     let stamp = format!(
         "..{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
     );
     let new_dir = dir.join(&stamp);
     std::fs::create_dir(&new_dir)?;
@@ -42,10 +39,8 @@ pub fn write(dir: &Path, payload: &Payload) -> io::Result<bool> {
     symlink(&stamp, &tmp_link)?;
     std::fs::rename(&tmp_link, dir.join(DATA_LINK))?;
 
-    let top_level: std::collections::BTreeSet<String> = payload
-        .keys()
-        .map(|rel| rel.split('/').next().unwrap_or(rel).to_string())
-        .collect();
+    let top_level: std::collections::BTreeSet<String> =
+        payload.keys().map(|rel| rel.split('/').next().unwrap_or(rel).to_string()).collect();
     for name in &top_level {
         let link = dir.join(name);
         if std::fs::symlink_metadata(&link).is_err() {
@@ -103,10 +98,7 @@ mod tests {
         payload.insert("a.txt".into(), (b"one".to_vec(), 0o644));
         payload.insert("b.txt".into(), (b"bee".to_vec(), 0o600));
         assert!(write(&dir, &payload).unwrap());
-        assert!(
-            !write(&dir, &payload).unwrap(),
-            "unchanged payload must not rewrite"
-        );
+        assert!(!write(&dir, &payload).unwrap(), "unchanged payload must not rewrite");
         assert_eq!(std::fs::read(dir.join("a.txt")).unwrap(), b"one");
 
         payload.insert("a.txt".into(), (b"two".to_vec(), 0o644));
@@ -118,9 +110,7 @@ mod tests {
             .unwrap()
             .flatten()
             .filter(|e| {
-                e.file_name().to_string_lossy().starts_with("..")
-                    && e.path().is_dir()
-                    && !e.path().is_symlink()
+                e.file_name().to_string_lossy().starts_with("..") && e.path().is_dir() && !e.path().is_symlink()
             })
             .collect();
         assert_eq!(stamped.len(), 1, "old data directory must be removed");

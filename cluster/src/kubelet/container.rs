@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::process::Command;
@@ -23,14 +22,8 @@ pub fn now() -> Time {
 }
 
 pub enum RunState {
-    Waiting {
-        reason: String,
-        message: Option<String>,
-    },
-    Running {
-        child: ManagedChild,
-        started_at: Time,
-    },
+    Waiting { reason: String, message: Option<String> },
+    Running { child: ManagedChild, started_at: Time },
     Terminated(ContainerStateTerminated),
 }
 
@@ -62,10 +55,7 @@ impl ContainerRuntime {
     pub fn new(spec: Container) -> Self {
         Self {
             spec,
-            state: RunState::Waiting {
-                reason: "ContainerCreating".into(),
-                message: None,
-            },
+            state: RunState::Waiting { reason: "ContainerCreating".into(), message: None },
             restart_count: 0,
             last_state: None,
             start_at: Some(Instant::now()),
@@ -81,8 +71,7 @@ impl ContainerRuntime {
     }
 
     pub fn due_to_start(&self) -> bool {
-        matches!(self.state, RunState::Waiting { .. })
-            && self.start_at.is_some_and(|t| Instant::now() >= t)
+        matches!(self.state, RunState::Waiting { .. }) && self.start_at.is_some_and(|t| Instant::now() >= t)
     }
 
     pub fn is_running(&self) -> bool {
@@ -98,10 +87,7 @@ impl ContainerRuntime {
     }
 
     pub fn set_waiting(&mut self, reason: &str, message: Option<String>, retry_in: Duration) {
-        self.state = RunState::Waiting {
-            reason: reason.into(),
-            message,
-        };
+        self.state = RunState::Waiting { reason: reason.into(), message };
         self.start_at = Some(Instant::now() + retry_in);
     }
 
@@ -110,39 +96,21 @@ impl ContainerRuntime {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }
         let mut cmd = Command::new(&launch.program);
-        cmd.args(&launch.args)
-            .env_clear()
-            .envs(launch.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&launch.cwd);
-        let child = ManagedChild::spawn(&self.spec.name, cmd, cluster_id, &launch.log)
-            .map_err(|e| e.to_string())?;
+        cmd.args(&launch.args).env_clear().envs(launch.env.iter().map(|(k, v)| (k, v))).current_dir(&launch.cwd);
+        let child = ManagedChild::spawn(&self.spec.name, cmd, cluster_id, &launch.log).map_err(|e| e.to_string())?;
         let pgid = child.pid();
         let started = Instant::now();
-        self.readiness = self
-            .spec
-            .readiness_probe
-            .clone()
-            .map(|p| ProbeState::new(p, started, false));
-        self.liveness = self
-            .spec
-            .liveness_probe
-            .clone()
-            .map(|p| ProbeState::new(p, started, true));
+        self.readiness = self.spec.readiness_probe.clone().map(|p| ProbeState::new(p, started, false));
+        self.liveness = self.spec.liveness_probe.clone().map(|p| ProbeState::new(p, started, true));
         self.killed_reason = None;
-        self.state = RunState::Running {
-            child,
-            started_at: now(),
-        };
+        self.state = RunState::Running { child, started_at: now() };
         self.start_at = None;
         Ok(pgid)
     }
 
     /// Checks whether the process exited; on exit records Terminated and returns its pgid.
     pub fn poll_exit(&mut self) -> Option<(i32, ContainerStateTerminated)> {
-        let RunState::Running {
-            child, started_at, ..
-        } = &mut self.state
-        else {
+        let RunState::Running { child, started_at, .. } = &mut self.state else {
             return None;
         };
         let status = child.try_wait()?;
@@ -187,22 +155,14 @@ impl ContainerRuntime {
     pub fn status(&self, image: &str) -> ContainerStatus {
         let state = match &self.state {
             RunState::Waiting { reason, message } => ContainerState {
-                waiting: Some(ContainerStateWaiting {
-                    reason: Some(reason.clone()),
-                    message: message.clone(),
-                }),
+                waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
                 ..Default::default()
             },
             RunState::Running { started_at, .. } => ContainerState {
-                running: Some(ContainerStateRunning {
-                    started_at: Some(started_at.clone()),
-                }),
+                running: Some(ContainerStateRunning { started_at: Some(started_at.clone()) }),
                 ..Default::default()
             },
-            RunState::Terminated(t) => ContainerState {
-                terminated: Some(t.clone()),
-                ..Default::default()
-            },
+            RunState::Terminated(t) => ContainerState { terminated: Some(t.clone()), ..Default::default() },
         };
         let container_id = match &self.state {
             RunState::Running { child, .. } => Some(format!("process://{}", child.pid())),
@@ -217,10 +177,7 @@ impl ContainerRuntime {
             restart_count: self.restart_count,
             started: Some(self.is_running()),
             state: Some(state),
-            last_state: self.last_state.clone().map(|t| ContainerState {
-                terminated: Some(t),
-                ..Default::default()
-            }),
+            last_state: self.last_state.clone().map(|t| ContainerState { terminated: Some(t), ..Default::default() }),
             ..Default::default()
         }
     }
@@ -232,9 +189,7 @@ fn terminated_from(
     killed_reason: Option<String>,
 ) -> ContainerStateTerminated {
     use std::os::unix::process::ExitStatusExt;
-    let exit_code = status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     let reason = if exit_code == 0 { "Completed" } else { "Error" };
     ContainerStateTerminated {
         exit_code,

@@ -22,69 +22,44 @@ impl PodFacts<'_> {
         let meta = &self.pod.metadata;
         let spec = self.pod.spec.as_ref();
         let from_map = |map: &Option<BTreeMap<String, String>>, key: &str| {
-            map.as_ref()
-                .and_then(|m| m.get(key))
-                .cloned()
-                .unwrap_or_default()
+            map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default()
         };
         Ok(match path {
             "metadata.name" => meta.name.clone().unwrap_or_default(),
             "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
             "metadata.uid" => meta.uid.clone().unwrap_or_default(),
             "spec.nodeName" => self.node_name.clone(),
-            "spec.serviceAccountName" => spec
-                .and_then(|s| s.service_account_name.clone())
-                .unwrap_or_default(),
+            "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
             "status.podIP" | "status.podIPs" => self.pod_ip.clone(),
             "status.hostIP" | "status.hostIPs" => self.host_ip.clone(),
             other => {
-                if let Some(key) = other
-                    .strip_prefix("metadata.labels['")
-                    .and_then(|k| k.strip_suffix("']"))
-                {
+                if let Some(key) = other.strip_prefix("metadata.labels['").and_then(|k| k.strip_suffix("']")) {
                     from_map(&meta.labels, key)
-                } else if let Some(key) = other
-                    .strip_prefix("metadata.annotations['")
-                    .and_then(|k| k.strip_suffix("']"))
+                } else if let Some(key) =
+                    other.strip_prefix("metadata.annotations['").and_then(|k| k.strip_suffix("']"))
                 {
                     from_map(&meta.annotations, key)
                 } else {
-                    return Err(format!(
-                        "fieldRef {other:?} is not supported by the process kubelet"
-                    ));
+                    return Err(format!("fieldRef {other:?} is not supported by the process kubelet"));
                 }
             }
         })
     }
 }
 
-async fn config_map(
-    client: &Client,
-    ns: &str,
-    name: &str,
-) -> Result<Option<ConfigMap>, ConfigError> {
-    Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("configmap {name:?}: {e}"))
+async fn config_map(client: &Client, ns: &str, name: &str) -> Result<Option<ConfigMap>, ConfigError> {
+    Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(name).await.map_err(|e| format!("configmap {name:?}: {e}"))
 }
 
 async fn secret(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>, ConfigError> {
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("secret {name:?}: {e}"))
+    Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await.map_err(|e| format!("secret {name:?}: {e}"))
 }
 
 fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
         return Some(String::from_utf8_lossy(&v.0).into_owned());
     }
-    secret
-        .string_data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .cloned()
+    secret.string_data.as_ref().and_then(|d| d.get(key)).cloned()
 }
 
 /// Resolves the environment in declaration order (later entries may reference earlier ones).
@@ -117,11 +92,7 @@ pub async fn resolve(
             match secret(client, ns, &r.name).await? {
                 Some(s) => {
                     for (k, v) in s.data.unwrap_or_default() {
-                        set(
-                            &mut vars,
-                            format!("{prefix}{k}"),
-                            String::from_utf8_lossy(&v.0).into_owned(),
-                        );
+                        set(&mut vars, format!("{prefix}{k}"), String::from_utf8_lossy(&v.0).into_owned());
                     }
                 }
                 None if r.optional == Some(true) => {}
@@ -140,10 +111,7 @@ pub async fn resolve(
                     Some(v) => Some(v),
                     None if r.optional == Some(true) => None,
                     None => {
-                        return Err(format!(
-                            "couldn't find key {} in ConfigMap {}/{}",
-                            r.key, ns, r.name
-                        ));
+                        return Err(format!("couldn't find key {} in ConfigMap {}/{}", r.key, ns, r.name));
                     }
                 }
             } else if let Some(r) = &from.secret_key_ref {
@@ -152,17 +120,11 @@ pub async fn resolve(
                     Some(v) => Some(v),
                     None if r.optional == Some(true) => None,
                     None => {
-                        return Err(format!(
-                            "couldn't find key {} in Secret {}/{}",
-                            r.key, ns, r.name
-                        ));
+                        return Err(format!("couldn't find key {} in Secret {}/{}", r.key, ns, r.name));
                     }
                 }
             } else if let Some(r) = &from.resource_field_ref {
-                return Err(format!(
-                    "resourceFieldRef {:?} is not supported by the process kubelet",
-                    r.resource
-                ));
+                return Err(format!("resourceFieldRef {:?} is not supported by the process kubelet", r.resource));
             } else {
                 None
             }
@@ -214,10 +176,7 @@ mod tests {
 
     #[test]
     fn expands_like_the_kubelet() {
-        let vars = vec![
-            ("A".to_string(), "1".to_string()),
-            ("B".to_string(), "two".to_string()),
-        ];
+        let vars = vec![("A".to_string(), "1".to_string()), ("B".to_string(), "two".to_string())];
         assert_eq!(expand("x-$(A)-$(B)", &vars), "x-1-two");
         assert_eq!(expand("$(MISSING) $$(A) $", &vars), "$(MISSING) $(A) $");
     }

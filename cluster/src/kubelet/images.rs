@@ -25,18 +25,13 @@ pub struct ResolvedImage {
 impl ImageMap {
     /// Reads FLYWHEEL_BIN_DIR and FLYWHEEL_IMAGE_MAP (`image=/path/bin,image2=/path2`).
     pub fn from_env(default_bin_dir: Option<PathBuf>) -> Self {
-        let bin_dir = std::env::var_os("FLYWHEEL_BIN_DIR")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .or(default_bin_dir);
+        let bin_dir =
+            std::env::var_os("FLYWHEEL_BIN_DIR").filter(|d| !d.is_empty()).map(PathBuf::from).or(default_bin_dir);
         let mut overrides = BTreeMap::new();
         if let Ok(map) = std::env::var("FLYWHEEL_IMAGE_MAP") {
             for entry in map.split(',').filter(|e| !e.trim().is_empty()) {
                 if let Some((image, path)) = entry.split_once('=') {
-                    overrides.insert(
-                        image_repository(image.trim()).to_string(),
-                        PathBuf::from(path.trim()),
-                    );
+                    overrides.insert(image_repository(image.trim()).to_string(), PathBuf::from(path.trim()));
                 }
             }
         }
@@ -48,10 +43,8 @@ impl ImageMap {
         let repo = image_repository(image);
         let short = repo.rsplit('/').next().unwrap_or(repo).to_string();
         if let Some(binary) = self.overrides.get(repo) {
-            return existing(binary, image).map(|binary| ResolvedImage {
-                entrypoint_names: names(&binary, &short),
-                binary,
-            });
+            return existing(binary, image)
+                .map(|binary| ResolvedImage { entrypoint_names: names(&binary, &short), binary });
         }
         // Accept a registry prefix: ghcr.io/org/flywheel/operator → flywheel/operator.
         let mut segments = repo.rsplit('/');
@@ -63,10 +56,8 @@ impl ImageMap {
                 ));
             };
             let binary = dir.join(format!("flywheel-{last}"));
-            return existing(&binary, image).map(|binary| ResolvedImage {
-                entrypoint_names: names(&binary, &short),
-                binary,
-            });
+            return existing(&binary, image)
+                .map(|binary| ResolvedImage { entrypoint_names: names(&binary, &short), binary });
         }
         Err(format!(
             "image {image:?} cannot be pulled: the local process kubelet runs only flywheel/<name> images \
@@ -109,18 +100,12 @@ mod tests {
 
     #[test]
     fn strips_tags_and_digests() {
-        assert_eq!(
-            image_repository("flywheel/testapp:latest"),
-            "flywheel/testapp"
-        );
+        assert_eq!(image_repository("flywheel/testapp:latest"), "flywheel/testapp");
         assert_eq!(
             image_repository("localhost:5000/flywheel/operator:v1@sha256:abc"),
             "localhost:5000/flywheel/operator"
         );
-        assert_eq!(
-            image_repository("localhost:5000/flywheel/operator"),
-            "localhost:5000/flywheel/operator"
-        );
+        assert_eq!(image_repository("localhost:5000/flywheel/operator"), "localhost:5000/flywheel/operator");
     }
 
     #[test]
@@ -128,10 +113,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fw-images-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("flywheel-testapp"), b"").unwrap();
-        let map = ImageMap {
-            bin_dir: Some(dir.clone()),
-            overrides: BTreeMap::new(),
-        };
+        let map = ImageMap { bin_dir: Some(dir.clone()), overrides: BTreeMap::new() };
         let resolved = map.resolve("ghcr.io/acme/flywheel/testapp:1.0").unwrap();
         assert_eq!(resolved.binary, dir.join("flywheel-testapp"));
         assert!(resolved.entrypoint_names.contains(&"testapp".to_string()));

@@ -67,9 +67,7 @@ impl KubeletContext {
 
     /// Directory of one Pod, `pods/<namespace>_<name>_<uid>` like /var/log/pods.
     pub fn pod_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
-        self.root
-            .join("pods")
-            .join(format!("{namespace}_{name}_{uid}"))
+        self.root.join("pods").join(format!("{namespace}_{name}_{uid}"))
     }
 }
 
@@ -92,13 +90,9 @@ pub struct Kubelet {
 impl Kubelet {
     /// Registers the Node and starts the scheduler and Pod sync loops.
     pub async fn start(client: Client, config: KubeletConfig) -> Result<Self, ClusterError> {
-        std::fs::create_dir_all(config.root.join("pods"))
-            .map_err(ClusterError::io(&config.root))?;
+        std::fs::create_dir_all(config.root.join("pods")).map_err(ClusterError::io(&config.root))?;
         let block = IpBlock::reserve()?;
-        let reporter = Reporter {
-            controller: "kubelet".into(),
-            instance: Some(config.node_name.clone()),
-        };
+        let reporter = Reporter { controller: "kubelet".into(), instance: Some(config.node_name.clone()) };
         let ctx = Arc::new(KubeletContext {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -112,10 +106,7 @@ impl Kubelet {
             process_groups: Mutex::new(HashSet::new()),
         });
         node::register(&ctx).await?;
-        let tasks = vec![
-            tokio::spawn(scheduler::run(ctx.clone())),
-            tokio::spawn(sync_pods(ctx.clone())),
-        ];
+        let tasks = vec![tokio::spawn(scheduler::run(ctx.clone())), tokio::spawn(sync_pods(ctx.clone()))];
         Ok(Self { ctx, tasks })
     }
 

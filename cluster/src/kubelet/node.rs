@@ -3,9 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo,
-};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -26,25 +24,16 @@ pub async fn register(ctx: &KubeletContext) -> Result<(), ClusterError> {
             labels: Some(labels),
             ..Default::default()
         },
-        spec: Some(NodeSpec {
-            pod_cidr: Some(ctx.pod_cidr()),
-            ..Default::default()
-        }),
+        spec: Some(NodeSpec { pod_cidr: Some(ctx.pod_cidr()), ..Default::default() }),
         status: None,
     };
     if nodes.get_opt(&ctx.node_name).await?.is_none() {
         nodes.create(&PostParams::default(), &node).await?;
     }
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .to_string();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
     let capacity: BTreeMap<String, Quantity> = [
         ("cpu".to_string(), Quantity(cpus)),
-        (
-            "memory".to_string(),
-            Quantity(format!("{}Ki", total_memory_kib())),
-        ),
+        ("memory".to_string(), Quantity(format!("{}Ki", total_memory_kib()))),
         ("pods".to_string(), Quantity("250".into())),
         ("ephemeral-storage".to_string(), Quantity("100Gi".into())),
     ]
@@ -55,14 +44,8 @@ pub async fn register(ctx: &KubeletContext) -> Result<(), ClusterError> {
         capacity: Some(capacity.clone()),
         allocatable: Some(capacity),
         addresses: Some(vec![
-            NodeAddress {
-                type_: "InternalIP".into(),
-                address: "127.0.0.1".into(),
-            },
-            NodeAddress {
-                type_: "Hostname".into(),
-                address: ctx.node_name.clone(),
-            },
+            NodeAddress { type_: "InternalIP".into(), address: "127.0.0.1".into() },
+            NodeAddress { type_: "Hostname".into(), address: ctx.node_name.clone() },
         ]),
         conditions: Some(vec![NodeCondition {
             type_: "Ready".into(),
@@ -78,23 +61,14 @@ pub async fn register(ctx: &KubeletContext) -> Result<(), ClusterError> {
             kubelet_version: "v1.20.2-flywheel-process".into(),
             kube_proxy_version: "none".into(),
             container_runtime_version: "process://flywheel".into(),
-            kernel_version: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .unwrap_or_default()
-                .trim()
-                .into(),
+            kernel_version: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().into(),
             os_image: "local processes".into(),
             ..Default::default()
         }),
         ..Default::default()
     };
     let patch = serde_json::json!({ "status": status });
-    nodes
-        .patch_status(
-            &ctx.node_name,
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+    nodes.patch_status(&ctx.node_name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     let registered = nodes.get(&ctx.node_name).await?;
     tracing::info!(node = %registered.name_any(), "node registered");
     Ok(())
@@ -104,9 +78,7 @@ fn total_memory_kib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(8 * 1024 * 1024)
 }

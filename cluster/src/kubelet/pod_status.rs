@@ -1,9 +1,7 @@
 //! The Pod status the kubelet reports: phase from the containers' states, conditions with
 //! stable transition times, container statuses, and the status patch (sent only on change).
 
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateWaiting, PodCondition, PodIP, PodStatus,
-};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, PodCondition, PodIP, PodStatus};
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 
@@ -13,53 +11,23 @@ use super::pod_worker::PodWorker;
 impl PodWorker {
     /// (phase, reason) from the containers' states.
     pub(super) fn phase_and_reason(&self) -> (&'static str, Option<String>) {
-        if let Some(failed) = self
-            .init
-            .iter()
-            .find_map(|c| c.finished().filter(|t| t.exit_code != 0))
-        {
-            return (
-                "Failed",
-                Some(format!(
-                    "init container failed with exit code {}",
-                    failed.exit_code
-                )),
-            );
+        if let Some(failed) = self.init.iter().find_map(|c| c.finished().filter(|t| t.exit_code != 0)) {
+            return ("Failed", Some(format!("init container failed with exit code {}", failed.exit_code)));
         }
-        let init_done = self
-            .init
-            .iter()
-            .all(|c| c.finished().is_some_and(|t| t.exit_code == 0));
+        let init_done = self.init.iter().all(|c| c.finished().is_some_and(|t| t.exit_code == 0));
         if !init_done {
             return ("Pending", None);
         }
         if !self.app.is_empty() && self.app.iter().all(|c| c.finished().is_some()) {
-            let failed = self
-                .app
-                .iter()
-                .any(|c| c.finished().is_some_and(|t| t.exit_code != 0));
-            return if failed {
-                ("Failed", None)
-            } else {
-                ("Succeeded", None)
-            };
+            let failed = self.app.iter().any(|c| c.finished().is_some_and(|t| t.exit_code != 0));
+            return if failed { ("Failed", None) } else { ("Succeeded", None) };
         }
-        let started = self
-            .app
-            .iter()
-            .all(|c| c.is_running() || c.restart_count > 0 || c.finished().is_some());
-        if started {
-            ("Running", None)
-        } else {
-            ("Pending", None)
-        }
+        let started = self.app.iter().all(|c| c.is_running() || c.restart_count > 0 || c.finished().is_some());
+        if started { ("Running", None) } else { ("Pending", None) }
     }
 
     fn condition(&mut self, type_: &str, value: bool) -> PodCondition {
-        let entry = self
-            .conditions
-            .entry(type_.to_string())
-            .or_insert_with(|| (value, now()));
+        let entry = self.conditions.entry(type_.to_string()).or_insert_with(|| (value, now()));
         if entry.0 != value {
             *entry = (value, now());
         }
@@ -96,10 +64,7 @@ impl PodWorker {
         };
         let init_statuses = statuses(&self.init);
         let app_statuses = statuses(&self.app);
-        let initialized = self
-            .init
-            .iter()
-            .all(|c| c.finished().is_some_and(|t| t.exit_code == 0));
+        let initialized = self.init.iter().all(|c| c.finished().is_some_and(|t| t.exit_code == 0));
         let containers_ready = self.app.iter().all(|c| c.ready());
         let conditions = vec![
             self.condition("Initialized", initialized),
@@ -118,11 +83,7 @@ impl PodWorker {
             start_time: Some(self.start_time.clone()),
             conditions: Some(conditions),
             container_statuses: Some(app_statuses),
-            init_container_statuses: if self.init.is_empty() {
-                None
-            } else {
-                Some(init_statuses)
-            },
+            init_container_statuses: if self.init.is_empty() { None } else { Some(init_statuses) },
             qos_class: Some("BestEffort".into()),
             ..Default::default()
         }
@@ -137,15 +98,7 @@ impl PodWorker {
             return;
         }
         let patch = serde_json::json!({ "status": value });
-        match self
-            .api()
-            .patch_status(
-                &self.pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
+        match self.api().patch_status(&self.pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => self.last_status = Some(value),
             Err(e) => {
                 tracing::debug!(pod = %self.pod.name_any(), error = %e, "status update failed")

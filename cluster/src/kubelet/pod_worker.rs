@@ -45,11 +45,8 @@ pub async fn run(ctx: Arc<KubeletContext>, mut rx: watch::Receiver<Pod>) {
         tracing::error!(pod = %pod.name_any(), "pod address block exhausted");
         return;
     };
-    let dir = ctx.pod_dir(
-        &pod.namespace().unwrap_or_default(),
-        &pod.name_any(),
-        pod.metadata.uid.as_deref().unwrap_or(""),
-    );
+    let dir =
+        ctx.pod_dir(&pod.namespace().unwrap_or_default(), &pod.name_any(), pod.metadata.uid.as_deref().unwrap_or(""));
     let spec = pod.spec.clone().unwrap_or_default();
     let mut worker = PodWorker {
         ip,
@@ -57,17 +54,8 @@ pub async fn run(ctx: Arc<KubeletContext>, mut rx: watch::Receiver<Pod>) {
         volumes: None,
         volumes_refreshed: Instant::now(),
         kubeconfig: None,
-        init: spec
-            .init_containers
-            .unwrap_or_default()
-            .into_iter()
-            .map(ContainerRuntime::new)
-            .collect(),
-        app: spec
-            .containers
-            .into_iter()
-            .map(ContainerRuntime::new)
-            .collect(),
+        init: spec.init_containers.unwrap_or_default().into_iter().map(ContainerRuntime::new).collect(),
+        app: spec.containers.into_iter().map(ContainerRuntime::new).collect(),
         sandbox_error: None,
         start_time: now(),
         conditions: BTreeMap::new(),
@@ -82,18 +70,11 @@ pub async fn run(ctx: Arc<KubeletContext>, mut rx: watch::Receiver<Pod>) {
 
 impl PodWorker {
     pub(super) fn api(&self) -> Api<Pod> {
-        Api::namespaced(
-            self.ctx.client.clone(),
-            &self.pod.namespace().unwrap_or_default(),
-        )
+        Api::namespaced(self.ctx.client.clone(), &self.pod.namespace().unwrap_or_default())
     }
 
     fn restart_policy(&self) -> String {
-        self.pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.restart_policy.clone())
-            .unwrap_or_else(|| "Always".into())
+        self.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into())
     }
 
     async fn drive(&mut self, rx: &mut watch::Receiver<Pod>) {
@@ -128,13 +109,7 @@ impl PodWorker {
         }
         self.last_event = Some(key);
         let reference: ObjectReference = self.pod.object_ref(&());
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
+        let ev = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
         if let Err(e) = self.ctx.recorder.publish(&ev, &reference).await {
             tracing::debug!(error = %e, "publishing event failed");
         }
@@ -148,14 +123,7 @@ impl PodWorker {
         }
         if self.volumes.is_none() || self.volumes_refreshed.elapsed() >= VOLUME_REFRESH {
             self.volumes_refreshed = Instant::now();
-            match volumes::sync(
-                &self.ctx.client,
-                &self.pod,
-                &self.dir,
-                &self.ctx.root.join("claims"),
-            )
-            .await
-            {
+            match volumes::sync(&self.ctx.client, &self.pod, &self.dir, &self.ctx.root.join("claims")).await {
                 Ok(v) => self.volumes = Some(v),
                 Err(message) if self.volumes.is_none() => {
                     self.sandbox_error = Some(("ContainerCreating".into(), message.clone()));
@@ -167,12 +135,7 @@ impl PodWorker {
                 }
             }
         }
-        let automount = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.automount_service_account_token)
-            .unwrap_or(true);
+        let automount = self.pod.spec.as_ref().and_then(|s| s.automount_service_account_token).unwrap_or(true);
         if automount && self.kubeconfig.is_none() {
             match service_account::write_kubeconfig(&self.ctx, &self.pod, &self.dir).await {
                 Ok(path) => self.kubeconfig = Some(path),
@@ -187,11 +150,7 @@ impl PodWorker {
 
         // Init containers run one at a time, in order, each to success.
         let policy = self.restart_policy();
-        let init_policy = if policy == "Never" {
-            "Never"
-        } else {
-            "OnFailure"
-        };
+        let init_policy = if policy == "Never" { "Never" } else { "OnFailure" };
         for i in 0..self.init.len() {
             if self.init[i].finished().is_some_and(|t| t.exit_code == 0) {
                 continue;
@@ -205,20 +164,12 @@ impl PodWorker {
     }
 
     fn container(&mut self, init: bool, i: usize) -> &mut ContainerRuntime {
-        if init {
-            &mut self.init[i]
-        } else {
-            &mut self.app[i]
-        }
+        if init { &mut self.init[i] } else { &mut self.app[i] }
     }
 
     async fn step_container(&mut self, init: bool, i: usize, policy: &str) {
         if let Some((pgid, terminated)) = self.container(init, i).poll_exit() {
-            self.ctx
-                .process_groups
-                .lock()
-                .expect("pgid lock")
-                .remove(&pgid);
+            self.ctx.process_groups.lock().expect("pgid lock").remove(&pgid);
             let name = self.container(init, i).name().to_string();
             let code = terminated.exit_code;
             if self.container(init, i).schedule_restart(policy, code) {
@@ -244,17 +195,8 @@ impl PodWorker {
                 let name = self.container(init, i).name().to_string();
                 match self.container(init, i).launch(launch, &cluster_id) {
                     Ok(pgid) => {
-                        self.ctx
-                            .process_groups
-                            .lock()
-                            .expect("pgid lock")
-                            .insert(pgid);
-                        self.event(
-                            EventType::Normal,
-                            "Started",
-                            format!("Started container {name}"),
-                        )
-                        .await;
+                        self.ctx.process_groups.lock().expect("pgid lock").insert(pgid);
+                        self.event(EventType::Normal, "Started", format!("Started container {name}")).await;
                     }
                     Err(message) => {
                         self.container(init, i).set_waiting(
@@ -267,13 +209,8 @@ impl PodWorker {
                 }
             }
             Err((reason, message)) => {
-                self.container(init, i).set_waiting(
-                    &reason,
-                    Some(message.clone()),
-                    Duration::from_secs(2),
-                );
-                self.event(EventType::Warning, "Failed", format!("{reason}: {message}"))
-                    .await;
+                self.container(init, i).set_waiting(&reason, Some(message.clone()), Duration::from_secs(2));
+                self.event(EventType::Warning, "Failed", format!("{reason}: {message}")).await;
             }
         }
     }
@@ -314,12 +251,7 @@ impl PodWorker {
             .pod
             .metadata
             .deletion_grace_period_seconds
-            .or_else(|| {
-                self.pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-            })
+            .or_else(|| self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
             .unwrap_or(30);
         Duration::from_secs(secs.max(0) as u64)
     }
@@ -329,11 +261,7 @@ impl PodWorker {
         let spec = self.container(init, i).spec.clone();
         let restart_count = self.container(init, i).restart_count;
         let image_ref = spec.image.clone().unwrap_or_default();
-        let image = self
-            .ctx
-            .images
-            .resolve(&image_ref)
-            .map_err(|m| ("ErrImagePull".to_string(), m))?;
+        let image = self.ctx.images.resolve(&image_ref).map_err(|m| ("ErrImagePull".to_string(), m))?;
         let config_err = |m: String| ("CreateContainerConfigError".to_string(), m);
 
         let facts = env::PodFacts {
@@ -342,18 +270,12 @@ impl PodWorker {
             node_name: self.ctx.node_name.clone(),
             host_ip: "127.0.0.1".into(),
         };
-        let mut vars = env::resolve(&self.ctx.client, &facts, &spec)
-            .await
-            .map_err(config_err)?;
+        let mut vars = env::resolve(&self.ctx.client, &facts, &spec).await.map_err(config_err)?;
 
         let rootfs = self.dir.join("rootfs").join(&spec.name);
         std::fs::create_dir_all(&rootfs).map_err(|e| config_err(e.to_string()))?;
-        let mounts = volumes::link_mounts(
-            &rootfs,
-            &spec,
-            self.volumes.as_ref().unwrap_or(&BTreeMap::new()),
-        )
-        .map_err(config_err)?;
+        let mounts = volumes::link_mounts(&rootfs, &spec, self.volumes.as_ref().unwrap_or(&BTreeMap::new()))
+            .map_err(config_err)?;
         for (_, value) in vars.iter_mut() {
             *value = volumes::rewrite_paths(value, &mounts);
         }
@@ -363,10 +285,7 @@ impl PodWorker {
             ("POD_IP".to_string(), self.ip.to_string()),
             ("HOSTNAME".to_string(), self.pod.name_any()),
             ("HOME".to_string(), rootfs.display().to_string()),
-            (
-                "PATH".to_string(),
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
-            ),
+            ("PATH".to_string(), std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())),
         ];
         for passthrough in ["RAYON_NUM_THREADS", "LANG", "TMPDIR"] {
             if let Ok(v) = std::env::var(passthrough) {
@@ -382,10 +301,7 @@ impl PodWorker {
 
         let mut argv: Vec<String> = Vec::new();
         if let Some(command) = spec.command.as_ref().filter(|c| !c.is_empty()) {
-            let entry = std::path::Path::new(&command[0])
-                .file_name()
-                .and_then(|f| f.to_str())
-                .unwrap_or(&command[0]);
+            let entry = std::path::Path::new(&command[0]).file_name().and_then(|f| f.to_str()).unwrap_or(&command[0]);
             if !image.entrypoint_names.iter().any(|n| n == entry) {
                 return Err((
                     "CreateContainerError".into(),
@@ -399,22 +315,9 @@ impl PodWorker {
             argv.extend(command[1..].iter().cloned());
         }
         argv.extend(spec.args.iter().flatten().cloned());
-        let argv = argv
-            .iter()
-            .map(|a| volumes::rewrite_paths(&env::expand(a, &all_env), &mounts))
-            .collect();
-        let log = self
-            .dir
-            .join("logs")
-            .join(&spec.name)
-            .join(format!("{restart_count}.log"));
-        Ok(Launch {
-            program: image.binary,
-            args: argv,
-            env: all_env,
-            cwd: rootfs,
-            log,
-        })
+        let argv = argv.iter().map(|a| volumes::rewrite_paths(&env::expand(a, &all_env), &mounts)).collect();
+        let log = self.dir.join("logs").join(&spec.name).join(format!("{restart_count}.log"));
+        Ok(Launch { program: image.binary, args: argv, env: all_env, cwd: rootfs, log })
     }
 
     /// Graceful deletion: SIGTERM every container, SIGKILL after the grace period, report the
@@ -422,12 +325,7 @@ impl PodWorker {
     async fn terminate(&mut self) {
         let grace = self.grace_period();
         let name = self.pod.name_any();
-        if self
-            .init
-            .iter()
-            .chain(self.app.iter())
-            .any(|c| c.is_running())
-        {
+        if self.init.iter().chain(self.app.iter()).any(|c| c.is_running()) {
             self.event(
                 EventType::Normal,
                 "Killing",
@@ -444,21 +342,14 @@ impl PodWorker {
         futures::future::join_all(stopping).await;
         for c in self.init.iter_mut().chain(self.app.iter_mut()) {
             if let Some((pgid, _)) = c.poll_exit() {
-                self.ctx
-                    .process_groups
-                    .lock()
-                    .expect("pgid lock")
-                    .remove(&pgid);
+                self.ctx.process_groups.lock().expect("pgid lock").remove(&pgid);
             }
             c.start_at = None;
         }
         self.report().await;
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: self.pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
+            preconditions: Some(Preconditions { uid: self.pod.metadata.uid.clone(), resource_version: None }),
             ..Default::default()
         };
         if let Err(e) = self.api().delete(&name, &dp).await {
@@ -474,11 +365,7 @@ impl PodWorker {
                 child.terminate(Duration::from_secs(0)).await;
             }
             if let Some((pgid, _)) = c.poll_exit() {
-                self.ctx
-                    .process_groups
-                    .lock()
-                    .expect("pgid lock")
-                    .remove(&pgid);
+                self.ctx.process_groups.lock().expect("pgid lock").remove(&pgid);
             }
         }
     }

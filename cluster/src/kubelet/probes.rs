@@ -82,11 +82,7 @@ fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, String
 
 async fn run(probe: &Probe, pod_ip: &str, container: &Container) -> Result<(), String> {
     if let Some(http) = &probe.http_get {
-        if http
-            .scheme
-            .as_deref()
-            .is_some_and(|s| s.eq_ignore_ascii_case("https"))
-        {
+        if http.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("https")) {
             return Err("HTTPS probes are not supported by the process kubelet".into());
         }
         let port = resolve_port(&http.port, container)?;
@@ -112,23 +108,15 @@ async fn run(probe: &Probe, pod_ip: &str, container: &Container) -> Result<(), S
 
 /// Minimal HTTP/1.1 GET returning the status code; probes need nothing more.
 pub async fn http_get(host: &str, port: u16, path: &str) -> Result<u16, String> {
-    let mut stream = TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("dial {host}:{port}: {e}"))?;
+    let mut stream = TcpStream::connect((host, port)).await.map_err(|e| format!("dial {host}:{port}: {e}"))?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.20\r\nConnection: close\r\n\r\n"
     );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut head = [0u8; 64];
     let mut read = 0;
     while read < 12 {
-        let n = stream
-            .read(&mut head[read..])
-            .await
-            .map_err(|e| e.to_string())?;
+        let n = stream.read(&mut head[read..]).await.map_err(|e| e.to_string())?;
         if n == 0 {
             break;
         }

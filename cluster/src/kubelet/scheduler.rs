@@ -18,9 +18,7 @@ pub async fn run(ctx: Arc<KubeletContext>) {
     let mut stream = watcher(pods, config).boxed();
     loop {
         match stream.try_next().await {
-            Ok(Some(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
-                bind(&ctx, &pod).await
-            }
+            Ok(Some(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => bind(&ctx, &pod).await,
             Ok(Some(_)) => {}
             Ok(None) => return,
             Err(e) => {
@@ -32,19 +30,13 @@ pub async fn run(ctx: Arc<KubeletContext>) {
 }
 
 async fn bind(ctx: &KubeletContext, pod: &Pod) {
-    if pod.metadata.deletion_timestamp.is_some()
-        || pod.spec.as_ref().is_some_and(|s| s.node_name.is_some())
-    {
+    if pod.metadata.deletion_timestamp.is_some() || pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
         return;
     }
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let binding = Binding {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
+        metadata: kube::api::ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), ..Default::default() },
         target: ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Node".into()),
@@ -54,15 +46,7 @@ async fn bind(ctx: &KubeletContext, pod: &Pod) {
     };
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     // A conflict means someone bound it first or it is gone; both are fine.
-    match api
-        .create_subresource::<_, serde_json::Value>(
-            "binding",
-            &name,
-            &PostParams::default(),
-            &binding,
-        )
-        .await
-    {
+    match api.create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding).await {
         Ok(_) => tracing::debug!(%ns, %name, "bound pod"),
         Err(e) => tracing::debug!(%ns, %name, error = %e, "binding failed"),
     }

@@ -16,17 +16,9 @@ use crate::kubeconfig;
 const EXPIRATION_SECONDS: i64 = 24 * 3600;
 
 /// Writes `dir/kubeconfig` for the Pod's service account; returns its path.
-pub async fn write_kubeconfig(
-    ctx: &KubeletContext,
-    pod: &Pod,
-    dir: &Path,
-) -> Result<PathBuf, String> {
+pub async fn write_kubeconfig(ctx: &KubeletContext, pod: &Pod, dir: &Path) -> Result<PathBuf, String> {
     let ns = pod.namespace().unwrap_or_else(|| "default".into());
-    let sa = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.clone())
-        .unwrap_or_else(|| "default".into());
+    let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
     let request = TokenRequest {
         metadata: Default::default(),
         spec: TokenRequestSpec {
@@ -46,17 +38,12 @@ pub async fn write_kubeconfig(
         .create_subresource("token", &sa, &PostParams::default(), &request)
         .await
         .map_err(|e| format!("token request for service account {ns}/{sa}: {e}"))?;
-    let token = issued
-        .status
-        .map(|s| s.token)
-        .ok_or_else(|| format!("token request for {ns}/{sa} returned no token"))?;
+    let token =
+        issued.status.map(|s| s.token).ok_or_else(|| format!("token request for {ns}/{sa} returned no token"))?;
     let user = format!("system:serviceaccount:{ns}:{sa}");
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let path = dir.join("kubeconfig");
-    kubeconfig::write_atomic(
-        &path,
-        &kubeconfig::render(&ctx.server, &ctx.ca_pem, &user, &token, Some(&ns)),
-    )
-    .map_err(|e| e.to_string())?;
+    kubeconfig::write_atomic(&path, &kubeconfig::render(&ctx.server, &ctx.ca_pem, &user, &token, Some(&ns)))
+        .map_err(|e| e.to_string())?;
     Ok(path)
 }

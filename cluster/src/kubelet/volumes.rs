@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{
-    ConfigMap, KeyToPath, PersistentVolumeClaim, Pod, Secret, Volume,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, PersistentVolumeClaim, Pod, Secret, Volume};
 use kube::{Api, Client};
 
 use super::atomic_dir::{self, Payload};
@@ -25,13 +23,7 @@ pub async fn sync(
 ) -> Result<BTreeMap<String, PathBuf>, MountError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut out = BTreeMap::new();
-    for volume in pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.volumes.as_ref())
-        .into_iter()
-        .flatten()
-    {
+    for volume in pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
         let dir = pod_dir.join("volumes").join(&volume.name);
         let path = sync_one(client, ns, volume, &dir, claims_root).await?;
         out.insert(volume.name.clone(), path);
@@ -60,16 +52,8 @@ async fn sync_one(
     }
     if let Some(pvc) = &volume.persistent_volume_claim {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-        if claims
-            .get_opt(&pvc.claim_name)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
-            return Err(format!(
-                "persistentvolumeclaim {:?} not found",
-                pvc.claim_name
-            ));
+        if claims.get_opt(&pvc.claim_name).await.map_err(|e| e.to_string())?.is_none() {
+            return Err(format!("persistentvolumeclaim {:?} not found", pvc.claim_name));
         }
         let path = claims_root.join(ns).join(&pvc.claim_name);
         std::fs::create_dir_all(&path).map_err(io_err)?;
@@ -78,54 +62,18 @@ async fn sync_one(
     let mut payload = Payload::new();
     if let Some(src) = &volume.config_map {
         let mode = src.default_mode.unwrap_or(0o644) as u32;
-        add_config_map(
-            client,
-            ns,
-            &src.name,
-            src.optional,
-            src.items.as_deref(),
-            mode,
-            &mut payload,
-        )
-        .await?;
+        add_config_map(client, ns, &src.name, src.optional, src.items.as_deref(), mode, &mut payload).await?;
     } else if let Some(src) = &volume.secret {
         let name = src.secret_name.clone().unwrap_or_default();
         let mode = src.default_mode.unwrap_or(0o644) as u32;
-        add_secret(
-            client,
-            ns,
-            &name,
-            src.optional,
-            src.items.as_deref(),
-            mode,
-            &mut payload,
-        )
-        .await?;
+        add_secret(client, ns, &name, src.optional, src.items.as_deref(), mode, &mut payload).await?;
     } else if let Some(projected) = &volume.projected {
         let mode = projected.default_mode.unwrap_or(0o644) as u32;
         for source in projected.sources.iter().flatten() {
             if let Some(cm) = &source.config_map {
-                add_config_map(
-                    client,
-                    ns,
-                    &cm.name,
-                    cm.optional,
-                    cm.items.as_deref(),
-                    mode,
-                    &mut payload,
-                )
-                .await?;
+                add_config_map(client, ns, &cm.name, cm.optional, cm.items.as_deref(), mode, &mut payload).await?;
             } else if let Some(s) = &source.secret {
-                add_secret(
-                    client,
-                    ns,
-                    &s.name,
-                    s.optional,
-                    s.items.as_deref(),
-                    mode,
-                    &mut payload,
-                )
-                .await?;
+                add_secret(client, ns, &s.name, s.optional, s.items.as_deref(), mode, &mut payload).await?;
             } else {
                 return Err(format!(
                     "volume {:?}: only configMap and secret projections are supported by the process kubelet",
@@ -181,31 +129,12 @@ async fn add_config_map(
 ) -> Result<(), MountError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let Some(cm) = api.get_opt(name).await.map_err(|e| e.to_string())? else {
-        return if optional == Some(true) {
-            Ok(())
-        } else {
-            Err(format!("configmap {name:?} not found"))
-        };
+        return if optional == Some(true) { Ok(()) } else { Err(format!("configmap {name:?} not found")) };
     };
-    let mut entries: BTreeMap<String, Vec<u8>> = cm
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.into_bytes()))
-        .collect();
-    entries.extend(
-        cm.binary_data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0)),
-    );
-    place(
-        entries,
-        items,
-        mode,
-        &format!("configmap {name:?}"),
-        payload,
-    )
+    let mut entries: BTreeMap<String, Vec<u8>> =
+        cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+    entries.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+    place(entries, items, mode, &format!("configmap {name:?}"), payload)
 }
 
 async fn add_secret(
@@ -219,18 +148,9 @@ async fn add_secret(
 ) -> Result<(), MountError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let Some(secret) = api.get_opt(name).await.map_err(|e| e.to_string())? else {
-        return if optional == Some(true) {
-            Ok(())
-        } else {
-            Err(format!("secret {name:?} not found"))
-        };
+        return if optional == Some(true) { Ok(()) } else { Err(format!("secret {name:?} not found")) };
     };
-    let entries = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
+    let entries = secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
     place(entries, items, mode, &format!("secret {name:?}"), payload)
 }
 
@@ -245,10 +165,7 @@ pub fn link_mounts(
     let mut mounts = Vec::new();
     for m in container.volume_mounts.iter().flatten() {
         let Some(host) = volumes.get(&m.name) else {
-            return Err(format!(
-                "volumeMount {:?} refers to no volume of the Pod",
-                m.name
-            ));
+            return Err(format!("volumeMount {:?} refers to no volume of the Pod", m.name));
         };
         let target = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(sub) => {
@@ -266,8 +183,7 @@ pub fn link_mounts(
             std::fs::create_dir_all(parent).map_err(|e| format!("mount {mount_path:?}: {e}"))?;
         }
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&target, &link)
-            .map_err(|e| format!("mount {mount_path:?}: {e}"))?;
+        std::os::unix::fs::symlink(&target, &link).map_err(|e| format!("mount {mount_path:?}: {e}"))?;
         mounts.push((mount_path, link));
     }
     mounts.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
@@ -296,22 +212,10 @@ mod tests {
 
     #[test]
     fn rewrites_mount_paths_in_arguments() {
-        let mounts = vec![(
-            "/etc/app".to_string(),
-            PathBuf::from("/tmp/pod/rootfs/etc/app"),
-        )];
-        assert_eq!(
-            rewrite_paths("/etc/app/config.yaml", &mounts),
-            "/tmp/pod/rootfs/etc/app/config.yaml"
-        );
-        assert_eq!(
-            rewrite_paths("--config=/etc/app/c", &mounts),
-            "--config=/tmp/pod/rootfs/etc/app/c"
-        );
-        assert_eq!(
-            rewrite_paths("/etc/application", &mounts),
-            "/etc/application"
-        );
+        let mounts = vec![("/etc/app".to_string(), PathBuf::from("/tmp/pod/rootfs/etc/app"))];
+        assert_eq!(rewrite_paths("/etc/app/config.yaml", &mounts), "/tmp/pod/rootfs/etc/app/config.yaml");
+        assert_eq!(rewrite_paths("--config=/etc/app/c", &mounts), "--config=/tmp/pod/rootfs/etc/app/c");
+        assert_eq!(rewrite_paths("/etc/application", &mounts), "/etc/application");
         assert_eq!(rewrite_paths("x/etc/app", &mounts), "x/etc/app");
     }
 }

@@ -37,10 +37,21 @@ async fn main() -> anyhow::Result<()> {
     let bin_dir = std::env::current_exe()?.parent().map(PathBuf::from).context("the demo binary's directory")?;
     let mut progress = Progress::new(STEPS);
 
-    let t = progress.step("starting the local cluster (etcd, kube-apiserver, kube-controller-manager, process kubelet)");
-    let options = ClusterOptions { name: "demo".into(), images: ImageMap::from_env(Some(bin_dir.clone())), ..Default::default() };
-    let cluster = Cluster::start(options).await.context("starting the local cluster (scripts/demo.sh installs what it needs)")?;
-    progress.done(t, format!("cluster {}, API server {} up in {:.1}s", cluster.id(), cluster.server(), cluster.startup_time().as_secs_f64()));
+    let t =
+        progress.step("starting the local cluster (etcd, kube-apiserver, kube-controller-manager, process kubelet)");
+    let options =
+        ClusterOptions { name: "demo".into(), images: ImageMap::from_env(Some(bin_dir.clone())), ..Default::default() };
+    let cluster =
+        Cluster::start(options).await.context("starting the local cluster (scripts/demo.sh installs what it needs)")?;
+    progress.done(
+        t,
+        format!(
+            "cluster {}, API server {} up in {:.1}s",
+            cluster.id(),
+            cluster.server(),
+            cluster.startup_time().as_secs_f64()
+        ),
+    );
 
     let outcome = tokio::select! {
         r = run(&args, &cluster, bin_dir, &mut progress) => r,
@@ -66,10 +77,18 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: &Args, cluster: &Cluster, bin_dir: PathBuf, progress: &mut Progress) -> anyhow::Result<Option<Platform>> {
+async fn run(
+    args: &Args,
+    cluster: &Cluster,
+    bin_dir: PathBuf,
+    progress: &mut Progress,
+) -> anyhow::Result<Option<Platform>> {
     let handle = TestCluster::from_cluster(cluster);
     let client = handle.client().await;
-    let ns = Namespace { metadata: kube::api::ObjectMeta { name: Some(args.namespace.clone()), ..Default::default() }, ..Default::default() };
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta { name: Some(args.namespace.clone()), ..Default::default() },
+        ..Default::default()
+    };
     Api::<Namespace>::all(client).create(&PostParams::default(), &ns).await.context("creating the demo namespace")?;
 
     let t = progress.step("starting the object store (SeaweedFS S3) and creating bucket flywheel-demo");
@@ -79,7 +98,13 @@ async fn run(args: &Args, cluster: &Cluster, bin_dir: PathBuf, progress: &mut Pr
     let t = progress.step("installing the Helm chart charts/flywheel (CRDs, RBAC, operator)");
     let pod = platform.install_operator().await?;
     let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_default();
-    progress.done(t, format!("operator Pod {} Ready, service account {sa}, holding the leader Lease", pod.metadata.name.unwrap_or_default()));
+    progress.done(
+        t,
+        format!(
+            "operator Pod {} Ready, service account {sa}, holding the leader Lease",
+            pod.metadata.name.unwrap_or_default()
+        ),
+    );
 
     let t = progress.step("generating the demo models (v1, v2) and training dataset into S3");
     let s3_env = platform.s3_env();
@@ -92,7 +117,10 @@ async fn run(args: &Args, cluster: &Cluster, bin_dir: PathBuf, progress: &mut Pr
         })
         .await??
     };
-    progress.done(t, format!("{} training images, {} production images kept aside for traffic", assets::TRAIN_IMAGES, samples.len()));
+    progress.done(
+        t,
+        format!("{} training images, {} production images kept aside for traffic", assets::TRAIN_IMAGES, samples.len()),
+    );
     let mut flywheel = FlywheelLoop::new(platform, samples);
 
     let t = progress.step("kubectl apply -f examples/quickstart/");
@@ -107,7 +135,10 @@ async fn run(args: &Args, cluster: &Cluster, bin_dir: PathBuf, progress: &mut Pr
 
     let t = progress.step("profiling the training data for drift and outlier metrics (a trainer Job)");
     let p = flywheel.wait_profiled().await?;
-    progress.done(t, format!("reference statistics at {}", p.status.and_then(|s| s.reference_statistics_uri).unwrap_or_default()));
+    progress.done(
+        t,
+        format!("reference statistics at {}", p.status.and_then(|s| s.reference_statistics_uri).unwrap_or_default()),
+    );
 
     let t = progress.step("sending 40 production images to POST /v1/predict");
     let predictions = flywheel.send_traffic(40).await?;
@@ -123,9 +154,12 @@ async fn run(args: &Args, cluster: &Cluster, bin_dir: PathBuf, progress: &mut Pr
     progress.info(format!("{} reviews written into DatasetVersion shapes-feedback", reviewed.len()));
     let run = flywheel.wait_run_finished(1).await?;
     let jobs = flywheel.training_jobs().await?;
-    let last = run.status.as_ref().and_then(|s| s.run_history.iter().find(|r| r.number == 1)).cloned().context("run 1")?;
-    progress.done(t, format!("training Job {} {} ({} Job(s) in total)", last.job, last.outcome.to_lowercase(), jobs.len()));
-    let trained = last.model_version.clone().with_context(|| format!("run 1 registered no ModelVersion: {}", last.message))?;
+    let last =
+        run.status.as_ref().and_then(|s| s.run_history.iter().find(|r| r.number == 1)).cloned().context("run 1")?;
+    progress
+        .done(t, format!("training Job {} {} ({} Job(s) in total)", last.job, last.outcome.to_lowercase(), jobs.len()));
+    let trained =
+        last.model_version.clone().with_context(|| format!("run 1 registered no ModelVersion: {}", last.message))?;
 
     let t = progress.step(&format!("deploying the retrained model {trained} as shadow (policy: shadow)"));
     let mv = flywheel.wait_model_ready(&trained, 120).await?;
@@ -133,15 +167,23 @@ async fn run(args: &Args, cluster: &Cluster, bin_dir: PathBuf, progress: &mut Pr
     let metrics = mv.spec.metrics.iter().map(|(k, v)| format!("{k}={v:.3}")).collect::<Vec<_>>().join(" ");
     progress.done(t, format!("{trained} Ready (offline {metrics}), now the shadow"));
 
-    let t = progress.step(&format!("reviewing 20 more predictions the new shadow also made; the promotion gate compares them"));
+    let t = progress
+        .step(&format!("reviewing 20 more predictions the new shadow also made; the promotion gate compares them"));
     flywheel.review_shadow_samples(&trained, 20).await?;
     let quality = flywheel.serving()?.status().await?["quality"].clone();
     progress.info(format!(
         "the pod's /status: mAP@0.5 on {} reviewed samples both scored: champion {}, shadow {}",
-        quality["reviewedSamples"], fmt(&quality["champion"]), fmt(&quality["shadow"])
+        quality["reviewedSamples"],
+        fmt(&quality["champion"]),
+        fmt(&quality["shadow"])
     ));
     let d = flywheel.wait_champion(&trained, 120).await?;
-    let promotion = d.status.as_ref().and_then(|s| s.promotion_history.iter().rev().find(|p| p.role == flywheel_api::deployment::Role::Champion)).cloned().context("a promotion record")?;
+    let promotion = d
+        .status
+        .as_ref()
+        .and_then(|s| s.promotion_history.iter().rev().find(|p| p.role == flywheel_api::deployment::Role::Champion))
+        .cloned()
+        .context("a promotion record")?;
     progress.done(t, format!("{trained} promoted to champion ({}: {})", promotion.reason, promotion.message));
 
     let t = progress.step("where to look");

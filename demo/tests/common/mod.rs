@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
+use flywheel_demo::Platform;
 use flywheel_demo::assets::{self, BUCKET, Sample};
 use flywheel_demo::flywheel_loop::DEPLOYMENT;
-use flywheel_demo::Platform;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 
@@ -44,7 +44,8 @@ pub async fn read_json(platform: &Platform, key: &str) -> serde_json::Value {
 
 pub async fn inference_pod_uid(platform: &Platform) -> Vec<String> {
     let pods: kube::Api<Pod> = platform.api();
-    let list = pods.list(&ListParams::default().labels(&format!("flywheel.dev/deployment={DEPLOYMENT}"))).await.unwrap();
+    let list =
+        pods.list(&ListParams::default().labels(&format!("flywheel.dev/deployment={DEPLOYMENT}"))).await.unwrap();
     list.items.into_iter().filter_map(|p| p.metadata.uid).collect()
 }
 

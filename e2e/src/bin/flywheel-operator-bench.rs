@@ -39,9 +39,9 @@ use flywheel_operator::context::Settings;
 use flywheel_operator::controllers::deployment::build;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
-use k8s_openapi::NamespaceResourceScope;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -94,11 +94,9 @@ struct Round {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // The cluster's start-up probes log connection errors while the API server comes up: not ours to show.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,kube_client=off".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,kube_client=off".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let args = Args::parse();
     if args.count == 0 || args.concurrency == 0 || args.rounds == 0 {
         bail!("--count, --concurrency and --rounds must be at least 1");
@@ -108,7 +106,10 @@ async fn main() -> anyhow::Result<()> {
         None => default_bin_dir().context("cannot locate the bin dir; pass --operator-bin")?.join("flywheel-operator"),
     };
     if !operator_bin.is_file() {
-        bail!("{} does not exist: build it with `cargo build -p flywheel-operator` or pass --operator-bin", operator_bin.display());
+        bail!(
+            "{} does not exist: build it with `cargo build -p flywheel-operator` or pass --operator-bin",
+            operator_bin.display()
+        );
     }
 
     if !args.ignore_service_range {
@@ -148,7 +149,8 @@ async fn main() -> anyhow::Result<()> {
 /// Every Service gets a ClusterIP; the local cluster's range bounds how many can exist.
 fn check_service_capacity(count: usize) -> anyhow::Result<()> {
     let cidr = flywheel_cluster::control_plane::SERVICE_CIDR;
-    let prefix: u32 = cidr.rsplit_once('/').and_then(|(_, p)| p.parse().ok()).context("SERVICE_CIDR without a prefix length")?;
+    let prefix: u32 =
+        cidr.rsplit_once('/').and_then(|(_, p)| p.parse().ok()).context("SERVICE_CIDR without a prefix length")?;
     // Network and broadcast addresses are not handed out, and `kubernetes` takes one.
     let free = (1usize << (32 - prefix)).saturating_sub(3);
     if count > free {
@@ -163,9 +165,9 @@ fn check_service_capacity(count: usize) -> anyhow::Result<()> {
 /// A fresh local cluster with the CRDs installed.
 async fn start_cluster() -> anyhow::Result<Cluster> {
     let started = Instant::now();
-    let cluster = Cluster::start(test_options("opbench"))
-        .await
-        .context("starting the local cluster (the control plane is installed by `cargo run -p flywheel-cluster -- install`)")?;
+    let cluster = Cluster::start(test_options("opbench")).await.context(
+        "starting the local cluster (the control plane is installed by `cargo run -p flywheel-cluster -- install`)",
+    )?;
     eprintln!("cluster {} up in {:.1}s", cluster.id(), started.elapsed().as_secs_f64());
     if let Err(e) = install_crds(&cluster.client(), &workspace_root().join("crds")).await {
         stop_cluster(cluster).await;
@@ -186,7 +188,13 @@ async fn stop_cluster(cluster: Cluster) {
 
 /// The real operator converging `count` Deployments. Returns the verified ModelVersion (for
 /// the other phase's builders) and the round's operator figures.
-async fn operator_phase(cluster: &Cluster, args: &Args, operator_bin: &Path, uri: &str, round: usize) -> anyhow::Result<(ModelVersion, Round)> {
+async fn operator_phase(
+    cluster: &Cluster,
+    args: &Args,
+    operator_bin: &Path,
+    uri: &str,
+    round: usize,
+) -> anyhow::Result<(ModelVersion, Round)> {
     let client = cluster.client();
     let ns = create_namespace(&client, "bench-operator").await?;
     let log = cluster.state_dir().join(format!("flywheel-operator-bench-{round}.log"));
@@ -209,7 +217,13 @@ async fn operator_phase(cluster: &Cluster, args: &Args, operator_bin: &Path, uri
         let operator_converge = wait_converged(&client, &ns, args.count, start, timeout, &mut operator, &log).await?;
         let operator_peak_rss_kib = peak_rss_kib(operator.pid())?;
         let operator_reconciles = deployment_reconciles(metrics_port).await?;
-        let round = Round { api_server_alone: Duration::ZERO, operator_converge, operator_idle_rss_kib, operator_peak_rss_kib, operator_reconciles };
+        let round = Round {
+            api_server_alone: Duration::ZERO,
+            operator_converge,
+            operator_idle_rss_kib,
+            operator_peak_rss_kib,
+            operator_reconciles,
+        };
         anyhow::Ok((champion, round))
     }
     .await;
@@ -218,7 +232,12 @@ async fn operator_phase(cluster: &Cluster, args: &Args, operator_bin: &Path, uri
 }
 
 /// The bench itself creating what the operator would, with no operator running.
-async fn api_server_phase(cluster: &Cluster, args: &Args, champion: &ModelVersion, round: usize) -> anyhow::Result<Duration> {
+async fn api_server_phase(
+    cluster: &Cluster,
+    args: &Args,
+    champion: &ModelVersion,
+    round: usize,
+) -> anyhow::Result<Duration> {
     let client = cluster.client();
     let ns = create_namespace(&client, "bench-apiserver").await?;
     eprintln!("round {round}: API server alone creating {} Deployments' objects", args.count);
@@ -270,7 +289,13 @@ where
 }
 
 /// Runs the operator binary watching `ns`; it dies with this process or the cluster.
-fn start_operator(cluster: &Cluster, bin: &Path, ns: &str, metrics_port: u16, log: &Path) -> anyhow::Result<ManagedChild> {
+fn start_operator(
+    cluster: &Cluster,
+    bin: &Path,
+    ns: &str,
+    metrics_port: u16,
+    log: &Path,
+) -> anyhow::Result<ManagedChild> {
     let mut cmd = tokio::process::Command::new(bin);
     let listen = format!("127.0.0.1:{metrics_port}");
     cmd.args(["--watch-namespace", ns, "--no-leader-election", "--listen", &listen])
@@ -287,7 +312,8 @@ fn free_port() -> anyhow::Result<u16> {
 /// `reconciles_total{kind="Deployment"}` from the operator's /metrics (plain HTTP/1.0 GET).
 async fn deployment_reconciles(port: u16) -> anyhow::Result<f64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.context("connecting to the operator's /metrics")?;
+    let mut stream =
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.context("connecting to the operator's /metrics")?;
     stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await?;
     let mut body = String::new();
     stream.read_to_string(&mut body).await?;
@@ -306,7 +332,13 @@ fn check_alive(operator: &mut ManagedChild, log: &Path) -> anyhow::Result<()> {
 
 /// Creates the ModelVersion in the operator's namespace and waits until the operator has
 /// verified it; returns it (with its digest) for the builders of the API-server-alone run.
-async fn ready_model(client: &Client, ns: &str, uri: &str, operator: &mut ManagedChild, log: &Path) -> anyhow::Result<ModelVersion> {
+async fn ready_model(
+    client: &Client,
+    ns: &str,
+    uri: &str,
+    operator: &mut ManagedChild,
+    log: &Path,
+) -> anyhow::Result<ModelVersion> {
     let manifest = json!({
         "apiVersion": "flywheel.dev/v1alpha1",
         "kind": "ModelVersion",
@@ -368,7 +400,8 @@ fn token_secret(d: &FlywheelDeployment) -> anyhow::Result<Secret> {
     let mut secret = Secret::default();
     secret.metadata.name = Some(build::token_secret_name(d));
     secret.metadata.labels = Some(build::labels(d));
-    secret.metadata.owner_references = Some(vec![d.controller_owner_ref(&()).context("applied Deployment without uid")?]);
+    secret.metadata.owner_references =
+        Some(vec![d.controller_owner_ref(&()).context("applied Deployment without uid")?]);
     secret.data = Some([("token".to_string(), ByteString(token.into_bytes()))].into());
     Ok(secret)
 }
@@ -414,7 +447,8 @@ async fn wait_converged(
             last_report = Instant::now();
         }
         if seen > timeout {
-            let untouched: Vec<String> = list.items.iter().filter(|d| d.status.is_none()).map(|d| d.name_any()).collect();
+            let untouched: Vec<String> =
+                list.items.iter().filter(|d| d.status.is_none()).map(|d| d.name_any()).collect();
             bail!(
                 "only {} of {count} Deployments ChampionReady after {timeout:?}; {} never got a status (e.g. {:?}); operator log:\n{}",
                 ready.len(),
@@ -485,10 +519,22 @@ fn print_table(args: &Args, rounds: &[Round]) {
     let per_deployment = median(rounds.iter().map(|r| r.operator_reconciles / args.count as f64).collect());
     println!(
         "{:>6}  {:>20}  {:>21}  {:>6}  {:>21}  {:>21}  {:>19}",
-        "N", "API server alone (s)", "operator converge (s)", "ratio", "operator peak RSS MiB", "operator idle RSS MiB", "reconciles/Deployment"
+        "N",
+        "API server alone (s)",
+        "operator converge (s)",
+        "ratio",
+        "operator peak RSS MiB",
+        "operator idle RSS MiB",
+        "reconciles/Deployment"
     );
     println!(
         "{:>6}  {:>20.2}  {:>21.2}  {:>6.2}  {:>21.1}  {:>21.1}  {:>19.1}",
-        args.count, api, op, op / api, peak, idle, per_deployment
+        args.count,
+        api,
+        op,
+        op / api,
+        peak,
+        idle,
+        per_deployment
     );
 }

@@ -70,11 +70,7 @@ struct AppState {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     match Cli::parse().mode {
-        Mode::Serve {
-            port,
-            file,
-            unhealthy_after,
-        } => serve(port, file, unhealthy_after).await,
+        Mode::Serve { port, file, unhealthy_after } => serve(port, file, unhealthy_after).await,
         Mode::Exit { code, message } => {
             if let Some(m) = message {
                 println!("{m}");
@@ -96,50 +92,32 @@ async fn main() {
             }
             println!("wrote {}", path.display());
         }
-        Mode::KubeCheck {
-            verb,
-            resource,
-            name,
-        } => std::process::exit(kube_check(&verb, &resource, &name).await),
+        Mode::KubeCheck { verb, resource, name } => std::process::exit(kube_check(&verb, &resource, &name).await),
     }
 }
 
 async fn serve(port: u16, file: Option<PathBuf>, unhealthy_after: Option<u64>) {
     let ip = std::env::var("POD_IP").unwrap_or_else(|_| "127.0.0.1".into());
-    let state = AppState {
-        file,
-        unhealthy_at: unhealthy_after.map(|s| Instant::now() + Duration::from_secs(s)),
-    };
+    let state = AppState { file, unhealthy_at: unhealthy_after.map(|s| Instant::now() + Duration::from_secs(s)) };
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(|| async { "ok" }))
-        .route(
-            "/ip",
-            get(|| async { std::env::var("POD_IP").unwrap_or_default() }),
-        )
+        .route("/ip", get(|| async { std::env::var("POD_IP").unwrap_or_default() }))
         .route("/file", get(read_file))
-        .route(
-            "/env/{name}",
-            get(|Path(name): Path<String>| async move { std::env::var(name).unwrap_or_default() }),
-        )
+        .route("/env/{name}", get(|Path(name): Path<String>| async move { std::env::var(name).unwrap_or_default() }))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind((ip.as_str(), port))
-        .await
-        .unwrap_or_else(|e| {
-            eprintln!("cannot bind {ip}:{port}: {e}");
-            std::process::exit(2);
-        });
+    let listener = tokio::net::TcpListener::bind((ip.as_str(), port)).await.unwrap_or_else(|e| {
+        eprintln!("cannot bind {ip}:{port}: {e}");
+        std::process::exit(2);
+    });
     println!("serving on {ip}:{port}");
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         term.recv().await;
         println!("SIGTERM received, shutting down");
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .expect("server");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.expect("server");
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, &'static str) {
@@ -155,10 +133,7 @@ async fn read_file(State(state): State<AppState>) -> (StatusCode, String) {
     };
     match std::fs::read_to_string(&path) {
         Ok(text) => (StatusCode::OK, text),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{}: {e}", path.display()),
-        ),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{}: {e}", path.display())),
     }
 }
 
@@ -172,34 +147,18 @@ async fn kube_check(verb: &str, resource: &str, name: &str) -> i32 {
     };
     let ns = client.default_namespace().to_string();
     let result: Result<(), kube::Error> = match (verb, resource) {
-        ("list", "pods") => Api::<Pod>::namespaced(client, &ns)
-            .list(&ListParams::default())
-            .await
-            .map(|_| ()),
-        ("list", "secrets") => Api::<Secret>::namespaced(client, &ns)
-            .list(&ListParams::default())
-            .await
-            .map(|_| ()),
-        ("list", "configmaps") => Api::<ConfigMap>::namespaced(client, &ns)
-            .list(&ListParams::default())
-            .await
-            .map(|_| ()),
-        ("get", "secrets") => Api::<Secret>::namespaced(client, &ns)
-            .get(name)
-            .await
-            .map(|_| ()),
+        ("list", "pods") => Api::<Pod>::namespaced(client, &ns).list(&ListParams::default()).await.map(|_| ()),
+        ("list", "secrets") => Api::<Secret>::namespaced(client, &ns).list(&ListParams::default()).await.map(|_| ()),
+        ("list", "configmaps") => {
+            Api::<ConfigMap>::namespaced(client, &ns).list(&ListParams::default()).await.map(|_| ())
+        }
+        ("get", "secrets") => Api::<Secret>::namespaced(client, &ns).get(name).await.map(|_| ()),
         ("create", "configmaps") => {
             let cm = ConfigMap {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(name.into()),
-                    ..Default::default()
-                },
+                metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
                 ..Default::default()
             };
-            Api::<ConfigMap>::namespaced(client, &ns)
-                .create(&PostParams::default(), &cm)
-                .await
-                .map(|_| ())
+            Api::<ConfigMap>::namespaced(client, &ns).create(&PostParams::default(), &cm).await.map(|_| ())
         }
         _ => {
             eprintln!("unsupported check {verb} {resource}");

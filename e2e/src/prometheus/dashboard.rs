@@ -11,17 +11,10 @@ use super::PrometheusError;
 /// the variables substituted: `vars` maps names to values, e.g. `("namespace", "ns")`,
 /// `("__rate_interval", "30s")`; both `$name` and `${name}` forms are replaced. Returns
 /// `(panel title, expr)`; a variable left unsubstituted is an error.
-pub fn dashboard_queries(
-    path: &Path,
-    vars: &[(&str, &str)],
-) -> Result<Vec<(String, String)>, PrometheusError> {
-    let fail = |message: String| PrometheusError::Dashboard {
-        path: path.display().to_string(),
-        message,
-    };
+pub fn dashboard_queries(path: &Path, vars: &[(&str, &str)]) -> Result<Vec<(String, String)>, PrometheusError> {
+    let fail = |message: String| PrometheusError::Dashboard { path: path.display().to_string(), message };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let dashboard: Value =
-        serde_json::from_str(&text).map_err(|e| fail(format!("invalid JSON: {e}")))?;
+    let dashboard: Value = serde_json::from_str(&text).map_err(|e| fail(format!("invalid JSON: {e}")))?;
     let mut panels = Vec::new();
     collect_panels(&dashboard["panels"], &mut panels);
     let mut out = Vec::new();
@@ -33,10 +26,7 @@ pub fn dashboard_queries(
             };
             let expr = substitute(expr, vars);
             if let Some(at) = expr.find('$') {
-                return Err(fail(format!(
-                    "panel {title:?}: unsubstituted variable at {:?} in {expr}",
-                    &expr[at..]
-                )));
+                return Err(fail(format!("panel {title:?}: unsubstituted variable at {:?} in {expr}", &expr[at..])));
             }
             out.push((title.clone(), expr));
         }
@@ -58,9 +48,7 @@ pub fn substitute(expr: &str, vars: &[(&str, &str)]) -> String {
     sorted.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
     let mut s = expr.to_string();
     for (name, value) in sorted {
-        s = s
-            .replace(&format!("${{{name}}}"), value)
-            .replace(&format!("${name}"), value);
+        s = s.replace(&format!("${{{name}}}"), value).replace(&format!("${name}"), value);
     }
     s
 }
@@ -73,10 +61,7 @@ mod tests {
     fn longer_variables_are_substituted_first() {
         let vars = [("__range", "5m"), ("__range_s", "300"), ("namespace", "ns")];
         assert_eq!(
-            substitute(
-                "x{n=\"$namespace\"}[$__range] / $__range_s / ${namespace}",
-                &vars
-            ),
+            substitute("x{n=\"$namespace\"}[$__range] / $__range_s / ${namespace}", &vars),
             "x{n=\"ns\"}[5m] / 300 / ns"
         );
     }

@@ -15,15 +15,7 @@ use serde_json::{Value, json};
 
 /// A Kubernetes label or annotation name as Prometheus writes it in a meta label.
 pub fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
 }
 
 /// One target group per container port of every Pod with an IP, labelled as Prometheus'
@@ -36,107 +28,49 @@ pub fn target_groups(pods: &[Pod]) -> Vec<Value> {
             continue;
         };
         let meta = &pod.metadata;
-        let ready = status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
         let mut pod_labels: BTreeMap<String, String> = BTreeMap::from([
-            (
-                "__meta_kubernetes_namespace".into(),
-                meta.namespace.clone().unwrap_or_default(),
-            ),
-            (
-                "__meta_kubernetes_pod_name".into(),
-                meta.name.clone().unwrap_or_default(),
-            ),
-            (
-                "__meta_kubernetes_pod_uid".into(),
-                meta.uid.clone().unwrap_or_default(),
-            ),
+            ("__meta_kubernetes_namespace".into(), meta.namespace.clone().unwrap_or_default()),
+            ("__meta_kubernetes_pod_name".into(), meta.name.clone().unwrap_or_default()),
+            ("__meta_kubernetes_pod_uid".into(), meta.uid.clone().unwrap_or_default()),
             ("__meta_kubernetes_pod_ip".into(), ip.clone()),
-            (
-                "__meta_kubernetes_pod_phase".into(),
-                status.phase.clone().unwrap_or_default(),
-            ),
+            ("__meta_kubernetes_pod_phase".into(), status.phase.clone().unwrap_or_default()),
             ("__meta_kubernetes_pod_ready".into(), ready.to_string()),
             (
                 "__meta_kubernetes_pod_node_name".into(),
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.clone())
-                    .unwrap_or_default(),
+                pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
             ),
-            (
-                "__meta_kubernetes_pod_host_ip".into(),
-                status.host_ip.clone().unwrap_or_default(),
-            ),
+            ("__meta_kubernetes_pod_host_ip".into(), status.host_ip.clone().unwrap_or_default()),
         ]);
         for (k, v) in meta.labels.iter().flatten() {
-            pod_labels.insert(
-                format!("__meta_kubernetes_pod_label_{}", sanitize(k)),
-                v.clone(),
-            );
-            pod_labels.insert(
-                format!("__meta_kubernetes_pod_labelpresent_{}", sanitize(k)),
-                "true".into(),
-            );
+            pod_labels.insert(format!("__meta_kubernetes_pod_label_{}", sanitize(k)), v.clone());
+            pod_labels.insert(format!("__meta_kubernetes_pod_labelpresent_{}", sanitize(k)), "true".into());
         }
         for (k, v) in meta.annotations.iter().flatten() {
-            pod_labels.insert(
-                format!("__meta_kubernetes_pod_annotation_{}", sanitize(k)),
-                v.clone(),
-            );
-            pod_labels.insert(
-                format!("__meta_kubernetes_pod_annotationpresent_{}", sanitize(k)),
-                "true".into(),
-            );
+            pod_labels.insert(format!("__meta_kubernetes_pod_annotation_{}", sanitize(k)), v.clone());
+            pod_labels.insert(format!("__meta_kubernetes_pod_annotationpresent_{}", sanitize(k)), "true".into());
         }
-        if let Some(owner) = meta
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true))
-        {
-            pod_labels.insert(
-                "__meta_kubernetes_pod_controller_kind".into(),
-                owner.kind.clone(),
-            );
-            pod_labels.insert(
-                "__meta_kubernetes_pod_controller_name".into(),
-                owner.name.clone(),
-            );
+        if let Some(owner) = meta.owner_references.iter().flatten().find(|o| o.controller == Some(true)) {
+            pod_labels.insert("__meta_kubernetes_pod_controller_kind".into(), owner.kind.clone());
+            pod_labels.insert("__meta_kubernetes_pod_controller_name".into(), owner.name.clone());
         }
         for container in pod.spec.iter().flat_map(|s| s.containers.iter()) {
             for port in container.ports.iter().flatten() {
                 let mut labels = pod_labels.clone();
-                labels.insert(
-                    "__meta_kubernetes_pod_container_name".into(),
-                    container.name.clone(),
-                );
+                labels.insert("__meta_kubernetes_pod_container_name".into(), container.name.clone());
                 labels.insert(
                     "__meta_kubernetes_pod_container_image".into(),
                     container.image.clone().unwrap_or_default(),
                 );
-                labels.insert(
-                    "__meta_kubernetes_pod_container_init".into(),
-                    "false".into(),
-                );
-                labels.insert(
-                    "__meta_kubernetes_pod_container_port_name".into(),
-                    port.name.clone().unwrap_or_default(),
-                );
-                labels.insert(
-                    "__meta_kubernetes_pod_container_port_number".into(),
-                    port.container_port.to_string(),
-                );
+                labels.insert("__meta_kubernetes_pod_container_init".into(), "false".into());
+                labels
+                    .insert("__meta_kubernetes_pod_container_port_name".into(), port.name.clone().unwrap_or_default());
+                labels.insert("__meta_kubernetes_pod_container_port_number".into(), port.container_port.to_string());
                 labels.insert(
                     "__meta_kubernetes_pod_container_port_protocol".into(),
                     port.protocol.clone().unwrap_or_else(|| "TCP".into()),
                 );
-                groups.push(
-                    json!({"targets": [format!("{ip}:{}", port.container_port)], "labels": labels}),
-                );
+                groups.push(json!({"targets": [format!("{ip}:{}", port.container_port)], "labels": labels}));
             }
         }
     }
@@ -157,10 +91,7 @@ pub async fn run(client: kube::Client, namespaces: Vec<String>, file: PathBuf) {
         let mut pods = Vec::new();
         let mut complete = true;
         for ns in &namespaces {
-            match Api::<Pod>::namespaced(client.clone(), ns)
-                .list(&ListParams::default())
-                .await
-            {
+            match Api::<Pod>::namespaced(client.clone(), ns).list(&ListParams::default()).await {
                 Ok(list) => pods.extend(list.items),
                 Err(e) => {
                     tracing::debug!(namespace = %ns, error = %e, "listing pods for Prometheus");
@@ -194,18 +125,14 @@ mod tests {
             "status": {"podIP": "127.100.0.5", "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
         }))
         .unwrap();
-        let pending: Pod = serde_json::from_value(
-            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}),
-        )
-        .unwrap();
+        let pending: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}))
+                .unwrap();
         let groups = target_groups(&[pod, pending]);
         assert_eq!(groups.len(), 1, "a Pod without an IP is no target");
         assert_eq!(groups[0]["targets"][0], "127.100.0.5:8080");
         let labels = &groups[0]["labels"];
-        assert_eq!(
-            labels["__meta_kubernetes_pod_label_flywheel_dev_deployment"],
-            "shapes"
-        );
+        assert_eq!(labels["__meta_kubernetes_pod_label_flywheel_dev_deployment"], "shapes");
         assert_eq!(labels["__meta_kubernetes_pod_container_port_name"], "http");
         assert_eq!(labels["__meta_kubernetes_namespace"], "ns");
         assert_eq!(labels["__meta_kubernetes_pod_ready"], "true");

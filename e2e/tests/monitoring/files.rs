@@ -36,14 +36,8 @@ fn promtool(args: &[&str], dir: &Path) -> String {
         .args(args)
         .current_dir(dir)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("promtool (Debian package `prometheus`, see scripts/apt-packages.txt): {e}")
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap_or_else(|e| panic!("promtool (Debian package `prometheus`, see scripts/apt-packages.txt): {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
     text
 }
@@ -53,55 +47,32 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     let root = workspace_root();
     let checked = promtool(&["check", "rules", alerts_path().to_str().unwrap()], root);
     assert!(checked.contains("SUCCESS"), "{checked}");
-    let tested = promtool(
-        &["test", "rules", "alerts.test.yaml"],
-        &root.join("charts/flywheel/tests"),
-    );
+    let tested = promtool(&["test", "rules", "alerts.test.yaml"], &root.join("charts/flywheel/tests"));
     assert!(tested.contains("SUCCESS"), "{tested}");
 }
 
 #[test]
 fn every_alert_has_a_test_a_severity_and_names_what_it_is_about() {
-    let rules: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(alerts_path()).unwrap()).unwrap();
-    let tests =
-        std::fs::read_to_string(workspace_root().join("charts/flywheel/tests/alerts.test.yaml"))
-            .unwrap();
+    let rules: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(alerts_path()).unwrap()).unwrap();
+    let tests = std::fs::read_to_string(workspace_root().join("charts/flywheel/tests/alerts.test.yaml")).unwrap();
     let mut names = Vec::new();
     for group in rules["groups"].as_sequence().unwrap() {
         for rule in group["rules"].as_sequence().unwrap() {
-            let name = rule["alert"]
-                .as_str()
-                .expect("only alerting rules")
-                .to_string();
+            let name = rule["alert"].as_str().expect("only alerting rules").to_string();
             let severity = rule["labels"]["severity"].as_str().unwrap_or_default();
-            assert!(
-                ["critical", "warning", "info"].contains(&severity),
-                "{name}: severity {severity:?}"
-            );
+            assert!(["critical", "warning", "info"].contains(&severity), "{name}: severity {severity:?}");
             for key in ["summary", "description"] {
-                let text = rule["annotations"][key]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{name}: no {key}"));
+                let text = rule["annotations"][key].as_str().unwrap_or_else(|| panic!("{name}: no {key}"));
                 assert!(
                     text.contains("$labels.deployment") || text.contains("$labels.pipeline"),
                     "{name}: the {key} must name the Deployment or pipeline: {text}"
                 );
             }
             // One firing case (exp_alerts with labels) and one not-firing case (exp_alerts: []).
-            let cases: Vec<&str> = tests
-                .split("alertname: ")
-                .skip(1)
-                .filter(|c| c.starts_with(&format!("{name}\n")))
-                .collect();
-            assert!(
-                cases.iter().any(|c| c.contains("exp_labels")),
-                "{name}: no firing unit test"
-            );
-            assert!(
-                cases.iter().any(|c| c.contains("exp_alerts: []")),
-                "{name}: no not-firing unit test"
-            );
+            let cases: Vec<&str> =
+                tests.split("alertname: ").skip(1).filter(|c| c.starts_with(&format!("{name}\n"))).collect();
+            assert!(cases.iter().any(|c| c.contains("exp_labels")), "{name}: no firing unit test");
+            assert!(cases.iter().any(|c| c.contains("exp_alerts: []")), "{name}: no not-firing unit test");
             names.push(name);
         }
     }
@@ -113,16 +84,12 @@ fn every_alert_has_a_test_a_severity_and_names_what_it_is_about() {
         "FlywheelPredictionsStopped",
         "FlywheelNoPredictions",
     ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "missing alert {expected}: {names:?}"
-        );
+        assert!(names.iter().any(|n| n == expected), "missing alert {expected}: {names:?}");
     }
 }
 
 fn dashboard() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dashboard_path()).unwrap())
-        .expect("the dashboard is JSON")
+    serde_json::from_str(&std::fs::read_to_string(dashboard_path()).unwrap()).expect("the dashboard is JSON")
 }
 
 /// Index of the `}` closing the selector that opens at `open`, skipping quoted label values.
@@ -161,9 +128,7 @@ fn selectors(expr: &str) -> Vec<(String, String)> {
             i += 1;
         } else if c.is_ascii_alphabetic() || c == b'_' {
             let start = i;
-            while i < bytes.len()
-                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
-            {
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':') {
                 i += 1;
             }
             let name = &expr[start..i];
@@ -196,30 +161,16 @@ fn is_server_metric(name: &str) -> bool {
 fn the_dashboard_is_well_formed_and_filters_on_the_deployment() {
     let d = dashboard();
     assert!(d["schemaVersion"].as_u64().unwrap() >= 36, "schemaVersion");
-    assert!(
-        d["uid"]
-            .as_str()
-            .is_some_and(|u| !u.is_empty() && u.len() <= 40)
-    );
+    assert!(d["uid"].as_str().is_some_and(|u| !u.is_empty() && u.len() <= 40));
     let vars = d["templating"]["list"].as_array().unwrap();
-    let var = |name: &str| {
-        vars.iter()
-            .find(|v| v["name"] == name)
-            .unwrap_or_else(|| panic!("no ${name} variable"))
-    };
+    let var = |name: &str| vars.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no ${name} variable"));
     assert_eq!(var("datasource")["type"], "datasource");
     assert_eq!(var("datasource")["query"], "prometheus");
     for name in ["namespace", "deployment"] {
         let v = var(name);
         assert_eq!(v["type"], "query");
         assert_eq!(v["datasource"]["uid"], "${datasource}");
-        assert!(
-            v["definition"]
-                .as_str()
-                .unwrap()
-                .starts_with("label_values(flywheel_model_info"),
-            "{v}"
-        );
+        assert!(v["definition"].as_str().unwrap().starts_with("label_values(flywheel_model_info"), "{v}");
     }
 
     let mut panels = Vec::new();
@@ -228,15 +179,9 @@ fn the_dashboard_is_well_formed_and_filters_on_the_deployment() {
     let mut all_exprs = String::new();
     for p in panels {
         let title = p["title"].as_str().unwrap_or_default();
-        assert!(
-            ids.insert(p["id"].as_u64().expect("panel id")),
-            "duplicate id in {title}"
-        );
+        assert!(ids.insert(p["id"].as_u64().expect("panel id")), "duplicate id in {title}");
         let g = &p["gridPos"];
-        assert!(
-            g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() <= 24,
-            "{title}: gridPos {g}"
-        );
+        assert!(g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() <= 24, "{title}: gridPos {g}");
         if p["type"] == "row" {
             continue;
         }
@@ -246,26 +191,17 @@ fn the_dashboard_is_well_formed_and_filters_on_the_deployment() {
         );
         assert_eq!(p["datasource"]["type"], "prometheus", "{title}");
         assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
-        let targets = p["targets"]
-            .as_array()
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| panic!("{title}: no targets"));
+        let targets =
+            p["targets"].as_array().filter(|t| !t.is_empty()).unwrap_or_else(|| panic!("{title}: no targets"));
         let mut refs = std::collections::HashSet::new();
         for t in targets {
-            assert!(
-                refs.insert(t["refId"].as_str().unwrap().to_string()),
-                "{title}: duplicate refId"
-            );
+            assert!(refs.insert(t["refId"].as_str().unwrap().to_string()), "{title}: duplicate refId");
             assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
-            let expr = t["expr"]
-                .as_str()
-                .filter(|e| !e.trim().is_empty())
-                .unwrap_or_else(|| panic!("{title}: empty expr"));
+            let expr =
+                t["expr"].as_str().filter(|e| !e.trim().is_empty()).unwrap_or_else(|| panic!("{title}: empty expr"));
             for (name, matchers) in selectors(expr) {
                 let names_server_metric = is_server_metric(&name)
-                    || (name == "{}"
-                        && matchers.contains("\"flywheel_")
-                        && !matchers.contains("flywheel_operator_"));
+                    || (name == "{}" && matchers.contains("\"flywheel_") && !matchers.contains("flywheel_operator_"));
                 let per_deployment = name.starts_with("flywheel_operator_training_runs")
                     || name.starts_with("flywheel_operator_promotions");
                 if names_server_metric || per_deployment {
@@ -306,21 +242,11 @@ fn the_dashboard_is_well_formed_and_filters_on_the_deployment() {
 
 #[test]
 fn the_selector_scanner_sees_every_selector() {
-    let found =
-        selectors(r#"sum by (le) (rate(a_b{x="}{", y="1"}[5m])) / {__name__=~"c|d", z="2"} + up"#);
+    let found = selectors(r#"sum by (le) (rate(a_b{x="}{", y="1"}[5m])) / {__name__=~"c|d", z="2"} + up"#);
     let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
-    assert!(
-        names.contains(&"a_b") && names.contains(&"{}") && names.contains(&"up"),
-        "{found:?}"
-    );
-    assert_eq!(
-        found.iter().find(|(n, _)| n == "a_b").unwrap().1,
-        r#"x="}{", y="1""#
-    );
-    assert_eq!(
-        found.iter().find(|(n, _)| n == "{}").unwrap().1,
-        r#"__name__=~"c|d", z="2""#
-    );
+    assert!(names.contains(&"a_b") && names.contains(&"{}") && names.contains(&"up"), "{found:?}");
+    assert_eq!(found.iter().find(|(n, _)| n == "a_b").unwrap().1, r#"x="}{", y="1""#);
+    assert_eq!(found.iter().find(|(n, _)| n == "{}").unwrap().1, r#"__name__=~"c|d", z="2""#);
 }
 
 #[test]
@@ -338,8 +264,5 @@ fn every_dashboard_expression_parses() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("dashboard-rules.yaml"), rules).unwrap();
     let out = promtool(&["check", "rules", "dashboard-rules.yaml"], dir.path());
-    assert!(
-        out.contains(&format!("SUCCESS: {} rules found", queries.len())),
-        "{out}"
-    );
+    assert!(out.contains(&format!("SUCCESS: {} rules found", queries.len())), "{out}");
 }

@@ -30,19 +30,13 @@ impl Drop for AbortOnDrop {
 
 /// Runs `flywheel-trainer generate ...` and returns what it printed (a spec as JSON).
 fn generate(args: &[&str]) -> Value {
-    let bin = flywheel_e2e::cluster::default_bin_dir()
-        .expect("bin dir")
-        .join("flywheel-trainer");
+    let bin = flywheel_e2e::cluster::default_bin_dir().expect("bin dir").join("flywheel-trainer");
     let out = std::process::Command::new(&bin)
         .arg("generate")
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
-    assert!(
-        out.status.success(),
-        "generate {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "generate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -59,35 +53,9 @@ fn model_version(name: &str, mut spec: Value, version: &str) -> String {
 /// a feedback dataset reviews go to, and a Deployment that logs every prediction for review.
 async fn apply_objects(ns: &TestNamespace, dir: &Path) {
     let uri = |leaf: &str| format!("file://{}/{leaf}", dir.display());
-    let champion = generate(&[
-        "model",
-        "--task",
-        "detection",
-        "--seed",
-        "1",
-        "--out",
-        &uri("champion.onnx"),
-    ]);
-    let shadow = generate(&[
-        "model",
-        "--task",
-        "detection",
-        "--seed",
-        "2",
-        "--out",
-        &uri("shadow.onnx"),
-    ]);
-    generate(&[
-        "dataset",
-        "--task",
-        "detection",
-        "--format",
-        "coco",
-        "--count",
-        "24",
-        "--out",
-        &uri("train"),
-    ]);
+    let champion = generate(&["model", "--task", "detection", "--seed", "1", "--out", &uri("champion.onnx")]);
+    let shadow = generate(&["model", "--task", "detection", "--seed", "2", "--out", &uri("shadow.onnx")]);
+    generate(&["dataset", "--task", "detection", "--format", "coco", "--count", "24", "--out", &uri("train")]);
     generate(&[
         "dataset",
         "--task",
@@ -141,17 +109,10 @@ spec:
 async fn burst(server: &Server, samples: &[Sample]) -> Vec<(String, Sample)> {
     let mut ids = Vec::new();
     for s in samples {
-        let id = server
-            .predict(&s.path)
-            .await
-            .unwrap_or_else(|e| panic!("predict {}: {e}", s.path.display()));
+        let id = server.predict(&s.path).await.unwrap_or_else(|e| panic!("predict {}: {e}", s.path.display()));
         ids.push((id, s.clone()));
     }
-    assert_eq!(
-        server.bad_request().await,
-        415,
-        "a body that is not an image is refused"
-    );
+    assert_eq!(server.bad_request().await, 415, "a body that is not an image is refused");
     ids
 }
 
@@ -169,11 +130,7 @@ async fn assert_rules_evaluate(prom: &Prometheus) {
     .await;
     assert!(rules.len() >= 6, "{} rules loaded", rules.len());
     for r in &rules {
-        assert_eq!(
-            r["health"], "ok",
-            "rule {} failed to evaluate: {}",
-            r["name"], r["lastError"]
-        );
+        assert_eq!(r["health"], "ok", "rule {} failed to evaluate: {}", r["name"], r["lastError"]);
     }
 }
 
@@ -186,35 +143,24 @@ async fn assert_training_counted(ns: &TestNamespace, prom: &Prometheus) {
         "continuousDeployment": {"policy": "shadow"},
     }});
     ns.api::<DataPipeline>()
-        .patch(
-            "loop",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&continuous),
-        )
+        .patch("loop", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&continuous))
         .await
         .unwrap();
     let operator_selector = format!("namespace=\"{}\", deployment=\"shapes\"", ns.name);
     let counted = |expr: String| async move {
-        prom.wait_for_series(&expr, Duration::from_secs(240))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
+        prom.wait_for_series(&expr, Duration::from_secs(240)).await.unwrap_or_else(|e| panic!("{e}"))
     };
-    counted(format!("flywheel_operator_training_runs_total{{{operator_selector}, pipeline=\"loop\", result=\"succeeded\"}} == 1")).await;
     counted(format!(
-        "flywheel_operator_promotions_total{{{operator_selector}, to=\"shadow\"}} == 1"
+        "flywheel_operator_training_runs_total{{{operator_selector}, pipeline=\"loop\", result=\"succeeded\"}} == 1"
     ))
     .await;
+    counted(format!("flywheel_operator_promotions_total{{{operator_selector}, to=\"shadow\"}} == 1")).await;
     let failed = prom
-        .query(&format!(
-            "flywheel_operator_training_runs_total{{{operator_selector}, result=\"failed\"}} == 0"
-        ))
+        .query(&format!("flywheel_operator_training_runs_total{{{operator_selector}, result=\"failed\"}} == 0"))
         .await
         .unwrap();
     assert_eq!(failed.len(), 1, "no failed run: {failed:?}");
-    eprintln!(
-        "monitoring: training run counted in {:.0?}",
-        before_training.elapsed()
-    );
+    eprintln!("monitoring: training run counted in {:.0?}", before_training.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,9 +168,7 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     let started = Instant::now();
     let cluster = shared_cluster();
     let client = cluster.client().await;
-    install_crds(&client, &workspace_root().join("crds"))
-        .await
-        .expect("CRDs install");
+    install_crds(&client, &workspace_root().join("crds")).await.expect("CRDs install");
     let ns = TestNamespace::new(cluster, "mon").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
 
@@ -232,10 +176,7 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     let metrics = Metrics::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let operator_metrics = listener.local_addr().unwrap();
-    let state = HttpState {
-        metrics: metrics.clone(),
-        ready: Arc::new(AtomicBool::new(true)),
-    };
+    let state = HttpState { metrics: metrics.clone(), ready: Arc::new(AtomicBool::new(true)) };
     let http = tokio::spawn(async move { axum::serve(listener, router(state)).await });
     let settings = Settings {
         server_image: "flywheel/inference-server".into(),
@@ -277,34 +218,20 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     let samples = coco_samples(&traffic_dir);
 
     // The profile Job ran the trainer: reference statistics exist, so the pod measures drift.
-    let profiled = |p: Option<&DataPipeline>| {
-        p.and_then(|p| p.status.as_ref())
-            .is_some_and(|s| s.unsupervised_metrics_available)
-    };
-    ns.wait_for::<DataPipeline>("loop", profiled, 180)
-        .await
-        .unwrap();
-    let addr = ns
-        .service_address("shapes-inference", "http", 180)
-        .await
-        .unwrap();
+    let profiled =
+        |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.unsupervised_metrics_available);
+    ns.wait_for::<DataPipeline>("loop", profiled, 180).await.unwrap();
+    let addr = ns.service_address("shapes-inference", "http", 180).await.unwrap();
     let server = Server::new(addr);
-    wait_until(
-        "the pod serves champion and shadow with drift monitoring on",
-        90,
-        || async {
-            let s = server.status().await?;
-            (s["ready"] == true && s["shadow"].is_object() && s["driftMonitoring"] == true)
-                .then_some(())
-        },
-    )
+    wait_until("the pod serves champion and shadow with drift monitoring on", 90, || async {
+        let s = server.status().await?;
+        (s["ready"] == true && s["shadow"].is_object() && s["driftMonitoring"] == true).then_some(())
+    })
     .await;
 
     // Scraped before any traffic, so every counter's growth shows in Prometheus.
     let selector = format!("namespace=\"{}\", deployment=\"shapes\"", ns.name);
-    prom.wait_for_series(&format!("up{{{selector}}} == 1"), Duration::from_secs(60))
-        .await
-        .unwrap();
+    prom.wait_for_series(&format!("up{{{selector}}} == 1"), Duration::from_secs(60)).await.unwrap();
 
     // Enough images for the drift statistics (30 values per feature), then a steady trickle so
     // rates over the last 30 s have data whenever the queries run.
@@ -326,10 +253,8 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
     let listed = wait_until("the burst's predictions listed for review", 60, || async {
         let ids = server.to_review(&token).await.ok()?;
-        let ours: Vec<&(String, Sample)> = predicted
-            .iter()
-            .filter(|(id, s)| !s.shapes.is_empty() && ids.contains(id))
-            .collect();
+        let ours: Vec<&(String, Sample)> =
+            predicted.iter().filter(|(id, s)| !s.shapes.is_empty() && ids.contains(id)).collect();
         (ours.len() >= 3).then(|| ours.into_iter().take(3).cloned().collect::<Vec<_>>())
     })
     .await;
@@ -338,48 +263,27 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     }
     wait_until("quality scored for champion and shadow", 60, || async {
         let q = server.status().await?["quality"].clone();
-        (q["reviewedSamples"].as_u64()? >= 3
-            && q["champion"].is_number()
-            && q["shadow"].is_number())
-        .then_some(())
+        (q["reviewedSamples"].as_u64()? >= 3 && q["champion"].is_number() && q["shadow"].is_number()).then_some(())
     })
     .await;
 
     // Grafana's variables resolve to this Deployment.
     let namespaces = wait_until("$namespace values", 60, || async {
-        prom.label_values("namespace", "flywheel_model_info")
-            .await
-            .ok()
-            .filter(|v| v.contains(&ns.name))
+        prom.label_values("namespace", "flywheel_model_info").await.ok().filter(|v| v.contains(&ns.name))
     })
     .await;
-    let deployments = prom
-        .label_values(
-            "deployment",
-            &format!("flywheel_model_info{{namespace=\"{}\"}}", ns.name),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        deployments,
-        vec!["shapes".to_string()],
-        "namespaces {namespaces:?}"
-    );
+    let deployments =
+        prom.label_values("deployment", &format!("flywheel_model_info{{namespace=\"{}\"}}", ns.name)).await.unwrap();
+    assert_eq!(deployments, vec!["shapes".to_string()], "namespaces {namespaces:?}");
 
     // Every panel target returns at least one series.
-    let mut pending =
-        dashboard_queries(&dashboard_path(), &dashboard_vars(&ns.name, "shapes")).unwrap();
+    let mut pending = dashboard_queries(&dashboard_path(), &dashboard_vars(&ns.name, "shapes")).unwrap();
     let total = pending.len();
     let deadline = Instant::now() + Duration::from_secs(90);
     while !pending.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
         for (title, expr) in pending {
-            if prom
-                .query(&expr)
-                .await
-                .unwrap_or_else(|e| panic!("panel {title:?}: {e}"))
-                .is_empty()
-            {
+            if prom.query(&expr).await.unwrap_or_else(|e| panic!("panel {title:?}: {e}")).is_empty() {
                 still.push((title, expr));
             }
         }
@@ -392,61 +296,32 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
         pending.is_empty(),
         "{} of {total} dashboard queries returned no series:\n{}\nscrape targets:\n{}",
         pending.len(),
-        pending
-            .iter()
-            .map(|(t, e)| format!("  panel {t:?}: {e}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        pending.iter().map(|(t, e)| format!("  panel {t:?}: {e}")).collect::<Vec<_>>().join("\n"),
         prom.targets_summary().await
     );
 
     // A few figures behind the panels, from what this test did.
     let prom_ref = &prom;
-    let served = |expr: String| async move {
-        prom_ref
-            .wait_for_series(&expr, Duration::from_secs(60))
-            .await
-            .unwrap()
-    };
-    served(format!(
-        "flywheel_http_requests_total{{{selector}, code=\"415\"}}"
-    ))
-    .await;
-    served(format!(
-        "sum(increase(flywheel_reviews_total{{{selector}}}[10m])) >= 1"
-    ))
-    .await;
-    let roles = served(format!(
-        "max by (role) (flywheel_reviewed_map50{{{selector}}})"
-    ))
-    .await;
+    let served = |expr: String| async move { prom_ref.wait_for_series(&expr, Duration::from_secs(60)).await.unwrap() };
+    served(format!("flywheel_http_requests_total{{{selector}, code=\"415\"}}")).await;
+    served(format!("sum(increase(flywheel_reviews_total{{{selector}}}[10m])) >= 1")).await;
+    let roles = served(format!("max by (role) (flywheel_reviewed_map50{{{selector}}})")).await;
     assert_eq!(roles.len(), 2, "mAP of champion and shadow: {roles:?}");
-    let features = served(format!(
-        "max by (feature) (flywheel_drift_ks{{{selector}}})"
+    let features = served(format!("max by (feature) (flywheel_drift_ks{{{selector}}})")).await;
+    for feature in ["brightness", "contrast", "boxArea"] {
+        assert!(features.iter().any(|f| f["metric"]["feature"] == feature), "no KS for {feature}: {features:?}");
+    }
+    let runs = served(format!(
+        "flywheel_operator_training_runs_total{{namespace=\"{}\", pipeline=\"loop\", deployment=\"shapes\"}} == 0",
+        ns.name
     ))
     .await;
-    for feature in ["brightness", "contrast", "boxArea"] {
-        assert!(
-            features.iter().any(|f| f["metric"]["feature"] == feature),
-            "no KS for {feature}: {features:?}"
-        );
-    }
-    let runs = served(format!("flywheel_operator_training_runs_total{{namespace=\"{}\", pipeline=\"loop\", deployment=\"shapes\"}} == 0", ns.name)).await;
-    assert_eq!(
-        runs.len(),
-        2,
-        "succeeded and failed, at 0 before any run: {runs:?}"
-    );
+    assert_eq!(runs.len(), 2, "succeeded and failed, at 0 before any run: {runs:?}");
 
     // What the dashboard would show now (in the test log, for a look at the figures).
-    for (title, expr) in
-        dashboard_queries(&dashboard_path(), &dashboard_vars(&ns.name, "shapes")).unwrap()
-    {
+    for (title, expr) in dashboard_queries(&dashboard_path(), &dashboard_vars(&ns.name, "shapes")).unwrap() {
         let series = prom.query(&expr).await.unwrap();
-        let first = series
-            .first()
-            .map(|s| format!("{} = {}", s["metric"], s["value"][1]))
-            .unwrap_or_default();
+        let first = series.first().map(|s| format!("{} = {}", s["metric"], s["value"][1])).unwrap_or_default();
         eprintln!("  {title}: {} series, e.g. {first}", series.len());
     }
 
@@ -454,9 +329,6 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     assert_rules_evaluate(&prom).await;
 
     assert_training_counted(&ns, &prom).await;
-    eprintln!(
-        "monitoring: {total} dashboard queries answered, {:.0?} in all",
-        started.elapsed()
-    );
+    eprintln!("monitoring: {total} dashboard queries answered, {:.0?} in all", started.elapsed());
     drop(background);
 }

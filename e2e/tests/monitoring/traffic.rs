@@ -17,18 +17,12 @@ pub struct Sample {
 
 /// Reads `<dir>/annotations.json` and its images.
 pub fn coco_samples(dir: &Path) -> Vec<Sample> {
-    let coco: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("annotations.json")).unwrap()).unwrap();
+    let coco: Value = serde_json::from_slice(&std::fs::read(dir.join("annotations.json")).unwrap()).unwrap();
     let categories: BTreeMap<u64, String> = coco["categories"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| {
-            (
-                c["id"].as_u64().unwrap(),
-                c["name"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|c| (c["id"].as_u64().unwrap(), c["name"].as_str().unwrap().to_string()))
         .collect();
     let mut samples = Vec::new();
     for image in coco["images"].as_array().unwrap() {
@@ -39,12 +33,7 @@ pub fn coco_samples(dir: &Path) -> Vec<Sample> {
             .iter()
             .filter(|a| a["image_id"].as_u64() == Some(id))
             .map(|a| {
-                let b: Vec<f64> = a["bbox"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap())
-                    .collect();
+                let b: Vec<f64> = a["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
                 let category = a["category_id"].as_u64().unwrap();
                 json!({
                     "label": categories[&category],
@@ -54,12 +43,7 @@ pub fn coco_samples(dir: &Path) -> Vec<Sample> {
                 })
             })
             .collect();
-        samples.push(Sample {
-            path: dir
-                .join("images")
-                .join(image["file_name"].as_str().unwrap()),
-            shapes,
-        });
+        samples.push(Sample { path: dir.join("images").join(image["file_name"].as_str().unwrap()), shapes });
     }
     samples
 }
@@ -73,14 +57,8 @@ pub struct Server {
 
 impl Server {
     pub fn new(addr: std::net::SocketAddr) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        Self {
-            base: format!("http://{addr}"),
-            http,
-        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        Self { base: format!("http://{addr}"), http }
     }
 
     /// POST /v1/predict with one PNG; returns the prediction id.
@@ -99,10 +77,7 @@ impl Server {
         if !status.is_success() {
             return Err(format!("{status}: {v}"));
         }
-        v["predictions"][0]["id"]
-            .as_str()
-            .map(String::from)
-            .ok_or(format!("no prediction id in {v}"))
+        v["predictions"][0]["id"].as_str().map(String::from).ok_or(format!("no prediction id in {v}"))
     }
 
     /// A request that is not an image: answered 415 (an error series for the dashboard).
@@ -118,24 +93,14 @@ impl Server {
     }
 
     pub async fn status(&self) -> Option<Value> {
-        self.http
-            .get(format!("{}/status", self.base))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()
+        self.http.get(format!("{}/status", self.base)).send().await.ok()?.json().await.ok()
     }
 
     /// Ids of the predictions waiting for review.
     pub async fn to_review(&self, token: &str) -> Result<Vec<String>, String> {
         let r = self
             .http
-            .get(format!(
-                "{}/v1/review/items?status=toReview&limit=200",
-                self.base
-            ))
+            .get(format!("{}/v1/review/items?status=toReview&limit=200", self.base))
             .bearer_auth(token)
             .send()
             .await
@@ -162,11 +127,7 @@ impl Server {
         if r.status().is_success() {
             Ok(())
         } else {
-            Err(format!(
-                "review {id}: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            ))
+            Err(format!("review {id}: {} {}", r.status(), r.text().await.unwrap_or_default()))
         }
     }
 }
@@ -182,10 +143,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

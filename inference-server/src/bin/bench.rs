@@ -86,7 +86,13 @@ async fn server_load(url: &str, c: usize, secs: f64) -> (f64, Vec<f64>) {
                 let mut lat = Vec::new();
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let r = client.post(&url).header("Inference-Header-Content-Length", hlen).body(body.clone()).send().await.unwrap();
+                    let r = client
+                        .post(&url)
+                        .header("Inference-Header-Content-Length", hlen)
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap();
                     assert_eq!(r.status(), 200);
                     r.bytes().await.unwrap();
                     lat.push(t.elapsed().as_secs_f64());
@@ -111,7 +117,15 @@ fn served(model: &std::path::Path, name: &str) -> ServedModel {
         sha256: sha256_hex(&bytes),
         task: Task::Classification,
         labels: vec![],
-        input: InputSpec { width: 64, height: 64, channels: 3, layout: Layout::Nchw, mean: vec![], std: vec![], resize: ResizeMode::Stretch },
+        input: InputSpec {
+            width: 64,
+            height: 64,
+            channels: 3,
+            layout: Layout::Nchw,
+            mean: vec![],
+            std: vec![],
+            resize: ResizeMode::Stretch,
+        },
         output: OutputSpec { decoder: Decoder::Logits, top_k: Some(1), ..Default::default() },
     }
 }
@@ -156,7 +170,8 @@ async fn start_server(dir: &std::path::Path, model: &std::path::Path, shadow: bo
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let backend = Arc::new(RuntimeBackend::from_bytes(&std::fs::read(&args.model).expect("model file")).expect("model loads"));
+    let backend =
+        Arc::new(RuntimeBackend::from_bytes(&std::fs::read(&args.model).expect("model file")).expect("model loads"));
     let dir = tempfile::tempdir().unwrap();
     let plain = start_server(dir.path(), &args.model, false).await;
     let with_shadow = start_server(dir.path(), &args.model, true).await;
@@ -164,8 +179,16 @@ async fn main() {
     raw_throughput(&backend, 1, 0.3);
     server_load(&plain, 4, 0.3).await;
 
-    println!("model: {} (batch 1, 3x64x64); {} s per run, median of {} runs", args.model.display(), args.seconds, args.runs);
-    println!("{:>11} {:>14} {:>14} {:>8} {:>22}", "concurrency", "raw runs/s", "server req/s", "ratio", "overhead ms/request");
+    println!(
+        "model: {} (batch 1, 3x64x64); {} s per run, median of {} runs",
+        args.model.display(),
+        args.seconds,
+        args.runs
+    );
+    println!(
+        "{:>11} {:>14} {:>14} {:>8} {:>22}",
+        "concurrency", "raw runs/s", "server req/s", "ratio", "overhead ms/request"
+    );
     for c in [1usize, 4, 16] {
         let raw = median((0..args.runs).map(|_| raw_throughput(&backend, c.min(2), args.seconds)).collect());
         let mut srv_runs = Vec::new();

@@ -46,7 +46,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Counts requests by route template (never the raw path, which may hold ids) and status.
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let endpoint = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let endpoint =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let resp = next.run(req).await;
     let code = resp.status();
     if code == axum::http::StatusCode::TOO_MANY_REQUESTS {

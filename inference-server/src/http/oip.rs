@@ -53,15 +53,20 @@ fn resolve(serving: &Serving, name: &str, version: Option<&str>) -> Result<(Arc<
         return Err(ServerError::NotFound(format!("unknown model {name:?}")));
     };
     if let Some(v) = version
-        && v != model.spec.version {
-            return Err(ServerError::NotFound(format!("model {name:?} has no version {v:?} (serving {:?})", model.spec.version)));
-        }
+        && v != model.spec.version
+    {
+        return Err(ServerError::NotFound(format!(
+            "model {name:?} has no version {v:?} (serving {:?})",
+            model.spec.version
+        )));
+    }
     Ok((model, role))
 }
 
 fn metadata(model: &LoadedModel) -> serde_json::Value {
     let dims = |s: &[Option<usize>]| s.iter().map(|d| d.map(|v| v as i64).unwrap_or(-1)).collect::<Vec<_>>();
-    let tensor = |t: &crate::backend::TensorInfo| json!({"name": t.name, "datatype": t.datatype, "shape": dims(&t.shape)});
+    let tensor =
+        |t: &crate::backend::TensorInfo| json!({"name": t.name, "datatype": t.datatype, "shape": dims(&t.shape)});
     json!({
         "name": model.spec.name,
         "versions": [model.spec.version],
@@ -71,7 +76,10 @@ fn metadata(model: &LoadedModel) -> serde_json::Value {
     })
 }
 
-pub async fn model_metadata(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ServerError> {
+pub async fn model_metadata(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ServerError> {
     let s = state.current()?;
     Ok(Json(metadata(&resolve(&s, &name, None)?.0)))
 }
@@ -84,7 +92,10 @@ pub async fn model_metadata_version(
     Ok(Json(metadata(&resolve(&s, &name, Some(&version))?.0)))
 }
 
-pub async fn model_ready(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ServerError> {
+pub async fn model_ready(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ServerError> {
     let s = state.current()?;
     resolve(&s, &name, None)?;
     Ok(Json(json!({"name": name, "ready": true})))
@@ -99,7 +110,12 @@ pub async fn model_ready_version(
     Ok(Json(json!({"name": name, "ready": true})))
 }
 
-pub async fn infer(State(state): State<Arc<AppState>>, Path(name): Path<String>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ServerError> {
+pub async fn infer(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServerError> {
     run_infer(state, name, None, headers, body?).await
 }
 
@@ -112,7 +128,13 @@ pub async fn infer_version(
     run_infer(state, name, Some(version), headers, body?).await
 }
 
-async fn run_infer(state: Arc<AppState>, name: String, version: Option<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ServerError> {
+async fn run_infer(
+    state: Arc<AppState>,
+    name: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ServerError> {
     let serving = state.current()?;
     if serving.config.auth.require_for_inference {
         serving.token.check(&headers)?;
@@ -134,15 +156,24 @@ async fn run_infer(state: Arc<AppState>, name: String, version: Option<String>, 
     let n = tensor.shape[0];
 
     // Which outputs, and which of them binary.
-    let all_binary = req.parameters.as_ref().and_then(|p| p.get("binary_data_output")).and_then(|v| v.as_bool()).unwrap_or(false);
+    let all_binary =
+        req.parameters.as_ref().and_then(|p| p.get("binary_data_output")).and_then(|v| v.as_bool()).unwrap_or(false);
     let infos = model.backend.outputs().to_vec();
     let wanted: Vec<(usize, bool)> = match &req.outputs {
         None => (0..infos.len()).map(|i| (i, all_binary)).collect(),
         Some(list) => list
             .iter()
             .map(|o| {
-                let i = infos.iter().position(|t| t.name == o.name).ok_or_else(|| ServerError::bad_request(format!("unknown output {:?}", o.name)))?;
-                let b = o.parameters.as_ref().and_then(|p| p.get("binary_data")).and_then(|v| v.as_bool()).unwrap_or(all_binary);
+                let i = infos
+                    .iter()
+                    .position(|t| t.name == o.name)
+                    .ok_or_else(|| ServerError::bad_request(format!("unknown output {:?}", o.name)))?;
+                let b = o
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.get("binary_data"))
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(all_binary);
                 Ok((i, b))
             })
             .collect::<Result<_, ServerError>>()?,
@@ -158,14 +189,25 @@ async fn run_infer(state: Arc<AppState>, name: String, version: Option<String>, 
     let mut binary = Vec::with_capacity(wanted.len());
     for &(i, b) in &wanted {
         let out = outs.get(i).ok_or_else(|| ServerError::Backend(format!("model returned {} outputs", outs.len())))?;
-        tensors.push(OutputTensor { name: infos[i].name.clone(), datatype: "FP32", shape: out.shape.clone(), parameters: None, data: None });
+        tensors.push(OutputTensor {
+            name: infos[i].name.clone(),
+            datatype: "FP32",
+            shape: out.shape.clone(),
+            parameters: None,
+            data: None,
+        });
         data.push(out.data.clone());
         binary.push(b);
     }
     if let (Role::Champion, Some(input)) = (role, shadow_tensor) {
         after_champion(&state, &serving, input, &outs, n, latency);
     }
-    let resp = InferResponse { model_name: model.spec.name.clone(), model_version: model.spec.version.clone(), id: req.id, outputs: tensors };
+    let resp = InferResponse {
+        model_name: model.spec.name.clone(),
+        model_version: model.spec.version.clone(),
+        id: req.id,
+        outputs: tensors,
+    };
     let (body, header) = oip_codec::encode_response(resp, data, &binary);
     let mut r = body.into_response();
     match header {
@@ -183,31 +225,47 @@ async fn run_infer(state: Arc<AppState>, name: String, version: Option<String>, 
 /// Validates the single image input against the model and builds the batch tensor.
 fn input_tensor(model: &LoadedModel, inputs: Vec<oip_codec::InferInput>) -> Result<TensorF32, ServerError> {
     let info = model.backend.input();
-    let [input]: [oip_codec::InferInput; 1] = inputs
-        .try_into()
-        .map_err(|v: Vec<_>| ServerError::bad_request(format!("the model takes exactly one input ({:?}), got {}", info.name, v.len())))?;
+    let [input]: [oip_codec::InferInput; 1] = inputs.try_into().map_err(|v: Vec<_>| {
+        ServerError::bad_request(format!("the model takes exactly one input ({:?}), got {}", info.name, v.len()))
+    })?;
     if input.name != info.name {
-        return Err(ServerError::bad_request(format!("unknown input {:?}; the model's input is {:?}", input.name, info.name)));
+        return Err(ServerError::bad_request(format!(
+            "unknown input {:?}; the model's input is {:?}",
+            input.name, info.name
+        )));
     }
-    let shape: Vec<usize> = input
-        .shape
-        .iter()
-        .map(|&d| usize::try_from(d).ok().filter(|&d| d > 0))
-        .collect::<Option<_>>()
-        .ok_or_else(|| ServerError::bad_request(format!("shape {:?} must have positive dimensions", input.shape)))?;
+    let shape: Vec<usize> =
+        input.shape.iter().map(|&d| usize::try_from(d).ok().filter(|&d| d > 0)).collect::<Option<_>>().ok_or_else(
+            || ServerError::bad_request(format!("shape {:?} must have positive dimensions", input.shape)),
+        )?;
     let expected = model.input_shape(shape.first().copied().unwrap_or(0));
     if shape.len() != expected.len() || shape[1..] != expected[1..] {
-        return Err(ServerError::bad_request(format!("input shape {:?} does not match the model's [-1, {:?}]", shape, &expected[1..])));
+        return Err(ServerError::bad_request(format!(
+            "input shape {:?} does not match the model's [-1, {:?}]",
+            shape,
+            &expected[1..]
+        )));
     }
     if shape[0] > model.backend.max_batch() {
-        return Err(ServerError::bad_request(format!("batch {} exceeds the model's maximum {}", shape[0], model.backend.max_batch())));
+        return Err(ServerError::bad_request(format!(
+            "batch {} exceeds the model's maximum {}",
+            shape[0],
+            model.backend.max_batch()
+        )));
     }
     let data = input.data.map(|d| d.0).unwrap_or_default();
     TensorF32::new(shape, data).map_err(|e| ServerError::bad_request(e.to_string()))
 }
 
 /// Metrics, shadow and logging for a tensor request, off the response path.
-fn after_champion(state: &Arc<AppState>, serving: &Arc<Serving>, input: TensorF32, outs: &[TensorF32], n: usize, latency: f64) {
+fn after_champion(
+    state: &Arc<AppState>,
+    serving: &Arc<Serving>,
+    input: TensorF32,
+    outs: &[TensorF32],
+    n: usize,
+    latency: f64,
+) {
     let champion = &serving.champion;
     let (w, h) = (champion.spec.input.width, champion.spec.input.height);
     let inv = InverseTransform { scale_x: 1.0, scale_y: 1.0, pad_x: 0.0, pad_y: 0.0, width: w, height: h };
@@ -220,7 +278,8 @@ fn after_champion(state: &Arc<AppState>, serving: &Arc<Serving>, input: TensorF3
             id: uuid::Uuid::now_v7().to_string(),
             width: w,
             height: h,
-            shapes: crate::postprocess::decode(&champion.spec.output, o, &champion.spec.labels, threshold, &inv).unwrap_or_default(),
+            shapes: crate::postprocess::decode(&champion.spec.output, o, &champion.spec.labels, threshold, &inv)
+                .unwrap_or_default(),
         })
         .collect();
     pipeline::observe(state, serving, "champion", champion, latency, &preds);
@@ -237,7 +296,12 @@ fn after_champion(state: &Arc<AppState>, serving: &Arc<Serving>, input: TensorF3
                     image: None,
                     width: w,
                     height: h,
-                    champion: ModelOutput { model: champion.spec.name.clone(), version: champion.spec.version.clone(), shapes: p.shapes.clone(), latency_ms: latency * 1e3 },
+                    champion: ModelOutput {
+                        model: champion.spec.name.clone(),
+                        version: champion.spec.version.clone(),
+                        shapes: p.shapes.clone(),
+                        latency_ms: latency * 1e3,
+                    },
                     shadow: None,
                 },
                 image: None,

@@ -125,9 +125,13 @@ pub fn element_size(datatype: &str) -> Option<usize> {
 
 /// Little-endian raw tensor bytes → f32.
 pub fn decode_binary(datatype: &str, raw: &[u8]) -> Result<Vec<f32>, ServerError> {
-    let size = element_size(datatype).ok_or_else(|| ServerError::bad_request(format!("unsupported datatype {datatype}")))?;
+    let size =
+        element_size(datatype).ok_or_else(|| ServerError::bad_request(format!("unsupported datatype {datatype}")))?;
     if !raw.len().is_multiple_of(size) {
-        return Err(ServerError::bad_request(format!("{} bytes are not a whole number of {datatype} elements", raw.len())));
+        return Err(ServerError::bad_request(format!(
+            "{} bytes are not a whole number of {datatype} elements",
+            raw.len()
+        )));
     }
     let c = raw.chunks_exact(size);
     Ok(match datatype {
@@ -158,13 +162,16 @@ pub fn parse_request(body: &[u8], header_len: Option<usize>) -> Result<InferRequ
             )));
         }
     };
-    let mut req: InferRequest =
-        serde_json::from_slice(json).map_err(|e| ServerError::bad_request(format!("invalid inference request JSON: {e}")))?;
+    let mut req: InferRequest = serde_json::from_slice(json)
+        .map_err(|e| ServerError::bad_request(format!("invalid inference request JSON: {e}")))?;
     for input in &mut req.inputs {
         let binary = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
         match (binary, &input.data) {
             (Some(size), None) => {
-                let size = size.as_u64().ok_or_else(|| ServerError::bad_request("binary_data_size must be a non-negative integer"))? as usize;
+                let size = size
+                    .as_u64()
+                    .ok_or_else(|| ServerError::bad_request("binary_data_size must be a non-negative integer"))?
+                    as usize;
                 if size > rest.len() {
                     return Err(ServerError::bad_request(format!(
                         "input {:?} declares {size} binary bytes but only {} remain in the body",
@@ -176,7 +183,10 @@ pub fn parse_request(body: &[u8], header_len: Option<usize>) -> Result<InferRequ
                 rest = &rest[size..];
             }
             (Some(_), Some(_)) => {
-                return Err(ServerError::bad_request(format!("input {:?} has both JSON data and binary_data_size", input.name)));
+                return Err(ServerError::bad_request(format!(
+                    "input {:?} has both JSON data and binary_data_size",
+                    input.name
+                )));
             }
             (None, Some(_)) => {
                 if element_size(&input.datatype).is_none() {
@@ -248,7 +258,13 @@ mod tests {
             model_name: "m".into(),
             model_version: "1".into(),
             id: None,
-            outputs: vec![OutputTensor { name: "y".into(), datatype: "FP32", shape: vec![2], parameters: None, data: None }],
+            outputs: vec![OutputTensor {
+                name: "y".into(),
+                datatype: "FP32",
+                shape: vec![2],
+                parameters: None,
+                data: None,
+            }],
         };
         let (body, n) = encode_response(resp, vec![vec![1.0, 2.0]], &[true]);
         let n = n.unwrap();

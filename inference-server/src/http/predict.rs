@@ -25,7 +25,11 @@ struct Batch {
     images: Vec<String>,
 }
 
-pub async fn predict(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<serde_json::Value>, ServerError> {
+pub async fn predict(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ServerError> {
     let serving = state.current()?;
     if serving.config.auth.require_for_inference {
         serving.token.check(&headers)?;
@@ -41,7 +45,8 @@ pub async fn predict(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let raw: Vec<Bytes> = if is_json {
-        let batch: Batch = serde_json::from_slice(&body).map_err(|e| ServerError::bad_request(format!("invalid JSON batch: {e}")))?;
+        let batch: Batch =
+            serde_json::from_slice(&body).map_err(|e| ServerError::bad_request(format!("invalid JSON batch: {e}")))?;
         if batch.images.is_empty() || batch.images.len() > MAX_IMAGES {
             return Err(ServerError::bad_request(format!("a batch holds 1 to {MAX_IMAGES} images")));
         }

@@ -37,13 +37,21 @@ pub async fn list(
     Ok(Json(serde_json::json!({ "items": items, "total": total, "nextOffset": next })))
 }
 
-pub async fn get_item(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ServerError> {
+pub async fn get_item(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ServerError> {
     let store = store(&state, &headers)?;
     let item = store.get(&id).await?;
     Ok(Json(serde_json::to_value(item).expect("json")))
 }
 
-pub async fn image(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ServerError> {
+pub async fn image(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ServerError> {
     let store = store(&state, &headers)?;
     let (data, mime): (Bytes, &str) = store.image(&id).await?;
     Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "private, no-store")], data).into_response())

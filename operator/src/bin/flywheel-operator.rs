@@ -67,7 +67,8 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -76,7 +77,8 @@ async fn main() -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    let http = tokio::spawn(http::serve(args.listen, HttpState { metrics: metrics.clone(), ready: ready.clone() }, stopped()));
+    let http =
+        tokio::spawn(http::serve(args.listen, HttpState { metrics: metrics.clone(), ready: ready.clone() }, stopped()));
 
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("flywheel-operator-{}", std::process::id()));
     let elector = (!args.no_leader_election)

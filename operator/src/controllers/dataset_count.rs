@@ -92,7 +92,8 @@ mod tests {
 
     #[test]
     fn coco_counts_images_and_annotations_by_name() {
-        let json = br#"{"images":[{"id":1},{"id":2}],"annotations":[{"category_id":1},{"category_id":2},{"category_id":1}],
+        let json =
+            br#"{"images":[{"id":1},{"id":2}],"annotations":[{"category_id":1},{"category_id":2},{"category_id":1}],
             "categories":[{"id":1,"name":"circle"},{"id":2,"name":"square"}]}"#;
         let counts = count_coco(json).unwrap();
         assert_eq!(counts.samples, 2);
@@ -106,7 +107,9 @@ mod tests {
     fn yolo_counts_boxes_by_class_index() {
         let listing = vec!["images/a.png".to_string(), "images/b.jpg".into(), "labels/a.txt".into(), "notes.md".into()];
         let names = vec!["circle".to_string(), "square".into()];
-        let counts = count_yolo(&listing, [("labels/a.txt", "0 .5 .5 .1 .1\n1 .2 .2 .1 .1\n\n0 .1 .1 .1 .1\n")], &names).unwrap();
+        let counts =
+            count_yolo(&listing, [("labels/a.txt", "0 .5 .5 .1 .1\n1 .2 .2 .1 .1\n\n0 .1 .1 .1 .1\n")], &names)
+                .unwrap();
         assert_eq!(counts.samples, 2);
         assert_eq!(counts.labels["circle"], 2);
         assert_eq!(counts.labels["square"], 1);

@@ -14,8 +14,8 @@ use kube::{Api, ResourceExt};
 use super::dataset_count::{Counts, count_coco, count_imagefolder, count_yolo};
 use super::recorder::{Notice, StatusRecorder, publish};
 use super::status::{apply_status, now};
-use crate::context::Context;
 use crate::Result;
+use crate::context::Context;
 
 pub const KIND: &str = "DatasetVersion";
 
@@ -55,7 +55,11 @@ async fn open_and_count(ds: &DatasetVersion, ctx: &Context, ns: &str) -> Result<
 
 /// Pure: the status for a count (or the reason there is none), and the Event of a change of
 /// `Ready`.
-pub fn status_for(ds: &DatasetVersion, counted: &Result<Counts, String>, at: Timestamp) -> (DatasetVersionStatus, Vec<Notice>) {
+pub fn status_for(
+    ds: &DatasetVersion,
+    counted: &Result<Counts, String>,
+    at: Timestamp,
+) -> (DatasetVersionStatus, Vec<Notice>) {
     let mut status: DatasetVersionStatus = ds.status.clone().unwrap_or_default();
     let generation = ds.metadata.generation;
     if let Ok(counts) = counted {
@@ -112,10 +116,16 @@ mod tests {
     fn a_count_makes_the_dataset_ready_and_feedback_counts_are_reviews() {
         let counts = || Counts { samples: 3, labels: [("circle".to_string(), 4)].into() };
         let (status, notices) = status_for(&dataset(true), &Ok(counts()), at(1));
-        assert_eq!((status.sample_count, status.reviewed_count, status.observed_generation), (Some(3), Some(3), Some(2)));
+        assert_eq!(
+            (status.sample_count, status.reviewed_count, status.observed_generation),
+            (Some(3), Some(3), Some(2))
+        );
         assert_eq!(status.label_distribution, counts().labels);
         assert_eq!(notices.len(), 1);
-        assert_eq!((notices[0].warning, notices[0].reason.as_str(), notices[0].message.as_str(), notices[0].action), (false, "Counted", "3 samples", "CountSamples"));
+        assert_eq!(
+            (notices[0].warning, notices[0].reason.as_str(), notices[0].message.as_str(), notices[0].action),
+            (false, "Counted", "3 samples", "CountSamples")
+        );
         assert_eq!(status_for(&dataset(false), &Ok(counts()), at(1)).0.reviewed_count, None);
     }
 

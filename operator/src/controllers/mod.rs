@@ -22,8 +22,8 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
-use crate::context::Context;
 use crate::Error;
+use crate::context::Context;
 
 /// Transient errors retry with a short backoff; errors only the user can fix wait longer
 /// (the reconcile has already written a condition and an Event for them).
@@ -31,7 +31,11 @@ fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) 
     move |_obj, error, ctx| {
         ctx.metrics.error(kind, error);
         tracing::warn!(kind, %error, "reconcile failed");
-        if error.is_user_error() { Action::requeue(Duration::from_secs(60)) } else { Action::requeue(Duration::from_secs(5)) }
+        if error.is_user_error() {
+            Action::requeue(Duration::from_secs(60))
+        } else {
+            Action::requeue(Duration::from_secs(5))
+        }
     }
 }
 
@@ -75,7 +79,10 @@ const RESYNC: Duration = Duration::from_secs(120);
 /// (see [`touched`]); an error reaching the Controller would instead pause every watch of
 /// that controller. After an API server restart each watch reports 410 Gone once, and with
 /// one shared backoff those pauses compound to minutes during which the store stays stale.
-fn log_watch_error<K>(kind: &'static str, watch: &'static str) -> impl FnMut(Result<K, watcher::Error>) -> futures::future::Ready<Option<Result<K, watcher::Error>>> {
+fn log_watch_error<K>(
+    kind: &'static str,
+    watch: &'static str,
+) -> impl FnMut(Result<K, watcher::Error>) -> futures::future::Ready<Option<Result<K, watcher::Error>>> {
     move |result| {
         futures::future::ready(match result {
             Ok(obj) => Some(Ok(obj)),
@@ -105,7 +112,12 @@ where
 }
 
 /// Objects of a related kind (owned or referenced), one backoff for this watch.
-fn touched<K>(api: Api<K>, config: watcher::Config, kind: &'static str, watch: &'static str) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+fn touched<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: &'static str,
+    watch: &'static str,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
@@ -143,23 +155,29 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let known = deployments.store();
     let kind = deployment::KIND;
     let deployments = deployments
-        .watches_stream(touched(scoped::<ModelVersion>(&client, &namespace), config.clone(), kind, "ModelVersion"), move |mv: ModelVersion| {
-            let (ns, name) = (mv.namespace(), mv.name_any());
-            known
-                .state()
-                .into_iter()
-                .filter(|d| d.namespace() == ns && deployment::references(d, &name))
-                .map(|d| ObjectRef::from_obj(&*d))
-                .collect::<Vec<_>>()
-        })
+        .watches_stream(
+            touched(scoped::<ModelVersion>(&client, &namespace), config.clone(), kind, "ModelVersion"),
+            move |mv: ModelVersion| {
+                let (ns, name) = (mv.namespace(), mv.name_any());
+                known
+                    .state()
+                    .into_iter()
+                    .filter(|d| d.namespace() == ns && deployment::references(d, &name))
+                    .map(|d| ObjectRef::from_obj(&*d))
+                    .collect::<Vec<_>>()
+            },
+        )
         // A pipeline's promotion request is applied by the Deployment it names, at once.
-        .watches_stream(touched(scoped::<DataPipeline>(&client, &namespace), config.clone(), kind, "DataPipeline"), |p: DataPipeline| {
-            let deployment = ObjectRef::new(&p.spec.deployment);
-            deployment::promotion::requested(&p).then(|| match p.namespace() {
-                Some(ns) => deployment.within(&ns),
-                None => deployment,
-            })
-        })
+        .watches_stream(
+            touched(scoped::<DataPipeline>(&client, &namespace), config.clone(), kind, "DataPipeline"),
+            |p: DataPipeline| {
+                let deployment = ObjectRef::new(&p.spec.deployment);
+                deployment::promotion::requested(&p).then(|| match p.namespace() {
+                    Some(ns) => deployment.within(&ns),
+                    None => deployment,
+                })
+            },
+        )
         .owns_stream(touched(scoped::<AppsDeployment>(&client, &namespace), config.clone(), kind, "apps/v1 Deployment"))
         .owns_stream(touched(scoped::<Service>(&client, &namespace), config.clone(), kind, "Service"))
         .owns_stream(touched(scoped::<ConfigMap>(&client, &namespace), config.clone(), kind, "ConfigMap"))

@@ -12,8 +12,8 @@ use kube::{Api, ResourceExt};
 
 use super::recorder::{Notice, StatusRecorder, publish};
 use super::status::{apply_status, now};
-use crate::context::Context;
 use crate::Result;
+use crate::context::Context;
 
 pub const KIND: &str = "ModelVersion";
 
@@ -28,7 +28,11 @@ pub enum Verification {
 
 /// Pure: the new status for a verification outcome. Returns the status and whether the
 /// Ready condition changed (worth an Event).
-pub fn status_for(mv: &ModelVersion, verification: &Verification, at: k8s_openapi::jiff::Timestamp) -> (ModelVersionStatus, bool) {
+pub fn status_for(
+    mv: &ModelVersion,
+    verification: &Verification,
+    at: k8s_openapi::jiff::Timestamp,
+) -> (ModelVersionStatus, bool) {
     let mut status = mv.status.clone().unwrap_or_default();
     let generation = mv.metadata.generation;
     let (phase, verified, reason, message) = match verification {
@@ -44,12 +48,9 @@ pub fn status_for(mv: &ModelVersion, verification: &Verification, at: k8s_openap
             "DigestMismatch",
             format!("artifact sha256 is {actual}, spec.artifact.sha256 expects {expected}"),
         ),
-        Verification::Unreachable(msg) => (
-            status.phase.unwrap_or(ModelPhase::Pending),
-            condition::UNKNOWN,
-            "StorageUnreachable",
-            msg.clone(),
-        ),
+        Verification::Unreachable(msg) => {
+            (status.phase.unwrap_or(ModelPhase::Pending), condition::UNKNOWN, "StorageUnreachable", msg.clone())
+        }
     };
     status.phase = Some(phase);
     let mut rec = StatusRecorder::new(&mut status.conditions, generation, at, "VerifyArtifact");
@@ -78,7 +79,9 @@ async fn verify(mv: &ModelVersion, ctx: &Context) -> Result<Verification> {
     let location = flywheel_storage::Location::open_with(mv.spec.artifact.uri.as_str(), options)?;
     Ok(match location.sha256("").await {
         Ok((digest, size)) => match &mv.spec.artifact.sha256 {
-            Some(expected) if *expected != digest => Verification::DigestMismatch { expected: expected.clone(), actual: digest },
+            Some(expected) if *expected != digest => {
+                Verification::DigestMismatch { expected: expected.clone(), actual: digest }
+            }
             _ => Verification::Verified { digest, size },
         },
         Err(StorageError::NotFound { uri }) => Verification::Missing(format!("no artifact at {uri}")),
@@ -172,7 +175,10 @@ mod tests {
         mv.status = Some(ready_status);
         let (status, changed) = status_for(&mv, &Verification::Unreachable("timeout".into()), at(2));
         assert_eq!(status.phase, Some(ModelPhase::Ready));
-        assert_eq!(condition::find(&status.conditions, conditions::ARTIFACT_VERIFIED).unwrap().status, condition::UNKNOWN);
+        assert_eq!(
+            condition::find(&status.conditions, conditions::ARTIFACT_VERIFIED).unwrap().status,
+            condition::UNKNOWN
+        );
         assert!(!changed, "a verified model stays Ready while storage is briefly unreachable");
         assert!(condition::is_true(&status.conditions, conditions::READY));
     }
@@ -180,8 +186,14 @@ mod tests {
     #[test]
     fn events_name_what_verification_found() {
         let n = notice_for(&Verification::Verified { digest: "ab".into(), size: 1 });
-        assert_eq!((n.warning, n.reason.as_str(), n.message.as_str(), n.action), (false, "Ready", "artifact verified, sha256 ab", "VerifyArtifact"));
+        assert_eq!(
+            (n.warning, n.reason.as_str(), n.message.as_str(), n.action),
+            (false, "Ready", "artifact verified, sha256 ab", "VerifyArtifact")
+        );
         let n = notice_for(&Verification::DigestMismatch { expected: "aa".into(), actual: "bb".into() });
-        assert_eq!((n.warning, n.reason.as_str(), n.message.as_str()), (true, "DigestMismatch", "artifact sha256 is bb"));
+        assert_eq!(
+            (n.warning, n.reason.as_str(), n.message.as_str()),
+            (true, "DigestMismatch", "artifact sha256 is bb")
+        );
     }
 }

@@ -41,7 +41,12 @@ pub struct Transition<'r, 'a> {
 
 impl<'a> StatusRecorder<'a> {
     /// Events queued by this recorder carry `action` (e.g. `Reconcile`, `VerifyArtifact`).
-    pub fn new(conditions: &'a mut Vec<Condition>, generation: Option<i64>, at: Timestamp, action: &'static str) -> Self {
+    pub fn new(
+        conditions: &'a mut Vec<Condition>,
+        generation: Option<i64>,
+        at: Timestamp,
+        action: &'static str,
+    ) -> Self {
         Self { conditions, generation, at, action, notices: Vec::new() }
     }
 
@@ -68,7 +73,8 @@ impl<'a> StatusRecorder<'a> {
     /// Sets a condition to `status` (`True`, `False` or `Unknown`).
     pub fn set(&mut self, type_: &str, status: &str, reason: &str, message: impl Into<String>) -> Transition<'_, 'a> {
         let message = message.into();
-        let changed = condition::set_condition(self.conditions, type_, status, reason, message.clone(), self.generation, self.at);
+        let changed =
+            condition::set_condition(self.conditions, type_, status, reason, message.clone(), self.generation, self.at);
         Transition { recorder: self, changed, warning: status != TRUE, reason: reason.to_string(), message }
     }
 
@@ -161,7 +167,10 @@ mod tests {
         assert_eq!(r.notices(), &[notice(true, "Pending", "waiting"), notice(false, "Serving", "serving")]);
         drop(r);
         let ready = condition::find(&conditions, "Ready").unwrap();
-        assert_eq!((ready.reason.as_str(), ready.observed_generation, &ready.last_transition_time), ("Serving", Some(4), &Time(at(10))));
+        assert_eq!(
+            (ready.reason.as_str(), ready.observed_generation, &ready.last_transition_time),
+            ("Serving", Some(4), &Time(at(10)))
+        );
     }
 
     #[test]
@@ -191,7 +200,9 @@ mod tests {
     #[test]
     fn a_failure_that_stays_a_failure_is_not_announced_again() {
         let mut conditions = Vec::new();
-        StatusRecorder::new(&mut conditions, Some(1), at(1), "Reconcile").fail("ModelsLoaded", "LoadFailed", "bad file").warn_as("ModelLoadFailed");
+        StatusRecorder::new(&mut conditions, Some(1), at(1), "Reconcile")
+            .fail("ModelsLoaded", "LoadFailed", "bad file")
+            .warn_as("ModelLoadFailed");
         let mut r = StatusRecorder::new(&mut conditions, Some(1), at(2), "Reconcile");
         assert!(!r.fail("ModelsLoaded", "LoadFailed", "still bad").warn_as("ModelLoadFailed"));
         assert!(r.notices().is_empty());

@@ -7,8 +7,8 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::context::FIELD_MANAGER;
 use crate::Result;
+use crate::context::FIELD_MANAGER;
 
 /// Applies `status` to the status subresource of `obj`. Returns the object written, whose
 /// resourceVersion guards the next write of the same reconcile.

@@ -35,7 +35,9 @@ struct Args {
 }
 
 fn cache() -> PathBuf {
-    std::env::var_os("FLYWHEEL_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/flywheel"))
+    std::env::var_os("FLYWHEEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/flywheel"))
 }
 
 fn python() -> PathBuf {
@@ -67,11 +69,21 @@ fn time(warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Resul
 fn main() -> Result<()> {
     let a = Args::parse();
     let threads = rayon::current_num_threads();
-    let out = Command::new(python()).arg(script("gen_models.py")).args(["--size", &a.size.to_string(), "--batch", "1"]).output().context("running gen_models.py")?;
+    let out = Command::new(python())
+        .arg(script("gen_models.py"))
+        .args(["--size", &a.size.to_string(), "--batch", "1"])
+        .output()
+        .context("running gen_models.py")?;
     anyhow::ensure!(out.status.success(), "gen_models.py: {}", String::from_utf8_lossy(&out.stderr));
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap_or_default());
-    println!("threads: {threads} (RAYON_NUM_THREADS; onnxruntime intra_op_num_threads), input {0}x{0}, median of {1} runs", a.size, a.iters);
-    println!("{:<16} {:>5} {:>12} {:>14} {:>12} {:>10} {:>12} {:>12}", "model", "batch", "ours ms", "candle-onnx ms", "ort ms", "ours img/s", "ort/ours", "candle/ours");
+    println!(
+        "threads: {threads} (RAYON_NUM_THREADS; onnxruntime intra_op_num_threads), input {0}x{0}, median of {1} runs",
+        a.size, a.iters
+    );
+    println!(
+        "{:<16} {:>5} {:>12} {:>14} {:>12} {:>10} {:>12} {:>12}",
+        "model", "batch", "ours ms", "candle-onnx ms", "ort ms", "ours img/s", "ort/ours", "candle/ours"
+    );
     for name in &a.models {
         let path = dir.join(name).join("model.onnx");
         let bytes = std::fs::read(&path)?;
@@ -99,22 +111,41 @@ fn main() -> Result<()> {
             let ort = if a.no_ort {
                 None
             } else {
-                Some(Command::new(python())
-                .arg(script("ort_bench.py"))
-                .arg(&path)
-                .args(["--batch", &batch.to_string(), "--threads", &threads.to_string(), "--iters", &a.iters.to_string(), "--warmup", &a.warmup.to_string()])
-                .output()?)
+                Some(
+                    Command::new(python())
+                        .arg(script("ort_bench.py"))
+                        .arg(&path)
+                        .args([
+                            "--batch",
+                            &batch.to_string(),
+                            "--threads",
+                            &threads.to_string(),
+                            "--iters",
+                            &a.iters.to_string(),
+                            "--warmup",
+                            &a.warmup.to_string(),
+                        ])
+                        .output()?,
+                )
             };
-            let ort_ms: Option<f64> = ort.and_then(|ort| String::from_utf8_lossy(&ort.stdout)
-                .split("\"median_ms\": ")
-                .nth(1)
-                .and_then(|s| s.split([',', '}']).next())
-                .and_then(|s| s.trim().parse().ok()));
+            let ort_ms: Option<f64> = ort.and_then(|ort| {
+                String::from_utf8_lossy(&ort.stdout)
+                    .split("\"median_ms\": ")
+                    .nth(1)
+                    .and_then(|s| s.split([',', '}']).next())
+                    .and_then(|s| s.trim().parse().ok())
+            });
             let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
             println!(
                 "{:<16} {:>5} {:>12.2} {:>14} {:>12} {:>10.1} {:>12} {:>12}",
-                name, batch, ours, fmt(candle), fmt(ort_ms), batch as f64 * 1e3 / ours,
-                fmt(ort_ms.map(|o| o / ours)), fmt(candle.map(|c| c / ours)),
+                name,
+                batch,
+                ours,
+                fmt(candle),
+                fmt(ort_ms),
+                batch as f64 * 1e3 / ours,
+                fmt(ort_ms.map(|o| o / ours)),
+                fmt(candle.map(|c| c / ours)),
             );
         }
     }

@@ -41,7 +41,11 @@ fn compare_values(got: &Value, want: &Value, rtol: f64, atol: f64) -> Result<(),
                 return Err(format!("shape {:?}, expected {:?}", g.dims(), w.dims()));
             }
             match g.data().iter().zip(w.data()).position(|(a, b)| a != b) {
-                Some(i) => Err(format!("element {i}: {:?} vs expected {:?}", String::from_utf8_lossy(&g.data()[i]), String::from_utf8_lossy(&w.data()[i]))),
+                Some(i) => Err(format!(
+                    "element {i}: {:?} vs expected {:?}",
+                    String::from_utf8_lossy(&g.data()[i]),
+                    String::from_utf8_lossy(&w.data()[i])
+                )),
                 None => Ok(()),
             }
         }
@@ -84,7 +88,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut sets: Vec<PathBuf> = std::fs::read_dir(&args.dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut sets: Vec<PathBuf> =
+        std::fs::read_dir(&args.dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
     sets.sort();
     for set in sets {
         let run = || -> anyhow::Result<Result<(), String>> {
@@ -102,7 +107,8 @@ fn main() -> ExitCode {
             }
             // Bind inputs by the model's declared input order (the .pb names may be empty).
             let infos = model.inputs();
-            let named: Vec<(&str, Value)> = infos.iter().zip(inputs).map(|(info, (_, t))| (info.name.as_str(), t)).collect();
+            let named: Vec<(&str, Value)> =
+                infos.iter().zip(inputs).map(|(info, (_, t))| (info.name.as_str(), t)).collect();
             let got = model.run_values(&named)?;
             for (k, (_, want)) in outputs.iter().enumerate() {
                 let Some((_, g)) = got.get(k) else { return Ok(Err(format!("missing output {k}"))) };

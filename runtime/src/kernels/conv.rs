@@ -65,7 +65,8 @@ fn depthwise(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
                     let off = (kx * wn.dw) as isize - wn.pl as isize;
                     // Output columns whose input column ox*sw+off lies inside [0, w).
                     let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(wn.sw) };
-                    let hi_excl = if (w as isize) - off <= 0 { 0 } else { (((w as isize - off) as usize) + wn.sw - 1) / wn.sw };
+                    let hi_excl =
+                        if (w as isize) - off <= 0 { 0 } else { (((w as isize - off) as usize) + wn.sw - 1) / wn.sw };
                     let hi = hi_excl.min(ow);
                     if lo >= hi {
                         continue;
@@ -173,11 +174,24 @@ fn grouped(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
                 row.fill(a.bias.map_or(0.0, |b| b[g * mg + mi]));
             }
             gemm::gemm(
-                mg, n, kdim,
-                dst, 1, ohw as isize, true,
-                wgt.as_ptr(), 1, kdim as isize,
-                rhs.as_ptr(), 1, if pointwise { hw as isize } else { n as isize },
-                1.0, 1.0, false, false, false,
+                mg,
+                n,
+                kdim,
+                dst,
+                1,
+                ohw as isize,
+                true,
+                wgt.as_ptr(),
+                1,
+                kdim as isize,
+                rhs.as_ptr(),
+                1,
+                if pointwise { hw as isize } else { n as isize },
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
                 if tasks < threads() { gemm::Parallelism::Rayon(threads()) } else { gemm::Parallelism::None },
             );
             if a.act != Activation::None {
@@ -306,10 +320,12 @@ mod tests {
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
-        (0..n).map(|_| {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        }).collect()
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
     }
 
     /// Large enough inputs that the grouped path splits the output into several strips, with
@@ -327,7 +343,15 @@ mod tests {
             let weight = data(m * (c / groups) * kh * kw, 7 + i as u32);
             let bias = data(m, 3);
             let args = ConvArgs {
-                x: &x, n, c, h, w, weight: &weight, m, bias: Some(&bias), groups,
+                x: &x,
+                n,
+                c,
+                h,
+                w,
+                weight: &weight,
+                m,
+                bias: Some(&bias),
+                groups,
                 win: Window { kh, kw, sh, sw, dh, dw, pt, pl, pb, pr },
                 act: Activation::LeakyRelu(0.1),
             };

@@ -45,7 +45,13 @@ impl Activation {
         match self {
             Activation::None => x,
             Activation::Relu => x.max(0.0),
-            Activation::LeakyRelu(a) => if x >= 0.0 { x } else { x * a },
+            Activation::LeakyRelu(a) => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    x * a
+                }
+            }
             Activation::Clip(lo, hi) => x.max(lo).min(hi),
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::HardSigmoid(a, b) => (a * x + b).clamp(0.0, 1.0),
@@ -69,7 +75,16 @@ pub fn threads() -> usize {
 }
 
 /// Row-major single-precision matrix product dst[m,n] = lhs[m,k] * rhs[k,n] (+ dst if accumulate).
-pub fn sgemm(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], dst: &mut [f32], accumulate: bool, parallel: bool) {
+pub fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    dst: &mut [f32],
+    accumulate: bool,
+    parallel: bool,
+) {
     debug_assert!(lhs.len() >= m * k && rhs.len() >= k * n && dst.len() >= m * n);
     if m == 0 || n == 0 {
         return;
@@ -89,11 +104,25 @@ pub fn sgemm(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], dst: &mut [
     // describe contiguous row-major matrices of those sizes.
     unsafe {
         gemm::gemm(
-            m, n, k,
-            dst.as_mut_ptr(), 1, n as isize, accumulate,
-            lhs.as_ptr(), 1, k as isize,
-            rhs.as_ptr(), 1, n as isize,
-            1.0, 1.0, false, false, false, par,
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
         );
     }
 }

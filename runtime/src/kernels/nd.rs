@@ -71,7 +71,15 @@ fn taps(start: isize, k: usize, d: usize, limit: usize, padded_limit: usize) -> 
 /// Pooling over `nc` planes of spatial shape `input` into `out`. Returns the values and, for
 /// MaxPool with `indices = Some(col_major)`, the flat input index of each maximum (ONNX
 /// semantics: offset of the plane plus the position in row- or column-major order).
-pub fn pool_nd(x: &[f64], nc: usize, input: &[usize], win: &NdWindow, out: &[usize], kind: PoolKind, indices: Option<bool>) -> (Vec<f64>, Vec<i64>) {
+pub fn pool_nd(
+    x: &[f64],
+    nc: usize,
+    input: &[usize],
+    win: &NdWindow,
+    out: &[usize],
+    kind: PoolKind,
+    indices: Option<bool>,
+) -> (Vec<f64>, Vec<i64>) {
     let plane: usize = input.iter().product();
     let oplane: usize = out.iter().product();
     let xs = row_major(input);
@@ -207,7 +215,13 @@ mod tests {
     fn max_pool_indices_row_and_column_major() {
         // One 2x3 plane, 2x2 window, stride 1: maxima at (1,1) and (1,2).
         let x = [1.0, 2.0, 3.0, 4.0, 6.0, 5.0];
-        let win = NdWindow { kernel: vec![2, 2], strides: vec![1, 1], dilations: vec![1, 1], begin: vec![0, 0], end: vec![0, 0] };
+        let win = NdWindow {
+            kernel: vec![2, 2],
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            begin: vec![0, 0],
+            end: vec![0, 0],
+        };
         let (v, i) = pool_nd(&x, 1, &[2, 3], &win, &[1, 2], PoolKind::Max, Some(false));
         assert_eq!(v, vec![6.0, 6.0]);
         assert_eq!(i, vec![4, 4]);
@@ -219,7 +233,19 @@ mod tests {
     fn conv_transpose_1d_matches_hand_computation() {
         // x = [1, 2], w = [1, 10], stride 2 -> [1, 10, 2, 20]
         let win = NdWindow { kernel: vec![2], strides: vec![2], dilations: vec![1], begin: vec![0], end: vec![0] };
-        let a = ConvTransposeNd { x: &[1.0, 2.0], n: 1, c: 1, input: &[2], weight: &[1.0, 10.0], m: 1, bias: None, groups: 1, win: &win, begin: &[0], out: &[4] };
+        let a = ConvTransposeNd {
+            x: &[1.0, 2.0],
+            n: 1,
+            c: 1,
+            input: &[2],
+            weight: &[1.0, 10.0],
+            m: 1,
+            bias: None,
+            groups: 1,
+            win: &win,
+            begin: &[0],
+            out: &[4],
+        };
         assert_eq!(conv_transpose_nd(&a), vec![1.0, 10.0, 2.0, 20.0]);
     }
 }

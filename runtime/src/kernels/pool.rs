@@ -47,13 +47,24 @@ pub fn pool2d(x: &[f32], nc: usize, h: usize, w: usize, wn: &Window, oh: usize, 
 }
 
 /// Monomorphised per pooling kind so the inner loop carries no per-element branch on the kind.
-fn pool2d_impl<const MAX: bool>(x: &[f32], nc: usize, h: usize, w: usize, wn: &Window, oh: usize, ow: usize, include_pad: bool) -> Vec<f32> {
+fn pool2d_impl<const MAX: bool>(
+    x: &[f32],
+    nc: usize,
+    h: usize,
+    w: usize,
+    wn: &Window,
+    oh: usize,
+    ow: usize,
+    include_pad: bool,
+) -> Vec<f32> {
     let mut out = vec![0f32; nc * oh * ow];
     if out.is_empty() {
         return out;
     }
-    let ys: Vec<(usize, usize, usize)> = (0..oh).map(|oy| taps((oy * wn.sh) as isize - wn.pt as isize, wn.kh, wn.dh, h, h + wn.pb)).collect();
-    let xs: Vec<(usize, usize, usize)> = (0..ow).map(|ox| taps((ox * wn.sw) as isize - wn.pl as isize, wn.kw, wn.dw, w, w + wn.pr)).collect();
+    let ys: Vec<(usize, usize, usize)> =
+        (0..oh).map(|oy| taps((oy * wn.sh) as isize - wn.pt as isize, wn.kh, wn.dh, h, h + wn.pb)).collect();
+    let xs: Vec<(usize, usize, usize)> =
+        (0..ow).map(|ox| taps((ox * wn.sw) as isize - wn.pl as isize, wn.kw, wn.dw, w, w + wn.pr)).collect();
     out.par_chunks_mut(oh * ow).enumerate().for_each(|(ch, o)| {
         let xc = &x[ch * h * w..(ch + 1) * h * w];
         for (oy, &(ylo, yhi, ypad)) in ys.iter().enumerate() {
@@ -102,7 +113,8 @@ fn max_pool2d_separable(x: &[f32], nc: usize, h: usize, w: usize, wn: &Window, o
     if out.is_empty() {
         return out;
     }
-    let ys: Vec<(usize, usize, usize)> = (0..oh).map(|oy| taps((oy * wn.sh) as isize - wn.pt as isize, wn.kh, wn.dh, h, h + wn.pb)).collect();
+    let ys: Vec<(usize, usize, usize)> =
+        (0..oh).map(|oy| taps((oy * wn.sh) as isize - wn.pt as isize, wn.kh, wn.dh, h, h + wn.pb)).collect();
     // For each column tap kx: the output columns [lo, hi) whose input column ox*sw - pl + kx*dw is inside [0, w).
     let col_taps: Vec<(isize, usize, usize)> = (0..wn.kw)
         .map(|kx| {
@@ -165,9 +177,21 @@ mod tests {
         for case in 0..400 {
             let (h, w) = (1 + rnd() as usize % 9, 1 + rnd() as usize % 9);
             let (kh, kw) = (1 + rnd() as usize % 5, 1 + rnd() as usize % 5);
-            let (sh, sw, dh, dw) = (1 + rnd() as usize % 3, 1 + rnd() as usize % 3, 1 + rnd() as usize % 2, 1 + rnd() as usize % 2);
+            let (sh, sw, dh, dw) =
+                (1 + rnd() as usize % 3, 1 + rnd() as usize % 3, 1 + rnd() as usize % 2, 1 + rnd() as usize % 2);
             let p = |k: usize, r: u32| (r as usize) % k;
-            let wn = Window { kh, kw, sh, sw, dh, dw, pt: p(kh, rnd()), pl: p(kw, rnd()), pb: p(kh, rnd()), pr: p(kw, rnd()) };
+            let wn = Window {
+                kh,
+                kw,
+                sh,
+                sw,
+                dh,
+                dw,
+                pt: p(kh, rnd()),
+                pl: p(kw, rnd()),
+                pb: p(kh, rnd()),
+                pr: p(kw, rnd()),
+            };
             let ceil = case % 2 == 0;
             let oh = pool_out_size(h, kh, sh, dh, wn.pt, wn.pb, ceil);
             let ow = pool_out_size(w, kw, sw, dw, wn.pl, wn.pr, ceil);
@@ -182,7 +206,10 @@ mod tests {
             let sep = max_pool2d_separable(&x, nc, h, w, &wn, oh, ow);
             assert_eq!(direct.len(), sep.len());
             for (i, (a, b)) in direct.iter().zip(&sep).enumerate() {
-                assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "case {case} {wn:?} ceil={ceil} at {i}: {a} vs {b}");
+                assert!(
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    "case {case} {wn:?} ceil={ceil} at {i}: {a} vs {b}"
+                );
             }
         }
     }

@@ -1,24 +1,63 @@
 //! Element-wise ops with numpy broadcasting, activations, Cast, Where and Softmax (opset-aware).
 
-use super::{Op, norm_axis, opt, req};
-use crate::error::LoadError;
 use super::lowbit::E8m0Round;
 use super::narrow::{CastHeld, Held};
+use super::{Op, norm_axis, opt, req};
+use crate::error::LoadError;
 use crate::proto::{Attrs, dtype_of};
 use candle_core::{D, DType, Result, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Unary {
-    Relu, Sigmoid, Tanh, Exp, Log, Sqrt, Neg, Abs, Reciprocal, Floor, Ceil, Erf, Not, Sign, Sin, Cos,
-    LeakyRelu(f32), Elu(f32), Selu(f32, f32), HardSigmoid(f32, f32), HardSwish, Gelu { tanh: bool },
-    Softplus, Mish,
+    Relu,
+    Sigmoid,
+    Tanh,
+    Exp,
+    Log,
+    Sqrt,
+    Neg,
+    Abs,
+    Reciprocal,
+    Floor,
+    Ceil,
+    Erf,
+    Not,
+    Sign,
+    Sin,
+    Cos,
+    LeakyRelu(f32),
+    Elu(f32),
+    Selu(f32, f32),
+    HardSigmoid(f32, f32),
+    HardSwish,
+    Gelu { tanh: bool },
+    Softplus,
+    Mish,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Binary { Add, Sub, Mul, Div, Pow, Equal, Less, Greater, LessOrEqual, GreaterOrEqual, And, Or }
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Equal,
+    Less,
+    Greater,
+    LessOrEqual,
+    GreaterOrEqual,
+    And,
+    Or,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Variadic { Sum, Mean, Max, Min }
+pub enum Variadic {
+    Sum,
+    Mean,
+    Max,
+    Min,
+}
 
 #[derive(Debug, Clone)]
 pub struct Clip {
@@ -29,10 +68,46 @@ pub struct Clip {
 pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError> {
     let op = a.node.op_type.as_str();
     let un = |u| Ok(Some(Op::Unary(u)));
-    let plain = ["Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Neg", "Abs", "Reciprocal", "Floor", "Ceil",
-        "Erf", "Not", "Sign", "Sin", "Cos", "HardSwish", "Softplus", "Mish", "Add", "Sub", "Mul", "Div", "Pow",
-        "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Sum", "Mean", "Max", "Min",
-        "Where", "Identity", "PRelu"];
+    let plain = [
+        "Relu",
+        "Sigmoid",
+        "Tanh",
+        "Exp",
+        "Log",
+        "Sqrt",
+        "Neg",
+        "Abs",
+        "Reciprocal",
+        "Floor",
+        "Ceil",
+        "Erf",
+        "Not",
+        "Sign",
+        "Sin",
+        "Cos",
+        "HardSwish",
+        "Softplus",
+        "Mish",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Pow",
+        "Equal",
+        "Less",
+        "Greater",
+        "LessOrEqual",
+        "GreaterOrEqual",
+        "And",
+        "Or",
+        "Sum",
+        "Mean",
+        "Max",
+        "Min",
+        "Where",
+        "Identity",
+        "PRelu",
+    ];
     if plain.contains(&op) {
         // Opset < 7 broadcast/consumed_inputs attributes change semantics: refuse them.
         a.only(&[])?;
@@ -207,7 +282,11 @@ pub fn unary(u: Unary, x: &Tensor) -> Result<Tensor> {
         Unary::HardSigmoid(alpha, beta) => x.affine(alpha as f64, beta as f64)?.clamp(0f32, 1f32),
         Unary::HardSwish => x * x.affine(1.0 / 6.0, 0.5)?.clamp(0f32, 1f32)?,
         Unary::Gelu { tanh } => {
-            if tanh { x.gelu() } else { x.gelu_erf() }
+            if tanh {
+                x.gelu()
+            } else {
+                x.gelu_erf()
+            }
         }
         Unary::Softplus => {
             // log(1 + exp(x)) computed stably as max(x,0) + log(1 + exp(-|x|)).

@@ -121,15 +121,27 @@ fn decode_float(t: Held, code: u8) -> f32 {
     }
     match t {
         Held::F8E4M3FN if e == 15 && m == 7 => return f32::NAN,
-        Held::F8E5M2 if e == 31 => return if m == 0 { if sign { f32::NEG_INFINITY } else { f32::INFINITY } } else { f32::NAN },
+        Held::F8E5M2 if e == 31 => {
+            return if m == 0 { if sign { f32::NEG_INFINITY } else { f32::INFINITY } } else { f32::NAN };
+        }
         _ => {}
     }
-    let v = if e == 0 { m as f64 * 2f64.powi(1 - bias - mant) } else { (1.0 + m as f64 / (1 << mant) as f64) * 2f64.powi(e - bias) };
+    let v = if e == 0 {
+        m as f64 * 2f64.powi(1 - bias - mant)
+    } else {
+        (1.0 + m as f64 / (1 << mant) as f64) * 2f64.powi(e - bias)
+    };
     (if sign { -v } else { v }) as f32
 }
 
 /// Decode the raw bytes (or int32_data for 8-bit types) of a TensorProto of a low-precision type.
-pub fn decode(t: Held, raw: &[u8], int32_data: &[i32], n: usize, shape: &[usize]) -> std::result::Result<Tensor, String> {
+pub fn decode(
+    t: Held,
+    raw: &[u8],
+    int32_data: &[i32],
+    n: usize,
+    shape: &[usize],
+) -> std::result::Result<Tensor, String> {
     let dev = &Device::Cpu;
     let bits = match t {
         Held::I4 | Held::U4 | Held::F4E2M1 => 4,
@@ -152,8 +164,12 @@ pub fn decode(t: Held, raw: &[u8], int32_data: &[i32], n: usize, shape: &[usize]
         return Err(format!("holds {} values but its shape {shape:?} needs {n}", codes.len()));
     }
     let r = match t {
-        Held::I4 => Tensor::from_vec(codes.iter().map(|&c| ((c << 4) as i8 >> 4) as i16).collect::<Vec<_>>(), shape, dev),
-        Held::I2 => Tensor::from_vec(codes.iter().map(|&c| ((c << 6) as i8 >> 6) as i16).collect::<Vec<_>>(), shape, dev),
+        Held::I4 => {
+            Tensor::from_vec(codes.iter().map(|&c| ((c << 4) as i8 >> 4) as i16).collect::<Vec<_>>(), shape, dev)
+        }
+        Held::I2 => {
+            Tensor::from_vec(codes.iter().map(|&c| ((c << 6) as i8 >> 6) as i16).collect::<Vec<_>>(), shape, dev)
+        }
         Held::U4 | Held::U2 => Tensor::from_vec(codes, shape, dev),
         Held::F8E8M0 => Tensor::from_vec(codes.iter().map(|&c| e8m0_value(c)).collect::<Vec<_>>(), shape, dev),
         _ => Tensor::from_vec(codes.iter().map(|&c| decode_float(t, c)).collect::<Vec<_>>(), shape, dev),
@@ -191,7 +207,9 @@ pub fn cast_to(x: &Tensor, from: Option<Held>, to: Held, saturate: bool, round: 
         let v: Vec<i128> = if int_source {
             match from {
                 Some(h) => h.read(x)?,
-                None => x.flatten_all()?.to_dtype(DType::I64)?.to_vec1::<i64>()?.into_iter().map(|v| v as i128).collect(),
+                None => {
+                    x.flatten_all()?.to_dtype(DType::I64)?.to_vec1::<i64>()?.into_iter().map(|v| v as i128).collect()
+                }
             }
         } else {
             // Float to integer truncates toward zero; out-of-range values wrap (undefined in ONNX).

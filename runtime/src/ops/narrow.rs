@@ -189,13 +189,19 @@ pub fn run(op: &NarrowOp, ins: &[Option<&Tensor>]) -> Result<Tensor> {
             match dt {
                 DType::F64 => Tensor::from_vec(v.into_iter().map(|v| v as f64).collect::<Vec<_>>(), x.shape(), dev),
                 // Exact for f16 too: every value f16 can hold finitely is exact in f32.
-                DType::F32 | DType::F16 => Tensor::from_vec(v.into_iter().map(|v| v as f32).collect::<Vec<_>>(), x.shape(), dev)?.to_dtype(dt),
+                DType::F32 | DType::F16 => {
+                    Tensor::from_vec(v.into_iter().map(|v| v as f32).collect::<Vec<_>>(), x.shape(), dev)?.to_dtype(dt)
+                }
                 d => bail!("casting {} to {d:?} is not supported", ty.name()),
             }
         }
         Kind::Clip => {
             let bound = |i: usize| -> Result<Option<i128>> {
-                super::opt(ins, i).map(|t| ty.read(t)?.first().copied().ok_or_else(|| candle_core::Error::Msg("empty Clip bound".into()))).transpose()
+                super::opt(ins, i)
+                    .map(|t| {
+                        ty.read(t)?.first().copied().ok_or_else(|| candle_core::Error::Msg("empty Clip bound".into()))
+                    })
+                    .transpose()
             };
             let (lo, hi) = (bound(1)?, bound(2)?);
             let v = ty.read(x)?.into_iter().map(|v| {
@@ -265,7 +271,11 @@ pub fn run(op: &NarrowOp, ins: &[Option<&Tensor>]) -> Result<Tensor> {
 ///
 /// `declared` holds the ONNX element type of graph inputs and initializers: a CastLike whose
 /// `like` is one of them becomes a plain Cast, which also settles uint8 versus bool (both held in U8).
-pub fn rewrite(nodes: &mut [Node], types: &mut HashMap<usize, Held>, declared: &HashMap<usize, i32>) -> std::result::Result<(), LoadError> {
+pub fn rewrite(
+    nodes: &mut [Node],
+    types: &mut HashMap<usize, Held>,
+    declared: &HashMap<usize, i32>,
+) -> std::result::Result<(), LoadError> {
     for n in nodes.iter_mut() {
         let tys: Vec<Option<Held>> = n.inputs.iter().map(|i| i.and_then(|i| types.get(&i).copied())).collect();
         if let (Op::CastLike { .. }, Some(&Some(like))) = (&n.op, n.inputs.get(1))
@@ -285,34 +295,54 @@ pub fn rewrite(nodes: &mut [Node], types: &mut HashMap<usize, Held>, declared: &
         if let Op::CastHeld(c) = &mut n.op {
             c.from = tys.first().copied().flatten();
             if c.from == Some(Held::U64) && !c.to.is_int() {
-                return Err(node_err(&n.name, &n.op_type, format!("casting uint64 to {} is not supported", c.to.name())));
+                return Err(node_err(
+                    &n.name,
+                    &n.op_type,
+                    format!("casting uint64 to {} is not supported", c.to.name()),
+                ));
             }
             types.insert(n.outputs[0], c.to);
             continue;
         }
         let Some(ty) = tys.iter().flatten().next().copied() else { continue };
-        let present: Vec<Option<Held>> = n.inputs.iter().zip(&tys).filter(|(i, _)| i.is_some()).map(|(_, t)| *t).collect();
+        let present: Vec<Option<Held>> =
+            n.inputs.iter().zip(&tys).filter(|(i, _)| i.is_some()).map(|(_, t)| *t).collect();
         let all_same = present.iter().all(|t| *t == Some(ty));
         let only_first = tys.first() == Some(&Some(ty)) && tys.iter().skip(1).all(|t| t.is_none());
         let narrow = |kind| Op::Narrow(NarrowOp { kind, ty });
         // (replacement op, whether the outputs hold this type)
         let (op, keeps_type) = match &n.op {
-            Op::Binary(b @ (Binary::Add | Binary::Sub | Binary::Mul | Binary::Div)) if ty.is_arith() && all_same => (Some(narrow(Kind::Binary(*b))), true),
-            Op::Binary(b @ (Binary::Equal | Binary::Less | Binary::Greater | Binary::LessOrEqual | Binary::GreaterOrEqual))
-                if ty.is_arith() && all_same =>
-            {
-                (Some(narrow(Kind::Binary(*b))), false)
+            Op::Binary(b @ (Binary::Add | Binary::Sub | Binary::Mul | Binary::Div)) if ty.is_arith() && all_same => {
+                (Some(narrow(Kind::Binary(*b))), true)
             }
-            Op::Binary(Binary::Pow) if ty.is_arith() && tys.first() == Some(&None) && tys.get(1) == Some(&Some(ty)) => (Some(narrow(Kind::PowExponent)), false),
+            Op::Binary(
+                b @ (Binary::Equal | Binary::Less | Binary::Greater | Binary::LessOrEqual | Binary::GreaterOrEqual),
+            ) if ty.is_arith() && all_same => (Some(narrow(Kind::Binary(*b))), false),
+            Op::Binary(Binary::Pow) if ty.is_arith() && tys.first() == Some(&None) && tys.get(1) == Some(&Some(ty)) => {
+                (Some(narrow(Kind::PowExponent)), false)
+            }
             Op::Variadic(v @ (Variadic::Max | Variadic::Min)) if ty.is_arith() && all_same => {
                 (Some(narrow(if *v == Variadic::Max { Kind::Max } else { Kind::Min })), true)
             }
             Op::Clip(c) if ty.is_arith() && c.attr.is_none() && all_same => (Some(narrow(Kind::Clip)), true),
             // Pure data movement is exact in the holder dtype.
-            Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Transpose { .. } | Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Expand
-                if only_first => (None, true),
+            Op::Identity
+            | Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze(_)
+            | Op::Unsqueeze(_)
+            | Op::Expand
+                if only_first =>
+            {
+                (None, true)
+            }
             Op::Concat { .. } if all_same => (None, true),
-            Op::Where if tys.first() == Some(&None) && tys.get(1) == Some(&Some(ty)) && tys.get(2) == Some(&Some(ty)) => (None, true),
+            Op::Where
+                if tys.first() == Some(&None) && tys.get(1) == Some(&Some(ty)) && tys.get(2) == Some(&Some(ty)) =>
+            {
+                (None, true)
+            }
             Op::Shape { .. } | Op::Size if only_first => (None, false),
             // Casting from the held value is exact, except uint64 whose i64 bit pattern needs reading as unsigned.
             Op::Cast(dt, _) if only_first && ty == Held::U64 && matches!(dt, DType::F32 | DType::F64 | DType::F16) => {
@@ -321,12 +351,20 @@ pub fn rewrite(nodes: &mut [Node], types: &mut HashMap<usize, Held>, declared: &
             Op::Cast(dt, _) if only_first && (ty != Held::U64 || !dt.is_float()) => (None, false),
             Op::CastLike { .. } if only_first && ty != Held::U64 => (None, false),
             _ => {
-                return Err(node_err(&n.name, &n.op_type, format!(
-                    "{} inputs are only supported by Cast, CastLike, data-movement ops (Identity, Reshape, Flatten, Transpose, \
+                return Err(node_err(
+                    &n.name,
+                    &n.op_type,
+                    format!(
+                        "{} inputs are only supported by Cast, CastLike, data-movement ops (Identity, Reshape, Flatten, Transpose, \
                      Squeeze, Unsqueeze, Expand, Concat, Where, Shape, Size){}, all inputs of one type",
-                    ty.name(),
-                    if ty.is_arith() { " and Add, Sub, Mul, Div, Max, Min, Clip, the comparisons and a Pow exponent" } else { "" }
-                )));
+                        ty.name(),
+                        if ty.is_arith() {
+                            " and Add, Sub, Mul, Div, Max, Min, Clip, the comparisons and a Pow exponent"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
             }
         };
         if let Some(op) = op {

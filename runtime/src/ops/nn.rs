@@ -3,15 +3,23 @@
 //! Inference uses the direct kernels in `crate::kernels`; when an input tracks gradients
 //! (training) the same op is expressed with differentiable candle ops instead.
 
+use super::fast::f32_data;
 use super::{Op, opt, req};
 use crate::error::LoadError;
-use crate::kernels::{self, Activation, Window, pool::{PoolKind, pool_out_size}};
+use crate::kernels::{
+    self, Activation, Window,
+    pool::{PoolKind, pool_out_size},
+};
 use crate::proto::Attrs;
-use super::fast::f32_data;
 use candle_core::{DType, Result, Tensor, bail};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum AutoPad { NotSet, Valid, SameUpper, SameLower }
+pub enum AutoPad {
+    NotSet,
+    Valid,
+    SameUpper,
+    SameLower,
+}
 
 fn parse_auto_pad(a: &Attrs) -> std::result::Result<AutoPad, LoadError> {
     Ok(match a.string_or("auto_pad", "NOTSET").as_str() {
@@ -36,7 +44,11 @@ pub struct Geometry {
 fn positive(a: &Attrs, name: &str) -> std::result::Result<Option<Vec<usize>>, LoadError> {
     match a.ints(name) {
         None => Ok(None),
-        Some(v) => v.iter().map(|&x| if x >= 0 { Ok(x as usize) } else { Err(a.err(format!("negative {name}"))) }).collect::<std::result::Result<Vec<_>, _>>().map(Some),
+        Some(v) => v
+            .iter()
+            .map(|&x| if x >= 0 { Ok(x as usize) } else { Err(a.err(format!("negative {name}"))) })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map(Some),
     }
 }
 
@@ -85,11 +97,15 @@ impl Geometry {
             AutoPad::NotSet => match &self.pads {
                 None => (0, 0, 0, 0),
                 Some(p) if spatial == 1 => {
-                    if p.len() != 2 { bail!("pads must have 2 values for 1-D") }
+                    if p.len() != 2 {
+                        bail!("pads must have 2 values for 1-D")
+                    }
                     (0, p[0], 0, p[1])
                 }
                 Some(p) => {
-                    if p.len() != 4 { bail!("pads must have 4 values for 2-D") }
+                    if p.len() != 4 {
+                        bail!("pads must have 4 values for 2-D")
+                    }
                     (p[0], p[1], p[2], p[3])
                 }
             },
@@ -142,10 +158,23 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
     Ok(Some(match a.node.op_type.as_str() {
         "Conv" => {
             a.only(&["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"])?;
-            Op::Conv(Conv { geom: parse_geometry(a, 2)?, groups: a.int_or("group", 1).max(1) as usize, act: Activation::None })
+            Op::Conv(Conv {
+                geom: parse_geometry(a, 2)?,
+                groups: a.int_or("group", 1).max(1) as usize,
+                act: Activation::None,
+            })
         }
         "ConvTranspose" => {
-            a.only(&["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", "output_padding", "output_shape"])?;
+            a.only(&[
+                "auto_pad",
+                "dilations",
+                "group",
+                "kernel_shape",
+                "pads",
+                "strides",
+                "output_padding",
+                "output_shape",
+            ])?;
             Op::ConvTranspose(ConvTranspose {
                 geom: parse_geometry(a, 3)?,
                 groups: a.int_or("group", 1).max(1) as usize,
@@ -158,15 +187,28 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
             if max {
                 a.only(&["auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"])?;
             } else {
-                a.only(&["auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides"])?;
+                a.only(&[
+                    "auto_pad",
+                    "ceil_mode",
+                    "count_include_pad",
+                    "dilations",
+                    "kernel_shape",
+                    "pads",
+                    "strides",
+                ])?;
             }
             let geom = parse_geometry(a, 3)?;
             if geom.kernel.is_none() {
                 return Err(a.err("missing kernel_shape"));
             }
-            let kind = if max { PoolKind::Max } else { PoolKind::Avg { count_include_pad: a.int_or("count_include_pad", 0) != 0 } };
+            let kind = if max {
+                PoolKind::Max
+            } else {
+                PoolKind::Avg { count_include_pad: a.int_or("count_include_pad", 0) != 0 }
+            };
             // MaxPool's optional second output: flat indices of the maxima (storage_order 1 = column-major).
-            let indices = (max && a.node.output.get(1).is_some_and(|o| !o.is_empty())).then(|| a.int_or("storage_order", 0) != 0);
+            let indices =
+                (max && a.node.output.get(1).is_some_and(|o| !o.is_empty())).then(|| a.int_or("storage_order", 0) != 0);
             Op::Pool(Pool { geom, kind, ceil: a.int_or("ceil_mode", 0) != 0, indices })
         }
         "GlobalAveragePool" | "GlobalMaxPool" => {
@@ -177,10 +219,15 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
             a.only(&["epsilon", "momentum", "spatial", "training_mode", "is_test", "consumed_inputs"])?;
             if opset >= 14 && a.int_or("training_mode", 0) != 0 {
                 // Normalise with the batch statistics; outputs 2 and 3 are the updated running statistics.
-                return Ok(Some(Op::BatchNormTrain { eps: a.float_or("epsilon", 1e-5), momentum: a.float_or("momentum", 0.9) }));
+                return Ok(Some(Op::BatchNormTrain {
+                    eps: a.float_or("epsilon", 1e-5),
+                    momentum: a.float_or("momentum", 0.9),
+                }));
             }
             if a.int_or("training_mode", 0) != 0 || a.node.output.iter().skip(1).any(|o| !o.is_empty()) {
-                return Err(a.err("training-mode BatchNormalization before opset 14 (running statistics outputs) is not supported"));
+                return Err(a.err(
+                    "training-mode BatchNormalization before opset 14 (running statistics outputs) is not supported",
+                ));
             }
             if opset < 9 && a.int_or("spatial", 1) == 0 {
                 return Err(a.err("spatial=0 is not supported"));
@@ -244,7 +291,19 @@ pub fn conv(c: &Conv, ins: &[Option<&Tensor>]) -> Result<Tensor> {
     }
     // Borrow the f32 data (no copies) for the kernel.
     let run = |xv: &[f32], wv: &[f32], bv: Option<&[f32]>| {
-        let args = kernels::conv::ConvArgs { x: xv, n, c: ch, h, w: wd, weight: wv, m, bias: bv, groups: c.groups, win, act: c.act };
+        let args = kernels::conv::ConvArgs {
+            x: xv,
+            n,
+            c: ch,
+            h,
+            w: wd,
+            weight: wv,
+            m,
+            bias: bv,
+            groups: c.groups,
+            win,
+            act: c.act,
+        };
         kernels::conv::conv2d(&args)
     };
     let (out, oh, ow) = f32_data(x, |xv| {
@@ -253,11 +312,22 @@ pub fn conv(c: &Conv, ins: &[Option<&Tensor>]) -> Result<Tensor> {
             None => Ok(run(xv, wv, None)),
         })
     })???;
-    let y = if spatial == 1 { Tensor::from_vec(out, (n, m, ow), x.device())? } else { Tensor::from_vec(out, (n, m, oh, ow), x.device())? };
+    let y = if spatial == 1 {
+        Tensor::from_vec(out, (n, m, ow), x.device())?
+    } else {
+        Tensor::from_vec(out, (n, m, oh, ow), x.device())?
+    };
     y.to_dtype(x.dtype())
 }
 
-fn conv_differentiable(x: &Tensor, w: &Tensor, b: Option<&Tensor>, groups: usize, win: &Window, spatial: usize) -> Result<Tensor> {
+fn conv_differentiable(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    groups: usize,
+    win: &Window,
+    spatial: usize,
+) -> Result<Tensor> {
     if win.sh != win.sw && spatial == 2 || win.dh != win.dw && spatial == 2 {
         bail!("training through a convolution with unequal strides/dilations is not supported");
     }
@@ -289,9 +359,13 @@ pub fn conv_transpose(c: &ConvTranspose, ins: &[Option<&Tensor>]) -> Result<Tens
     let m = wdims[1] * c.groups;
     let (kh, kw) = if spatial == 1 { (1, wdims[2]) } else { (wdims[2], wdims[3]) };
     let mut win = c.geom.window(spatial, h, wd, kh, kw)?;
-    let sp = |v: &Option<Vec<usize>>, i: usize| -> usize { v.as_ref().map_or(0, |v| v[if spatial == 1 { 0 } else { i }]) };
+    let sp =
+        |v: &Option<Vec<usize>>, i: usize| -> usize { v.as_ref().map_or(0, |v| v[if spatial == 1 { 0 } else { i }]) };
     let full = |input: usize, k: usize, s: usize, d: usize, op: usize| s * (input - 1) + op + (k - 1) * d + 1;
-    let (fh, fw) = (full(h, kh, win.sh, win.dh, if spatial == 1 { 0 } else { sp(&c.output_padding, 0) }), full(wd, kw, win.sw, win.dw, sp(&c.output_padding, 1)));
+    let (fh, fw) = (
+        full(h, kh, win.sh, win.dh, if spatial == 1 { 0 } else { sp(&c.output_padding, 0) }),
+        full(wd, kw, win.sw, win.dw, sp(&c.output_padding, 1)),
+    );
     let same = matches!(c.geom.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
     let target = if let Some(os) = &c.output_shape {
         Some(if spatial == 1 { (1, os[0]) } else { (os[0], os[1]) })
@@ -307,11 +381,18 @@ pub fn conv_transpose(c: &ConvTranspose, ins: &[Option<&Tensor>]) -> Result<Tens
     let (oh, ow) = if let Some((oh, ow)) = target {
         // Distribute the total padding implied by the requested output shape.
         let split = |total: usize| -> (usize, usize) {
-            if c.geom.auto_pad == AutoPad::SameUpper { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) }
+            if c.geom.auto_pad == AutoPad::SameUpper {
+                (total / 2, total - total / 2)
+            } else {
+                (total - total / 2, total / 2)
+            }
         };
         let (t, bt) = if spatial == 1 { (0, 0) } else { split(fh.saturating_sub(oh)) };
         let (l, r) = split(fw.saturating_sub(ow));
-        win.pt = t; win.pb = bt; win.pl = l; win.pr = r;
+        win.pt = t;
+        win.pb = bt;
+        win.pl = l;
+        win.pr = r;
         (oh, ow)
     } else {
         (fh.saturating_sub(win.pt + win.pb), fw.saturating_sub(win.pl + win.pr))
@@ -319,9 +400,26 @@ pub fn conv_transpose(c: &ConvTranspose, ins: &[Option<&Tensor>]) -> Result<Tens
     let xv = f32_vec(x)?;
     let wv = f32_vec(w)?;
     let bv = b.map(f32_vec).transpose()?;
-    let args = kernels::conv::ConvTransposeArgs { x: &xv, n, c: ch, h, w: wd, weight: &wv, m, bias: bv.as_deref(), groups: c.groups, win, oh, ow };
+    let args = kernels::conv::ConvTransposeArgs {
+        x: &xv,
+        n,
+        c: ch,
+        h,
+        w: wd,
+        weight: &wv,
+        m,
+        bias: bv.as_deref(),
+        groups: c.groups,
+        win,
+        oh,
+        ow,
+    };
     let out = kernels::conv::conv_transpose2d(&args);
-    let y = if spatial == 1 { Tensor::from_vec(out, (n, m, ow), x.device())? } else { Tensor::from_vec(out, (n, m, oh, ow), x.device())? };
+    let y = if spatial == 1 {
+        Tensor::from_vec(out, (n, m, ow), x.device())?
+    } else {
+        Tensor::from_vec(out, (n, m, oh, ow), x.device())?
+    };
     y.to_dtype(x.dtype())
 }
 
@@ -366,7 +464,11 @@ pub fn pool(p: &Pool, x: &Tensor) -> Result<Tensor> {
         return if spatial == 1 { y.squeeze(2) } else { Ok(y) };
     }
     let out = f32_data(x, |xv| kernels::pool::pool2d(xv, n * c, h, w, &win, oh, ow, p.kind))?;
-    let y = if spatial == 1 { Tensor::from_vec(out, (n, c, ow), x.device())? } else { Tensor::from_vec(out, (n, c, oh, ow), x.device())? };
+    let y = if spatial == 1 {
+        Tensor::from_vec(out, (n, c, ow), x.device())?
+    } else {
+        Tensor::from_vec(out, (n, c, oh, ow), x.device())?
+    };
     y.to_dtype(x.dtype())
 }
 
@@ -377,7 +479,10 @@ fn pool_differentiable(x: &Tensor, win: &Window, oh: usize, ow: usize, kind: Poo
     let need_h = ((oh.max(1) - 1) * win.sh + (win.kh - 1) * win.dh + 1).max(h + win.pt);
     let need_w = ((ow.max(1) - 1) * win.sw + (win.kw - 1) * win.dw + 1).max(w + win.pl);
     let (eb, er) = (need_h - h - win.pt, need_w - w - win.pl);
-    let fill = match kind { PoolKind::Max => f64::NEG_INFINITY, PoolKind::Avg { .. } => 0.0 };
+    let fill = match kind {
+        PoolKind::Max => f64::NEG_INFINITY,
+        PoolKind::Avg { .. } => 0.0,
+    };
     let padded = pad_value(x, win.pt, eb, win.pl, er, fill)?;
     let rows = |start: usize, s: usize, n: usize| -> Result<Tensor> {
         Tensor::from_vec((0..n).map(|i| (start + i * s) as u32).collect::<Vec<_>>(), n, x.device())

@@ -30,7 +30,12 @@ pub fn parse(a: &Attrs, _opset: i64) -> std::result::Result<Option<Op>, LoadErro
             if size < 1 {
                 return Err(a.err("size must be positive"));
             }
-            Op::Lrn(Lrn { size: size as usize, alpha: a.float_or("alpha", 1e-4) as f64, beta: a.float_or("beta", 0.75) as f64, bias: a.float_or("bias", 1.0) as f64 })
+            Op::Lrn(Lrn {
+                size: size as usize,
+                alpha: a.float_or("alpha", 1e-4) as f64,
+                beta: a.float_or("beta", 0.75) as f64,
+                bias: a.float_or("bias", 1.0) as f64,
+            })
         }
         op @ ("DepthToSpace" | "SpaceToDepth") => {
             a.only(&["blocksize", "mode"])?;
@@ -145,7 +150,11 @@ pub fn batch_norm_training(ins: &[Option<&Tensor>], eps: f32, momentum: f32) -> 
     shape[1] = c;
     let bc = |t: &Tensor| t.reshape(shape.as_slice());
     let inv_std = (bc(&batch_var)? + eps as f64)?.sqrt()?.recip()?;
-    let y = x.broadcast_sub(&bc(&batch_mean)?)?.broadcast_mul(&inv_std)?.broadcast_mul(&bc(scale)?)?.broadcast_add(&bc(bias)?)?;
+    let y = x
+        .broadcast_sub(&bc(&batch_mean)?)?
+        .broadcast_mul(&inv_std)?
+        .broadcast_mul(&bc(scale)?)?
+        .broadcast_add(&bc(bias)?)?;
     let m = momentum as f64;
     let running_mean = ((mean * m)? + (batch_mean.flatten_all()? * (1.0 - m))?)?;
     let running_var = ((var * m)? + (batch_var.flatten_all()? * (1.0 - m))?)?;

@@ -6,7 +6,18 @@ use crate::proto::Attrs;
 use candle_core::{DType, Result, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Kind { Mean, Sum, Max, Min, Prod, L1, L2, SumSquare, LogSum, LogSumExp }
+pub enum Kind {
+    Mean,
+    Sum,
+    Max,
+    Min,
+    Prod,
+    L1,
+    L2,
+    SumSquare,
+    LogSum,
+    LogSumExp,
+}
 
 #[derive(Debug, Clone)]
 pub struct Reduce {
@@ -58,7 +69,12 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
         a.only(&["axes", "keepdims"])?;
         a.ints("axes").map_or(Source::Absent, Source::Attr)
     };
-    Ok(Some(Op::Reduce(Reduce { kind, axes, keepdims: a.int_or("keepdims", 1) != 0, noop_with_empty_axes: a.int_or("noop_with_empty_axes", 0) != 0 })))
+    Ok(Some(Op::Reduce(Reduce {
+        kind,
+        axes,
+        keepdims: a.int_or("keepdims", 1) != 0,
+        noop_with_empty_axes: a.int_or("noop_with_empty_axes", 0) != 0,
+    })))
 }
 
 pub fn reduce(r: &Reduce, ins: &[Option<&Tensor>]) -> Result<Tensor> {
@@ -138,8 +154,20 @@ fn empty_reduce(r: &Reduce, x: &Tensor, dims: &[usize]) -> Result<Tensor> {
         Kind::Sum | Kind::SumSquare | Kind::L2 | Kind::L1 => 0.0,
         Kind::LogSum | Kind::LogSumExp => f64::NEG_INFINITY,
         Kind::Prod => 1.0,
-        Kind::Max => if x.dtype().is_float() { f64::NEG_INFINITY } else { 0.0 },
-        Kind::Min => if x.dtype().is_float() { f64::INFINITY } else { 255.0 },
+        Kind::Max => {
+            if x.dtype().is_float() {
+                f64::NEG_INFINITY
+            } else {
+                0.0
+            }
+        }
+        Kind::Min => {
+            if x.dtype().is_float() {
+                f64::INFINITY
+            } else {
+                255.0
+            }
+        }
         Kind::Mean => f64::NAN,
     };
     let mut shape: Vec<usize> = Vec::new();

@@ -8,10 +8,22 @@ use crate::proto::Attrs;
 use candle_core::{DType, Result, Tensor, bail};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Coord { HalfPixel, HalfPixelSymmetric, PytorchHalfPixel, AlignCorners, Asymmetric, TfCropAndResize }
+pub enum Coord {
+    HalfPixel,
+    HalfPixelSymmetric,
+    PytorchHalfPixel,
+    AlignCorners,
+    Asymmetric,
+    TfCropAndResize,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Nearest { RoundPreferFloor, RoundPreferCeil, Floor, Ceil }
+pub enum Nearest {
+    RoundPreferFloor,
+    RoundPreferCeil,
+    Floor,
+    Ceil,
+}
 
 #[derive(Debug, Clone)]
 pub struct Resize {
@@ -67,14 +79,25 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
     if op != "Resize" {
         return Ok(None);
     }
-    a.only(&["mode", "coordinate_transformation_mode", "nearest_mode", "cubic_coeff_a", "exclude_outside", "extrapolation_value", "antialias", "axes", "keep_aspect_ratio_policy"])?;
+    a.only(&[
+        "mode",
+        "coordinate_transformation_mode",
+        "nearest_mode",
+        "cubic_coeff_a",
+        "exclude_outside",
+        "extrapolation_value",
+        "antialias",
+        "axes",
+        "keep_aspect_ratio_policy",
+    ])?;
     let mode = a.string_or("mode", "nearest");
     let linear = match mode.as_str() {
         "nearest" | "cubic" => false,
         "linear" => true,
         m => return Err(a.err(format!("mode '{m}' is not supported (nearest, linear and cubic are)"))),
     };
-    let cubic = (mode == "cubic").then(|| (a.float_or("cubic_coeff_a", -0.75) as f64, a.int_or("exclude_outside", 0) != 0));
+    let cubic =
+        (mode == "cubic").then(|| (a.float_or("cubic_coeff_a", -0.75) as f64, a.int_or("exclude_outside", 0) != 0));
     let antialias = a.int_or("antialias", 0) != 0;
     if antialias && !linear && cubic.is_none() {
         return Err(a.err("antialias=1 is only defined for modes 'linear' and 'cubic'"));
@@ -140,7 +163,9 @@ pub fn resize(r: &Resize, ins: &[Option<&Tensor>]) -> Result<Tensor> {
     let mut scales = vec![1f64; rank];
     let mut sizes: Vec<usize> = x.dims().to_vec();
     if let Some(s) = &r.attr_scales {
-        if s.len() != rank { bail!("scales has {} values for rank {rank}", s.len()) }
+        if s.len() != rank {
+            bail!("scales has {} values for rank {rank}", s.len())
+        }
         for d in 0..rank {
             scales[d] = s[d] as f64;
             sizes[d] = (x.dims()[d] as f64 * scales[d]).floor() as usize;
@@ -148,14 +173,18 @@ pub fn resize(r: &Resize, ins: &[Option<&Tensor>]) -> Result<Tensor> {
     } else if let Some(s) = scales_t {
         // Scales are float32 in the model: keep that precision for the output size.
         let s: Vec<f32> = s.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-        if s.len() != axes.len() { bail!("scales has {} values for {} axes", s.len(), axes.len()) }
+        if s.len() != axes.len() {
+            bail!("scales has {} values for {} axes", s.len(), axes.len())
+        }
         for (i, &d) in axes.iter().enumerate() {
             scales[d] = s[i] as f64;
             sizes[d] = (x.dims()[d] as f32 * s[i]).floor() as usize;
         }
     } else if let Some(s) = sizes_t {
         let s = ints(s)?;
-        if s.len() != axes.len() { bail!("sizes has {} values for {} axes", s.len(), axes.len()) }
+        if s.len() != axes.len() {
+            bail!("sizes has {} values for {} axes", s.len(), axes.len())
+        }
         match r.keep_aspect {
             None => {
                 for (i, &d) in axes.iter().enumerate() {
@@ -196,7 +225,14 @@ pub fn resize(r: &Resize, ins: &[Option<&Tensor>]) -> Result<Tensor> {
 
 /// Antialias / tf_crop_and_resize: every axis through the explicit-tap path, kept in f64 between
 /// axes like the reference; an axis is skipped only when nothing changes along it.
-fn resize_by_taps(x: &Tensor, r: &Resize, axes: &[usize], sizes: &[usize], scales: &[f64], ins: &[Option<&Tensor>]) -> Result<Tensor> {
+fn resize_by_taps(
+    x: &Tensor,
+    r: &Resize,
+    axes: &[usize],
+    sizes: &[usize],
+    scales: &[f64],
+    ins: &[Option<&Tensor>],
+) -> Result<Tensor> {
     let roi_t = r.roi_input.and_then(|i| opt(ins, i)).filter(|t| t.elem_count() > 0);
     let roi_f32 = roi_t.is_some_and(|t| t.dtype() == DType::F32);
     if r.coord == Coord::TfCropAndResize && roi_t.is_some_and(|t| !matches!(t.dtype(), DType::F32 | DType::F64)) {
@@ -209,7 +245,9 @@ fn resize_by_taps(x: &Tensor, r: &Resize, axes: &[usize], sizes: &[usize], scale
     let mut y = x.to_dtype(DType::F64)?;
     for (k, &d) in axes.iter().enumerate() {
         let window = match (&roi, r.coord) {
-            (Some(v), Coord::TfCropAndResize) => super::resize_taps::Roi { start: v[k], end: v[axes.len() + k], f32: roi_f32 },
+            (Some(v), Coord::TfCropAndResize) => {
+                super::resize_taps::Roi { start: v[k], end: v[axes.len() + k], f32: roi_f32 }
+            }
             _ => super::resize_taps::Roi { start: 0.0, end: 1.0, f32: false },
         };
         let unit = window.start.abs() < 1e-9 && (window.end - 1.0).abs() < 1e-9;
@@ -231,7 +269,13 @@ fn source_coord(r: &Resize, out_i: usize, in_len: usize, out_len: usize, scale: 
             let offset = center * (1.0 - adj);
             offset + (x + 0.5) / scale - 0.5
         }
-        Coord::PytorchHalfPixel => if out_len > 1 { (x + 0.5) / scale - 0.5 } else { 0.0 },
+        Coord::PytorchHalfPixel => {
+            if out_len > 1 {
+                (x + 0.5) / scale - 0.5
+            } else {
+                0.0
+            }
+        }
         // The output length here is in*scale as a real number (the ONNX reference), not the rounded size.
         Coord::AlignCorners => {
             let out_f = scale * in_len as f64;
@@ -252,8 +296,20 @@ fn axis_taps(r: &Resize, in_len: usize, out_len: usize, scale: f64) -> Vec<(usiz
                 let n = match r.nearest {
                     Nearest::Floor => c.floor(),
                     Nearest::Ceil => c.ceil(),
-                    Nearest::RoundPreferFloor => if c.fract() == 0.5 { c.floor() } else { c.round() },
-                    Nearest::RoundPreferCeil => if c.fract() == 0.5 { c.ceil() } else { c.round() },
+                    Nearest::RoundPreferFloor => {
+                        if c.fract() == 0.5 {
+                            c.floor()
+                        } else {
+                            c.round()
+                        }
+                    }
+                    Nearest::RoundPreferCeil => {
+                        if c.fract() == 0.5 {
+                            c.ceil()
+                        } else {
+                            c.round()
+                        }
+                    }
                 };
                 let n = n.clamp(0.0, in_len as f64 - 1.0) as usize;
                 return (n, n, 0.0);
@@ -310,8 +366,20 @@ fn resize_axis(x: &Tensor, d: usize, out_len: usize, scale: f64, r: &Resize) -> 
                 let n = match r.nearest {
                     Nearest::Floor => c.floor(),
                     Nearest::Ceil => c.ceil(),
-                    Nearest::RoundPreferFloor => if c.fract() == 0.5 { c.floor() } else { c.round() },
-                    Nearest::RoundPreferCeil => if c.fract() == 0.5 { c.ceil() } else { c.round() },
+                    Nearest::RoundPreferFloor => {
+                        if c.fract() == 0.5 {
+                            c.floor()
+                        } else {
+                            c.round()
+                        }
+                    }
+                    Nearest::RoundPreferCeil => {
+                        if c.fract() == 0.5 {
+                            c.ceil()
+                        } else {
+                            c.round()
+                        }
+                    }
                 };
                 n.clamp(0.0, in_len as f64 - 1.0) as u32
             })
@@ -354,7 +422,16 @@ fn cubic_weights(t: f64, a: f64) -> [f64; 4] {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn resize_axis_cubic(x: &Tensor, d: usize, in_len: usize, out_len: usize, scale: f64, r: &Resize, a: f64, exclude: bool) -> Result<Tensor> {
+fn resize_axis_cubic(
+    x: &Tensor,
+    d: usize,
+    in_len: usize,
+    out_len: usize,
+    scale: f64,
+    r: &Resize,
+    a: f64,
+    exclude: bool,
+) -> Result<Tensor> {
     let dev = x.device();
     let mut idx = vec![Vec::with_capacity(out_len); 4];
     let mut wts = vec![Vec::with_capacity(out_len); 4];
@@ -387,7 +464,10 @@ fn resize_axis_cubic(x: &Tensor, d: usize, in_len: usize, out_len: usize, scale:
         let sel = x.index_select(&Tensor::from_vec(idx[j].clone(), out_len, dev)?, d)?;
         let w = Tensor::from_vec(wts[j].clone(), wshape.as_slice(), dev)?.to_dtype(x.dtype())?;
         let term = sel.broadcast_mul(&w)?;
-        acc = Some(match acc { None => term, Some(s) => (s + term)? });
+        acc = Some(match acc {
+            None => term,
+            Some(s) => (s + term)?,
+        });
     }
     acc.ok_or_else(|| candle_core::Error::Msg("no taps".into()))
 }

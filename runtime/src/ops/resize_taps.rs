@@ -37,7 +37,8 @@ fn coeffs(r: &Resize, ratio: f64, scale: f64) -> Vec<f64> {
         let s = scale.min(1.0);
         let start = (-1.0 / s).floor() as i64 + 1;
         let footprint = 2 - 2 * start;
-        let c: Vec<f64> = (start..start + footprint).map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0)).collect();
+        let c: Vec<f64> =
+            (start..start + footprint).map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0)).collect();
         let sum: f64 = c.iter().sum();
         return c.into_iter().map(|v| v / sum).collect();
     }
@@ -67,11 +68,21 @@ fn source(r: &Resize, y: f64, scale: f64, in_len: usize, out_len: usize, roi: Ro
     let in_f = in_len as f64;
     let out_f = scale * in_f;
     Some(match r.coord {
-        Coord::AlignCorners => if out_f == 1.0 { 0.0 } else { y * (in_f - 1.0) / (out_f - 1.0) },
+        Coord::AlignCorners => {
+            if out_f == 1.0 {
+                0.0
+            } else {
+                y * (in_f - 1.0) / (out_f - 1.0)
+            }
+        }
         Coord::Asymmetric => y / scale,
         Coord::TfCropAndResize => {
             let (s32, e32, n32) = (roi.start as f32, roi.end as f32, (in_len - 1) as f32);
-            let (width, start) = if roi.f32 { ((e32 - s32) as f64, (s32 * n32) as f64) } else { (roi.end - roi.start, roi.start * (in_f - 1.0)) };
+            let (width, start) = if roi.f32 {
+                ((e32 - s32) as f64, (s32 * n32) as f64)
+            } else {
+                (roi.end - roi.start, roi.start * (in_f - 1.0))
+            };
             let x = if out_f == 1.0 {
                 if roi.f32 { ((e32 - s32) * n32 / 2.0) as f64 } else { width * (in_f - 1.0) / 2.0 }
             } else {
@@ -83,7 +94,13 @@ fn source(r: &Resize, y: f64, scale: f64, in_len: usize, out_len: usize, roi: Ro
             }
             x
         }
-        Coord::PytorchHalfPixel => if out_f == 1.0 { -0.5 } else { (y + 0.5) / scale - 0.5 },
+        Coord::PytorchHalfPixel => {
+            if out_f == 1.0 {
+                -0.5
+            } else {
+                (y + 0.5) / scale - 0.5
+            }
+        }
         Coord::HalfPixel => (y + 0.5) / scale - 0.5,
         Coord::HalfPixelSymmetric => {
             let offset = in_f / 2.0 * (1.0 - out_len as f64 / out_f);

@@ -20,7 +20,12 @@ pub struct Slice {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum PadMode { Constant, Reflect, Edge, Wrap }
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+    Wrap,
+}
 
 #[derive(Debug, Clone)]
 pub struct Pad {
@@ -54,7 +59,9 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
                 a.only(&[])?;
                 Source::Input(1)
             };
-            if a.node.op_type == "Squeeze" { Op::Squeeze(src) } else {
+            if a.node.op_type == "Squeeze" {
+                Op::Squeeze(src)
+            } else {
                 if matches!(src, Source::Absent) {
                     return Err(a.err("missing axes"));
                 }
@@ -67,7 +74,8 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
         }
         "Split" => {
             a.only(&["axis", "split", "num_outputs"])?;
-            let split = if opset < 13 { a.ints("split").map_or(Source::Absent, Source::Attr) } else { Source::Input(1) };
+            let split =
+                if opset < 13 { a.ints("split").map_or(Source::Absent, Source::Attr) } else { Source::Input(1) };
             Op::Split(Split { axis: a.int_or("axis", 0), split, num_outputs: a.int("num_outputs").map(|n| n as usize) })
         }
         "Slice" => {
@@ -108,7 +116,11 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
                 "wrap" => PadMode::Wrap,
                 m => return Err(a.err(format!("mode '{m}' is not supported"))),
             };
-            let attr = if opset < 11 { Some((a.ints("pads").ok_or_else(|| a.err("missing pads"))?, a.float_or("value", 0.0))) } else { None };
+            let attr = if opset < 11 {
+                Some((a.ints("pads").ok_or_else(|| a.err("missing pads"))?, a.float_or("value", 0.0)))
+            } else {
+                None
+            };
             Op::Pad(Pad { mode, attr })
         }
         _ => return Ok(None),
@@ -143,17 +155,25 @@ pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool) -> Result<Tensor> {
     for (i, &s) in spec.iter().enumerate() {
         match s {
             -1 => {
-                if hole.replace(i).is_some() { bail!("more than one -1 in shape {spec:?}") }
+                if hole.replace(i).is_some() {
+                    bail!("more than one -1 in shape {spec:?}")
+                }
                 dims.push(1);
             }
-            0 if !allowzero => dims.push(*x.dims().get(i).ok_or_else(|| candle_core::Error::Msg(format!("shape {spec:?}: 0 copies a missing dim")))?),
+            0 if !allowzero => dims.push(
+                *x.dims()
+                    .get(i)
+                    .ok_or_else(|| candle_core::Error::Msg(format!("shape {spec:?}: 0 copies a missing dim")))?,
+            ),
             s if s < 0 => bail!("invalid shape {spec:?}"),
             s => dims.push(s as usize),
         }
     }
     if let Some(h) = hole {
         let known: usize = dims.iter().product();
-        if known == 0 || x.elem_count() % known != 0 { bail!("cannot reshape {:?} to {spec:?}", x.dims()) }
+        if known == 0 || x.elem_count() % known != 0 {
+            bail!("cannot reshape {:?} to {spec:?}", x.dims())
+        }
         dims[h] = x.elem_count() / known;
     }
     x.reshape(dims)
@@ -162,7 +182,9 @@ pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool) -> Result<Tensor> {
 pub fn flatten(x: &Tensor, axis: i64) -> Result<Tensor> {
     let r = x.rank() as i64;
     let ax = if axis < 0 { axis + r } else { axis };
-    if ax < 0 || ax > r { bail!("axis {axis} out of range") }
+    if ax < 0 || ax > r {
+        bail!("axis {axis} out of range")
+    }
     let d = x.dims();
     let outer: usize = d[..ax as usize].iter().product();
     x.reshape((outer, x.elem_count().checked_div(outer).unwrap_or(d[ax as usize..].iter().product())))
@@ -173,7 +195,9 @@ pub fn transpose(x: &Tensor, perm: Option<&[i64]>) -> Result<Tensor> {
         Some(p) => p.iter().map(|&a| norm_axis(a, x.rank())).collect::<Result<_>>()?,
         None => (0..x.rank()).rev().collect(),
     };
-    if x.rank() <= 1 { return Ok(x.clone()) }
+    if x.rank() <= 1 {
+        return Ok(x.clone());
+    }
     x.permute(perm)?.contiguous()
 }
 
@@ -184,7 +208,9 @@ pub fn squeeze(x: &Tensor, axes: &Option<Vec<i64>>) -> Result<Tensor> {
         None => (0..dims.len()).filter(|&i| dims[i] == 1).collect(),
     };
     for &d in &drop {
-        if dims[d] != 1 { bail!("cannot squeeze axis {d} of size {}", dims[d]) }
+        if dims[d] != 1 {
+            bail!("cannot squeeze axis {d} of size {}", dims[d])
+        }
     }
     let keep: Vec<usize> = (0..dims.len()).filter(|i| !drop.contains(i)).map(|i| dims[i]).collect();
     x.reshape(keep)
@@ -206,7 +232,9 @@ pub fn concat(ins: &[Option<&Tensor>], axis: i64) -> Result<Tensor> {
     let first = xs.first().ok_or_else(|| candle_core::Error::Msg("no inputs".into()))?;
     let ax = norm_axis(axis, first.rank())?;
     let xs: Vec<&Tensor> = xs.into_iter().filter(|t| t.elem_count() > 0 || t.dims()[ax] != 0).collect();
-    if xs.len() == 1 { return Ok(xs[0].clone()) }
+    if xs.len() == 1 {
+        return Ok(xs[0].clone());
+    }
     Tensor::cat(&xs, ax)
 }
 
@@ -216,14 +244,18 @@ pub fn split(s: &Split, ins: &[Option<&Tensor>], n_out: usize) -> Result<Vec<Ten
     let len = x.dims()[ax];
     let sizes: Vec<usize> = match &s.split {
         Source::Attr(v) => v.iter().map(|&v| v as usize).collect(),
-        Source::Input(i) if opt(ins, *i).is_some() => ints(opt(ins, *i).unwrap())?.iter().map(|&v| v as usize).collect(),
+        Source::Input(i) if opt(ins, *i).is_some() => {
+            ints(opt(ins, *i).unwrap())?.iter().map(|&v| v as usize).collect()
+        }
         _ => {
             let n = s.num_outputs.unwrap_or(n_out);
             let chunk = len.div_ceil(n);
             (0..n).map(|i| chunk.min(len.saturating_sub(i * chunk))).collect()
         }
     };
-    if sizes.iter().sum::<usize>() != len { bail!("split sizes {sizes:?} do not add up to {len}") }
+    if sizes.iter().sum::<usize>() != len {
+        bail!("split sizes {sizes:?} do not add up to {len}")
+    }
     let mut start = 0;
     let mut out = Vec::new();
     for sz in sizes {
@@ -237,7 +269,12 @@ pub fn slice(s: &Slice, ins: &[Option<&Tensor>]) -> Result<Tensor> {
     let x = req(ins, 0)?;
     let (starts, ends, axes, steps) = match &s.attr {
         Some((st, en, ax)) => (st.clone(), en.clone(), ax.clone(), None),
-        None => (ints(req(ins, 1)?)?, ints(req(ins, 2)?)?, opt(ins, 3).map(ints).transpose()?, opt(ins, 4).map(ints).transpose()?),
+        None => (
+            ints(req(ins, 1)?)?,
+            ints(req(ins, 2)?)?,
+            opt(ins, 3).map(ints).transpose()?,
+            opt(ins, 4).map(ints).transpose()?,
+        ),
     };
     let axes: Vec<usize> = match axes {
         Some(a) => a.iter().map(|&a| norm_axis(a, x.rank())).collect::<Result<_>>()?,
@@ -247,7 +284,9 @@ pub fn slice(s: &Slice, ins: &[Option<&Tensor>]) -> Result<Tensor> {
     for (i, &ax) in axes.iter().enumerate() {
         let dim = x.dims()[ax] as i64;
         let step = steps.as_ref().map_or(1, |s| s[i]);
-        if step == 0 { bail!("slice step 0") }
+        if step == 0 {
+            bail!("slice step 0")
+        }
         let clamp = |v: i64, lo: i64, hi: i64| v.max(lo).min(hi);
         let norm = |v: i64| if v < 0 { v + dim } else { v };
         let (start, end) = if step > 0 {
@@ -260,7 +299,10 @@ pub fn slice(s: &Slice, ins: &[Option<&Tensor>]) -> Result<Tensor> {
         } else {
             let mut v = Vec::new();
             let mut k = start;
-            while k > end { v.push(k); k += step; }
+            while k > end {
+                v.push(k);
+                k += step;
+            }
             v
         };
         if step == 1 {
@@ -286,7 +328,9 @@ pub fn gather(x: &Tensor, indices: &Tensor, axis: i64) -> Result<Tensor> {
     let ax = norm_axis(axis, x.rank())?;
     let dim = x.dims()[ax] as i64;
     let idx: Vec<i64> = ints(indices)?.into_iter().map(|i| if i < 0 { i + dim } else { i }).collect();
-    if idx.iter().any(|&i| i < 0 || i >= dim) { bail!("gather index out of range for dim {dim}") }
+    if idx.iter().any(|&i| i < 0 || i >= dim) {
+        bail!("gather index out of range for dim {dim}")
+    }
     let n = idx.len();
     let sel = x.contiguous()?.index_select(&Tensor::from_vec(idx, n, x.device())?, ax)?;
     let mut dims = x.dims()[..ax].to_vec();
@@ -330,17 +374,24 @@ pub fn pad(p: &Pad, ins: &[Option<&Tensor>]) -> Result<Tensor> {
     let rank = x.rank();
     let (pads, value) = match &p.attr {
         Some((pads, v)) => (pads.clone(), *v as f64),
-        None => (ints(req(ins, 1)?)?, opt(ins, 2).filter(|t| t.elem_count() > 0).map(|t| floats(t).map(|v| v[0])).transpose()?.unwrap_or(0.0)),
+        None => (
+            ints(req(ins, 1)?)?,
+            opt(ins, 2).filter(|t| t.elem_count() > 0).map(|t| floats(t).map(|v| v[0])).transpose()?.unwrap_or(0.0),
+        ),
     };
     let axes: Vec<usize> = match opt(ins, 3) {
         Some(a) => ints(a)?.iter().map(|&a| norm_axis(a, rank)).collect::<Result<_>>()?,
         None => (0..rank).collect(),
     };
-    if pads.len() != 2 * axes.len() { bail!("pads has {} values for {} axes", pads.len(), axes.len()) }
+    if pads.len() != 2 * axes.len() {
+        bail!("pads has {} values for {} axes", pads.len(), axes.len())
+    }
     let mut y = x.clone();
     for (i, &ax) in axes.iter().enumerate() {
         let (b, e) = (pads[i], pads[i + axes.len()]);
-        if b == 0 && e == 0 { continue }
+        if b == 0 && e == 0 {
+            continue;
+        }
         let len = y.dims()[ax] as i64;
         // Negative pads crop.
         let (cb, ce) = ((-b).max(0), (-e).max(0));
@@ -348,7 +399,9 @@ pub fn pad(p: &Pad, ins: &[Option<&Tensor>]) -> Result<Tensor> {
             y = y.narrow(ax, cb as usize, (len - cb - ce).max(0) as usize)?;
         }
         let (b, e) = (b.max(0) as usize, e.max(0) as usize);
-        if b + e == 0 { continue }
+        if b + e == 0 {
+            continue;
+        }
         let len = y.dims()[ax];
         y = match p.mode {
             PadMode::Constant => {
@@ -361,14 +414,18 @@ pub fn pad(p: &Pad, ins: &[Option<&Tensor>]) -> Result<Tensor> {
                 Tensor::cat(&parts, ax)?
             }
             mode => {
-                if len == 0 { bail!("cannot pad an empty axis in mode {mode:?}") }
+                if len == 0 {
+                    bail!("cannot pad an empty axis in mode {mode:?}")
+                }
                 let l = len as i64;
                 let src = |i: i64| -> i64 {
                     match mode {
                         PadMode::Edge => i.clamp(0, l - 1),
                         PadMode::Wrap => i.rem_euclid(l),
                         _ => {
-                            if l == 1 { return 0 }
+                            if l == 1 {
+                                return 0;
+                            }
                             let period = 2 * (l - 1);
                             let m = i.rem_euclid(period);
                             if m < l { m } else { period - m }

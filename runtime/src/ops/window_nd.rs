@@ -37,9 +37,11 @@ fn resolve(g: &Geometry, input: &[usize], kernel: &[usize]) -> Result<NdWindow> 
             let (mut b, mut e) = (vec![0; r], vec![0; r]);
             for d in 0..r {
                 let out = input[d].div_ceil(strides[d]);
-                let total = ((out.saturating_sub(1)) * strides[d] + (kernel[d] - 1) * dilations[d] + 1).saturating_sub(input[d]);
+                let total = ((out.saturating_sub(1)) * strides[d] + (kernel[d] - 1) * dilations[d] + 1)
+                    .saturating_sub(input[d]);
                 let small = total / 2;
-                (b[d], e[d]) = if g.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
+                (b[d], e[d]) =
+                    if g.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
             }
             (b, e)
         }
@@ -62,7 +64,15 @@ pub fn pool(p: &Pool, x: &Tensor) -> Result<Vec<Tensor>> {
     let out: Vec<usize> = (0..input.len())
         .map(|d| match p.geom.auto_pad {
             AutoPad::SameUpper | AutoPad::SameLower => input[d].div_ceil(win.strides[d]),
-            _ => pool_out_size(input[d], win.kernel[d], win.strides[d], win.dilations[d], win.begin[d], win.end[d], p.ceil),
+            _ => pool_out_size(
+                input[d],
+                win.kernel[d],
+                win.strides[d],
+                win.dilations[d],
+                win.begin[d],
+                win.end[d],
+                p.ceil,
+            ),
         })
         .collect();
     let indices = if p.kind == PoolKind::Max { p.indices } else { None };
@@ -98,7 +108,8 @@ pub fn conv_transpose(c: &ConvTranspose, x: &Tensor, w: &Tensor, b: Option<&Tens
         Some(v) if v.len() == r => v.clone(),
         Some(v) => bail!("output_padding has {} values for a {r}-D input", v.len()),
     };
-    let full: Vec<usize> = (0..r).map(|d| win.strides[d] * (input[d] - 1) + op[d] + (kernel[d] - 1) * win.dilations[d] + 1).collect();
+    let full: Vec<usize> =
+        (0..r).map(|d| win.strides[d] * (input[d] - 1) + op[d] + (kernel[d] - 1) * win.dilations[d] + 1).collect();
     let same = matches!(c.geom.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
     let target: Option<Vec<usize>> = match &c.output_shape {
         Some(os) if os.len() == r => Some(os.clone()),
@@ -122,7 +133,19 @@ pub fn conv_transpose(c: &ConvTranspose, x: &Tensor, w: &Tensor, b: Option<&Tens
     };
     let (xv, wv) = (f64_vec(x)?, f64_vec(w)?);
     let bv = b.map(f64_vec).transpose()?;
-    let args = nd::ConvTransposeNd { x: &xv, n, c: ch, input, weight: &wv, m, bias: bv.as_deref(), groups: c.groups, win: &win, begin: &begin, out: &out };
+    let args = nd::ConvTransposeNd {
+        x: &xv,
+        n,
+        c: ch,
+        input,
+        weight: &wv,
+        m,
+        bias: bv.as_deref(),
+        groups: c.groups,
+        win: &win,
+        begin: &begin,
+        out: &out,
+    };
     let y = nd::conv_transpose_nd(&args);
     let mut shape = vec![n, m];
     shape.extend(&out);

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("FLYWHEEL_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/flywheel"))
+    std::env::var_os("FLYWHEEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/flywheel"))
 }
 
 pub fn python() -> PathBuf {
@@ -20,17 +22,16 @@ pub fn script(name: &str) -> PathBuf {
 
 /// Run a generator script (idempotent: it reuses its cache directory) and return the directory it printed.
 pub fn generate(script_name: &str, args: &[&str]) -> PathBuf {
-    let out = Command::new(python())
-        .arg(script(script_name))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} (install scripts/requirements-test.txt into the venv): {e}", python().display()));
+    let out = Command::new(python()).arg(script(script_name)).args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run {} (install scripts/requirements-test.txt into the venv): {e}", python().display())
+    });
     assert!(out.status.success(), "{script_name} failed: {}", String::from_utf8_lossy(&out.stderr));
     PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().expect("directory").trim())
 }
 
 pub fn read_tensor(p: &Path) -> Tensor {
-    let proto = TensorProto::decode(std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).as_slice()).expect("TensorProto");
+    let proto = TensorProto::decode(std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).as_slice())
+        .expect("TensorProto");
     flywheel_runtime::tensor_from_proto(&proto).expect("tensor")
 }
 

@@ -43,21 +43,8 @@ async fn main() -> anyhow::Result<()> {
     let ds_spec = generate::write_dataset(&loc.join("data"), &opts).await?;
     let labels = ds_spec.labels.clone();
     let bytes = generate::detector(labels.len(), args.size, 1).map_err(anyhow::Error::msg)?;
-    let spec = generate::model_spec(
-        Task::Detection,
-        &labels,
-        args.size,
-        "file:///bench.onnx",
-        &sha256_hex(&bytes),
-    );
-    let refs = dataset::read_dataset(
-        &NamedDataset {
-            name: "bench".into(),
-            spec: ds_spec,
-        },
-        &labels,
-    )
-    .await?;
+    let spec = generate::model_spec(Task::Detection, &labels, args.size, "file:///bench.onnx", &sha256_hex(&bytes));
+    let refs = dataset::read_dataset(&NamedDataset { name: "bench".into(), spec: ds_spec }, &labels).await?;
     let data = prepare(dataset::load_images(&refs).await?, &spec).await?;
     std::fs::remove_dir_all(&dir).ok();
     let idx: Vec<usize> = (0..data.len()).collect();
@@ -91,11 +78,7 @@ async fn main() -> anyhow::Result<()> {
             rates.push(data.len() as f64 / start.elapsed().as_secs_f64());
         }
         let rate = median(rates);
-        println!(
-            "train ({:>4} layers): {:>8.1} images/s",
-            layers.as_str(),
-            rate
-        );
+        println!("train ({:>4} layers): {:>8.1} images/s", layers.as_str(), rate);
         results.push(rate);
     }
     let mut rates = Vec::new();

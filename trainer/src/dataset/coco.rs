@@ -46,9 +46,7 @@ pub async fn read(location: &Location, map: &LabelMap) -> Result<Vec<SampleRef>>
     let doc: Doc = serde_json::from_slice(&bytes).map_err(|e| TrainerError::dataset(&file, e))?;
     let mut categories = HashMap::new();
     for c in &doc.categories {
-        let class = map
-            .by_name(&c.name)
-            .ok_or_else(|| TrainerError::dataset(&file, map.unknown(&c.name)))?;
+        let class = map.by_name(&c.name).ok_or_else(|| TrainerError::dataset(&file, map.unknown(&c.name)))?;
         categories.insert(c.id, class);
     }
     let mut by_image: HashMap<i64, Vec<GtBox>> = HashMap::new();
@@ -57,22 +55,13 @@ pub async fn read(location: &Location, map: &LabelMap) -> Result<Vec<SampleRef>>
             continue;
         }
         let bad = |reason: String| {
-            TrainerError::dataset(
-                &file,
-                format!("annotation #{i} (image_id {}): {reason}", a.image_id),
-            )
+            TrainerError::dataset(&file, format!("annotation #{i} (image_id {}): {reason}", a.image_id))
         };
-        let class = *categories
-            .get(&a.category_id)
-            .ok_or_else(|| bad(format!("unknown category_id {}", a.category_id)))?;
-        let [x, y, w, h] = <[f64; 4]>::try_from(a.bbox.as_slice()).map_err(|_| {
-            bad(format!(
-                "bbox must be [x, y, width, height], got {:?}",
-                a.bbox
-            ))
-        })?;
-        if ![x, y, w, h].iter().all(|v| v.is_finite()) || w <= 0.0 || h <= 0.0 || x < 0.0 || y < 0.0
-        {
+        let class =
+            *categories.get(&a.category_id).ok_or_else(|| bad(format!("unknown category_id {}", a.category_id)))?;
+        let [x, y, w, h] = <[f64; 4]>::try_from(a.bbox.as_slice())
+            .map_err(|_| bad(format!("bbox must be [x, y, width, height], got {:?}", a.bbox)))?;
+        if ![x, y, w, h].iter().all(|v| v.is_finite()) || w <= 0.0 || h <= 0.0 || x < 0.0 || y < 0.0 {
             return Err(bad(format!("invalid bbox {:?}", a.bbox)));
         }
         by_image.entry(a.image_id).or_default().push(GtBox {
@@ -92,11 +81,8 @@ pub async fn read(location: &Location, map: &LabelMap) -> Result<Vec<SampleRef>>
         .images
         .into_iter()
         .map(|img| {
-            let path = if img.file_name.starts_with("images/") {
-                img.file_name
-            } else {
-                format!("images/{}", img.file_name)
-            };
+            let path =
+                if img.file_name.starts_with("images/") { img.file_name } else { format!("images/{}", img.file_name) };
             SampleRef {
                 location: location.clone(),
                 path,

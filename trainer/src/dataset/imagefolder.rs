@@ -32,10 +32,7 @@ pub async fn read(location: &Location, map: &LabelMap) -> Result<Vec<SampleRef>>
         tracing::warn!(uri = %location.child_uri(&dir), images = n, "skipping a directory that is not one of the model's labels");
     }
     if out.is_empty() {
-        return Err(TrainerError::dataset(
-            location.uri(),
-            "no images in label directories",
-        ));
+        return Err(TrainerError::dataset(location.uri(), "no images in label directories"));
     }
     Ok(out)
 }

@@ -20,8 +20,7 @@ use crate::error::{Result, TrainerError};
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp"];
 
 pub fn is_image(path: &str) -> bool {
-    path.rsplit_once('.')
-        .is_some_and(|(_, ext)| IMAGE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+    path.rsplit_once('.').is_some_and(|(_, ext)| IMAGE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
 }
 
 /// A ground-truth box: class index into the model's labels and [x1, y1, x2, y2].
@@ -98,11 +97,7 @@ impl LabelMap {
         if target.is_empty() {
             return Err(TrainerError::Request("the model has no labels".into()));
         }
-        Ok(Self {
-            dataset: dataset.to_string(),
-            dataset_labels: dataset_labels.to_vec(),
-            target: target.to_vec(),
-        })
+        Ok(Self { dataset: dataset.to_string(), dataset_labels: dataset_labels.to_vec(), target: target.to_vec() })
     }
 
     /// Target index of a class name; `None` when the model does not know it.
@@ -123,9 +118,6 @@ impl LabelMap {
     }
 
     pub fn unknown(&self, name: &str) -> String {
-        format!(
-            "label {name:?} (dataset {}) is not one of the model's labels {:?}",
-            self.dataset, self.target
-        )
+        format!("label {name:?} (dataset {}) is not one of the model's labels {:?}", self.dataset, self.target)
     }
 }

@@ -7,29 +7,15 @@ use super::SampleRef;
 
 pub const DEFAULT_EVAL_FRACTION: f64 = 0.2;
 
-pub fn split_train_eval(
-    samples: Vec<SampleRef>,
-    fraction: f64,
-) -> (Vec<SampleRef>, Vec<SampleRef>) {
-    let mut keyed: Vec<(u64, SampleRef)> = samples
-        .into_iter()
-        .map(|s| (fnv1a(s.path.as_bytes()), s))
-        .collect();
+pub fn split_train_eval(samples: Vec<SampleRef>, fraction: f64) -> (Vec<SampleRef>, Vec<SampleRef>) {
+    let mut keyed: Vec<(u64, SampleRef)> = samples.into_iter().map(|s| (fnv1a(s.path.as_bytes()), s)).collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.uri().cmp(&b.1.uri())));
     let n = keyed.len();
-    let n_eval = if n < 2 {
-        0
-    } else {
-        ((n as f64 * fraction).round() as usize).clamp(1, n - 1)
-    };
+    let n_eval = if n < 2 { 0 } else { ((n as f64 * fraction).round() as usize).clamp(1, n - 1) };
     let mut eval = Vec::with_capacity(n_eval);
     let mut train = Vec::with_capacity(n - n_eval);
     for (i, (_, s)) in keyed.into_iter().enumerate() {
-        if i < n_eval {
-            eval.push(s)
-        } else {
-            train.push(s)
-        }
+        if i < n_eval { eval.push(s) } else { train.push(s) }
     }
     // Back in URI order, so batches do not depend on the hash.
     train.sort_by_key(|s| s.uri());
@@ -38,9 +24,7 @@ pub fn split_train_eval(
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x100000001b3)
-    })
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
 }
 
 #[cfg(test)]

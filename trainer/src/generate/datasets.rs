@@ -33,10 +33,7 @@ impl DatasetOptions {
             format,
             count,
             size: 64,
-            labels: images::DEFAULT_LABELS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            labels: images::DEFAULT_LABELS.iter().map(|s| s.to_string()).collect(),
             seed: 1,
             max_objects: 3,
         }
@@ -52,8 +49,7 @@ struct Generated {
 
 fn png(img: &image::RgbImage) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)
-        .expect("PNG encoding of an in-memory image");
+    img.write_to(&mut out, image::ImageFormat::Png).expect("PNG encoding of an in-memory image");
     out.into_inner()
 }
 
@@ -75,14 +71,8 @@ fn generate(opts: &DatasetOptions) -> Vec<Generated> {
                     }
                 }
                 Task::Detection => {
-                    let (img, boxes) =
-                        images::detection_image(&mut rng, opts.size, classes, opts.max_objects);
-                    Generated {
-                        id,
-                        png: png(&img),
-                        class: 0,
-                        boxes,
-                    }
+                    let (img, boxes) = images::detection_image(&mut rng, opts.size, classes, opts.max_objects);
+                    Generated { id, png: png(&img), class: 0, boxes }
                 }
             }
         })
@@ -90,10 +80,7 @@ fn generate(opts: &DatasetOptions) -> Vec<Generated> {
 }
 
 /// Writes a generated dataset under `location` and returns the DatasetVersion spec describing it.
-pub async fn write_dataset(
-    location: &Location,
-    opts: &DatasetOptions,
-) -> Result<DatasetVersionSpec> {
+pub async fn write_dataset(location: &Location, opts: &DatasetOptions) -> Result<DatasetVersionSpec> {
     let layout_ok = matches!(
         (opts.task, opts.format),
         (Task::Classification, DatasetFormat::Imagefolder)
@@ -107,9 +94,7 @@ pub async fn write_dataset(
         )));
     }
     if opts.labels.is_empty() || opts.count == 0 {
-        return Err(TrainerError::Request(
-            "a generated dataset needs at least one label and one image".into(),
-        ));
+        return Err(TrainerError::Request("a generated dataset needs at least one label and one image".into()));
     }
     let samples = tokio::task::spawn_blocking({
         let opts = opts.clone();
@@ -176,13 +161,8 @@ pub async fn write_dataset(
                 let path = format!("labels/{}.txt", s.id);
                 async move { location.put(&path, text.into_bytes()).await }
             });
-            futures::stream::iter(writes)
-                .buffer_unordered(16)
-                .try_collect::<Vec<()>>()
-                .await?;
-            location
-                .put("classes.txt", opts.labels.join("\n").into_bytes())
-                .await?;
+            futures::stream::iter(writes).buffer_unordered(16).try_collect::<Vec<()>>().await?;
+            location.put("classes.txt", opts.labels.join("\n").into_bytes()).await?;
         }
         DatasetFormat::Imagefolder => {}
     }

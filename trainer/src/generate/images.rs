@@ -24,24 +24,14 @@ impl Shape {
 
 /// Typical colour of a class (red, green, blue, then yellow, magenta, cyan, ...).
 fn class_colour(class: usize) -> [f32; 3] {
-    const PALETTE: [[f32; 3]; 6] = [
-        [220., 40., 40.],
-        [40., 200., 60.],
-        [50., 70., 230.],
-        [230., 210., 40.],
-        [210., 50., 210.],
-        [40., 210., 210.],
-    ];
+    const PALETTE: [[f32; 3]; 6] =
+        [[220., 40., 40.], [40., 200., 60.], [50., 70., 230.], [230., 210., 40.], [210., 50., 210.], [40., 210., 210.]];
     PALETTE[class % PALETTE.len()]
 }
 
 /// A noisy background: a random dim base colour plus per-pixel noise.
 pub fn background(rng: &mut impl Rng, width: u32, height: u32) -> RgbImage {
-    let base: [f32; 3] = [
-        rng.random_range(40.0..150.0),
-        rng.random_range(40.0..150.0),
-        rng.random_range(40.0..150.0),
-    ];
+    let base: [f32; 3] = [rng.random_range(40.0..150.0), rng.random_range(40.0..150.0), rng.random_range(40.0..150.0)];
     let grey = (base[0] + base[1] + base[2]) / 3.0;
     // Desaturate so the background never looks like a class colour.
     let base = base.map(|v| 0.3 * v + 0.7 * grey);
@@ -55,11 +45,7 @@ pub fn background(rng: &mut impl Rng, width: u32, height: u32) -> RgbImage {
 pub fn draw(img: &mut RgbImage, rng: &mut impl Rng, class: usize, rect: [f32; 4]) {
     let colour = class_colour(class).map(|v| (v + rng.random_range(-30.0..30.0)).clamp(0.0, 255.0));
     let [x1, y1, x2, y2] = rect;
-    let (cx, cy, r) = (
-        (x1 + x2) / 2.0,
-        (y1 + y2) / 2.0,
-        (x2 - x1).min(y2 - y1) / 2.0,
-    );
+    let (cx, cy, r) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0, (x2 - x1).min(y2 - y1) / 2.0);
     let shape = Shape::of_class(class);
     let inside = |x: f32, y: f32| match shape {
         Shape::Square => x >= x1 && x < x2 && y >= y1 && y < y2,
@@ -83,10 +69,7 @@ pub fn draw(img: &mut RgbImage, rng: &mut impl Rng, class: usize, rect: [f32; 4]
 
 /// A random square box of side `lo..hi` pixels inside the image.
 pub fn random_box(rng: &mut impl Rng, width: u32, height: u32, lo: f32, hi: f32) -> [f32; 4] {
-    let side = rng
-        .random_range(lo..hi)
-        .min(width as f32)
-        .min(height as f32);
+    let side = rng.random_range(lo..hi).min(width as f32).min(height as f32);
     let x = rng.random_range(0.0..=(width as f32 - side)).floor();
     let y = rng.random_range(0.0..=(height as f32 - side)).floor();
     [x, y, x + side.round(), y + side.round()]

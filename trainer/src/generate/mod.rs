@@ -11,18 +11,10 @@ pub use models::{DETECTOR_STRIDE, INPUT_NAME, classifier, detector};
 pub use onnx_builder::GraphBuilder;
 
 use flywheel_api::common::{StorageUri, Task};
-use flywheel_api::model_version::{
-    Artifact, Decoder, InputSpec, ModelFormat, ModelVersionSpec, OutputSpec,
-};
+use flywheel_api::model_version::{Artifact, Decoder, InputSpec, ModelFormat, ModelVersionSpec, OutputSpec};
 
 /// The ModelVersion spec of a generated model stored at `uri`.
-pub fn model_spec(
-    task: Task,
-    labels: &[String],
-    size: u32,
-    uri: &str,
-    sha256: &str,
-) -> ModelVersionSpec {
+pub fn model_spec(task: Task, labels: &[String], size: u32, uri: &str, sha256: &str) -> ModelVersionSpec {
     ModelVersionSpec {
         model: format!("synthetic-shapes-{}", task.as_str()),
         version: "v1".to_string(),
@@ -44,11 +36,7 @@ pub fn model_spec(
             resize: Default::default(),
         },
         output: OutputSpec {
-            decoder: if task == Task::Detection {
-                Decoder::Yolo
-            } else {
-                Decoder::Logits
-            },
+            decoder: if task == Task::Detection { Decoder::Yolo } else { Decoder::Logits },
             ..Default::default()
         },
         provenance: None,

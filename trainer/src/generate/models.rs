@@ -66,14 +66,7 @@ fn conv(g: &mut GraphBuilder, x: &str, w: &str, b: &str, k: i64, stride: i64) ->
     )
 }
 
-fn conv_relu(
-    g: &mut GraphBuilder,
-    init: &mut Init,
-    name: &str,
-    x: &str,
-    cin: i64,
-    cout: i64,
-) -> String {
+fn conv_relu(g: &mut GraphBuilder, init: &mut Init, name: &str, x: &str, cin: i64, cout: i64) -> String {
     let (w, b) = init.conv(g, name, cout, cin, 3, None);
     let y = conv(g, x, &w, &b, 3, 2);
     g.node("Relu", &[&y], &[], vec![])
@@ -81,10 +74,7 @@ fn conv_relu(
 
 fn check_size(size: u32, multiple: u32) -> Result<(), String> {
     if size < multiple * 2 || size % multiple != 0 {
-        return Err(format!(
-            "image size {size} must be a multiple of {multiple} and at least {}",
-            multiple * 2
-        ));
+        return Err(format!("image size {size} must be a multiple of {multiple} and at least {}", multiple * 2));
     }
     Ok(())
 }
@@ -96,26 +86,14 @@ pub fn classifier(classes: usize, size: u32, seed: u64) -> Result<Vec<u8>, Strin
     let mut init = Init(ChaCha8Rng::seed_from_u64(seed));
     let mut g = GraphBuilder::new("flywheel-classifier");
     let s = size as i64;
-    g.input(
-        INPUT_NAME,
-        &[Dim::Named("N"), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)],
-    );
+    g.input(INPUT_NAME, &[Dim::Named("N"), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)]);
     let x = conv_relu(&mut g, &mut init, "backbone.0", INPUT_NAME, 3, 16);
     let x = conv_relu(&mut g, &mut init, "backbone.1", &x, 16, 32);
     let x = g.node("GlobalAveragePool", &[&x], &[], vec![]);
     let x = g.node("Flatten", &[&x], &[], vec![("axis", Attr::Int(1))]);
-    let w = g.initializer(
-        "head.weight",
-        &[c, 32],
-        init.normal((c * 32) as usize, 0.01),
-    );
+    let w = g.initializer("head.weight", &[c, 32], init.normal((c * 32) as usize, 0.01));
     let b = g.initializer("head.bias", &[c], vec![0.0; classes]);
-    g.node(
-        "Gemm",
-        &[&x, &w, &b],
-        &["logits"],
-        vec![("transB", Attr::Int(1))],
-    );
+    g.node("Gemm", &[&x, &w, &b], &["logits"], vec![("transB", Attr::Int(1))]);
     g.output("logits", &[Dim::Named("N"), Dim::Fixed(c)]);
     Ok(g.finish("Flywheel synthetic-shapes classifier"))
 }
@@ -132,10 +110,7 @@ pub fn detector(classes: usize, size: u32, seed: u64) -> Result<Vec<u8>, String>
     let mut init = Init(ChaCha8Rng::seed_from_u64(seed));
     let mut g = GraphBuilder::new("flywheel-detector");
     let s = size as i64;
-    g.input(
-        INPUT_NAME,
-        &[Dim::Named("N"), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)],
-    );
+    g.input(INPUT_NAME, &[Dim::Named("N"), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)]);
     let x = conv_relu(&mut g, &mut init, "backbone.0", INPUT_NAME, 3, 16);
     let x = conv_relu(&mut g, &mut init, "backbone.1", &x, 16, 32);
     let x = conv_relu(&mut g, &mut init, "backbone.2", &x, 32, 32);
@@ -159,24 +134,11 @@ pub fn detector(classes: usize, size: u32, seed: u64) -> Result<Vec<u8>, String>
     }
     let dims = [1, fields, grid, grid];
     let scale = g.constant("decode.scale", float_tensor("decode.scale", &dims, scale));
-    let offset = g.constant(
-        "decode.offset",
-        float_tensor("decode.offset", &dims, offset),
-    );
+    let offset = g.constant("decode.offset", float_tensor("decode.offset", &dims, offset));
     let scaled = g.node("Mul", &[&sig, &scale], &[], vec![]);
     let decoded = g.node("Add", &[&scaled, &offset], &[], vec![]);
-    let shape = g.constant(
-        "decode.shape",
-        int64_tensor("decode.shape", &[3], vec![-1, fields, grid * grid]),
-    );
+    let shape = g.constant("decode.shape", int64_tensor("decode.shape", &[3], vec![-1, fields, grid * grid]));
     g.node("Reshape", &[&decoded, &shape], &["output0"], vec![]);
-    g.output(
-        "output0",
-        &[Dim::Named("N"), Dim::Fixed(fields), Dim::Fixed(grid * grid)],
-    );
-    Ok(
-        g.finish(
-            "Flywheel synthetic-shapes detector (YOLO-style output [N, 4 + classes, anchors])",
-        ),
-    )
+    g.output("output0", &[Dim::Named("N"), Dim::Fixed(fields), Dim::Fixed(grid * grid)]);
+    Ok(g.finish("Flywheel synthetic-shapes detector (YOLO-style output [N, 4 + classes, anchors])"))
 }

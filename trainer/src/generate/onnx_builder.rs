@@ -2,9 +2,8 @@
 //! types), so generated models need no Python.
 
 use flywheel_runtime::proto_types::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
-    tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
 use prost::Message;
 
@@ -31,13 +30,7 @@ pub enum Attr {
 
 impl GraphBuilder {
     pub fn new(name: &str) -> Self {
-        Self {
-            graph: GraphProto {
-                name: name.to_string(),
-                ..Default::default()
-            },
-            counter: 0,
-        }
+        Self { graph: GraphProto { name: name.to_string(), ..Default::default() }, counter: 0 }
     }
 
     pub fn input(&mut self, name: &str, dims: &[Dim]) {
@@ -50,44 +43,26 @@ impl GraphBuilder {
 
     /// A trainable weight (an initializer).
     pub fn initializer(&mut self, name: &str, dims: &[i64], data: Vec<f32>) -> String {
-        assert_eq!(
-            dims.iter().product::<i64>() as usize,
-            data.len(),
-            "initializer {name}"
-        );
+        assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "initializer {name}");
         self.graph.initializer.push(float_tensor(name, dims, data));
         name.to_string()
     }
 
     /// A constant that is part of the graph's structure (a `Constant` node, never trained).
     pub fn constant(&mut self, name: &str, tensor: TensorProto) -> String {
-        self.node(
-            "Constant",
-            &[],
-            &[name],
-            vec![("value", Attr::Tensor(tensor))],
-        );
+        self.node("Constant", &[], &[name], vec![("value", Attr::Tensor(tensor))]);
         name.to_string()
     }
 
     /// Adds a node; `outputs` empty gets one generated output name. Returns the first output.
-    pub fn node(
-        &mut self,
-        op: &str,
-        inputs: &[&str],
-        outputs: &[&str],
-        attrs: Vec<(&str, Attr)>,
-    ) -> String {
+    pub fn node(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
         self.counter += 1;
         let outs: Vec<String> = if outputs.is_empty() {
             vec![format!("{}_{}", op.to_ascii_lowercase(), self.counter)]
         } else {
             outputs.iter().map(|s| s.to_string()).collect()
         };
-        let attribute = attrs
-            .into_iter()
-            .map(|(name, a)| attribute(name, a))
-            .collect();
+        let attribute = attrs.into_iter().map(|(name, a)| attribute(name, a)).collect();
         self.graph.node.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: outs.clone(),
@@ -102,10 +77,7 @@ impl GraphBuilder {
     pub fn finish(self, doc: &str) -> Vec<u8> {
         ModelProto {
             ir_version: 8,
-            opset_import: vec![OperatorSetIdProto {
-                domain: String::new(),
-                version: OPSET,
-            }],
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
             producer_name: "flywheel-trainer generate".to_string(),
             producer_version: env!("CARGO_PKG_VERSION").to_string(),
             doc_string: doc.to_string(),
@@ -137,10 +109,7 @@ pub fn int64_tensor(name: &str, dims: &[i64], data: Vec<i64>) -> TensorProto {
 }
 
 fn attribute(name: &str, a: Attr) -> AttributeProto {
-    let mut p = AttributeProto {
-        name: name.to_string(),
-        ..Default::default()
-    };
+    let mut p = AttributeProto { name: name.to_string(), ..Default::default() };
     match a {
         Attr::Int(i) => {
             p.r#type = AttributeType::Int as i32;

@@ -27,15 +27,10 @@ use report::{METRICS_FILE, MetricsReport, PROGRESS_FILE, Progress};
 fn validate(req: &TrainRequest) -> Result<()> {
     let h = &req.hyperparameters;
     if h.epochs == 0 || h.batch_size == 0 {
-        return Err(TrainerError::Request(
-            "epochs and batchSize must be at least 1".into(),
-        ));
+        return Err(TrainerError::Request("epochs and batchSize must be at least 1".into()));
     }
     if !(h.learning_rate.is_finite() && h.learning_rate > 0.0) {
-        return Err(TrainerError::Request(format!(
-            "learningRate must be positive, got {}",
-            h.learning_rate
-        )));
+        return Err(TrainerError::Request(format!("learningRate must be positive, got {}", h.learning_rate)));
     }
     if req.train.is_empty() {
         return Err(TrainerError::Request("no training datasets".into()));
@@ -62,10 +57,8 @@ pub async fn run(req: &TrainRequest) -> Result<TrainResult> {
     if let Some(existing) = out.get_opt(RESULT_FILE).await? {
         // A retried Job whose previous attempt already finished: keep that result.
         tracing::info!(uri = %out.child_uri(RESULT_FILE), "output already holds a finished run; nothing to do");
-        return serde_json::from_slice(&existing).map_err(|e| TrainerError::Read {
-            uri: out.child_uri(RESULT_FILE),
-            reason: e.to_string(),
-        });
+        return serde_json::from_slice(&existing)
+            .map_err(|e| TrainerError::Read { uri: out.child_uri(RESULT_FILE), reason: e.to_string() });
     }
     let labels = &req.base_model.spec.labels;
     let base_bytes = fetch_model(&req.base_model).await?;

@@ -39,15 +39,8 @@ impl Prepared {
 
 #[derive(Clone, Copy, Debug)]
 pub enum Objective {
-    Classification {
-        classes: usize,
-        probabilities: bool,
-    },
-    Detection {
-        format: YoloFormat,
-        input_size: (f32, f32),
-        nms_iou: f32,
-    },
+    Classification { classes: usize, probabilities: bool },
+    Detection { format: YoloFormat, input_size: (f32, f32), nms_iou: f32 },
 }
 
 impl Objective {
@@ -61,10 +54,7 @@ impl Objective {
     /// Mean loss of a batch (differentiable).
     pub fn loss(&self, output: &Tensor, batch: &[usize], data: &Prepared) -> Result<Tensor> {
         match *self {
-            Objective::Classification {
-                classes,
-                probabilities,
-            } => {
+            Objective::Classification { classes, probabilities } => {
                 let logp = if probabilities {
                     output.clamp(PROB_EPS, 1.0)?.log()?
                 } else {
@@ -78,13 +68,9 @@ impl Objective {
                     onehot[row * classes + data.labels[i]] = 1.0;
                 }
                 let onehot = Tensor::from_vec(onehot, (batch.len(), classes), output.device())?;
-                Ok((logp * onehot)?
-                    .sum_all()?
-                    .affine(-1.0 / batch.len() as f64, 0.0)?)
+                Ok((logp * onehot)?.sum_all()?.affine(-1.0 / batch.len() as f64, 0.0)?)
             }
-            Objective::Detection {
-                format, input_size, ..
-            } => detection_loss(&format, input_size, output, batch, data),
+            Objective::Detection { format, input_size, .. } => detection_loss(&format, input_size, output, batch, data),
         }
     }
 
@@ -102,9 +88,7 @@ impl Objective {
                 }
                 Ok(quality::accuracy(&samples).map_or(0.0, |a| a.top1))
             }
-            Objective::Detection {
-                format, nms_iou, ..
-            } => {
+            Objective::Detection { format, nms_iou, .. } => {
                 let mut images = Vec::new();
                 for o in outputs {
                     for dets in detections(&format, o, EVAL_THRESHOLD, nms_iou)? {
@@ -169,15 +153,8 @@ fn detection_loss(
     let cls_p = out.narrow(2, off, f - off)?;
     let mut loss = (bce_sum(&cls_p, &cls_t)? / norm)?;
     // Box L1 in fractions of the input size, on positive anchors only.
-    let scale = Tensor::from_vec(
-        vec![1.0 / size.0, 1.0 / size.1, 1.0 / size.0, 1.0 / size.1],
-        (1, 1, 4),
-        dev,
-    )?;
-    let diff = (out.narrow(2, 0, 4)? - box_t)?
-        .abs()?
-        .broadcast_mul(&scale)?
-        .broadcast_mul(&mask_t)?;
+    let scale = Tensor::from_vec(vec![1.0 / size.0, 1.0 / size.1, 1.0 / size.0, 1.0 / size.1], (1, 1, 4), dev)?;
+    let diff = (out.narrow(2, 0, 4)? - box_t)?.abs()?.broadcast_mul(&scale)?.broadcast_mul(&mask_t)?;
     loss = (loss + (diff.sum_all()? * (BOX_WEIGHT / norm))?)?;
     if fmt.objectness {
         let obj_p = out.narrow(2, 4, 1)?;
@@ -213,29 +190,16 @@ fn assign(rows: &[Vec<f32>], gts: &[(usize, [f32; 4])]) -> Vec<(usize, usize, [f
             }
         }
     }
-    owner
-        .into_iter()
-        .enumerate()
-        .filter_map(|(k, o)| o.map(|(g, _)| (k, gts[g].0, gts[g].1)))
-        .collect()
+    owner.into_iter().enumerate().filter_map(|(k, o)| o.map(|(g, _)| (k, gts[g].0, gts[g].1))).collect()
 }
 
 /// Detections per image after NMS, from the raw `[N, D1, D2]` output (the metric's, and
 /// `profile`'s for the confidence and box-size features).
-pub fn detections(
-    fmt: &YoloFormat,
-    output: &Tensor,
-    threshold: f32,
-    nms_iou: f32,
-) -> Result<Vec<Vec<Detection>>> {
+pub fn detections(fmt: &YoloFormat, output: &Tensor, threshold: f32, nms_iou: f32) -> Result<Vec<Vec<Detection>>> {
     let mut out = Vec::new();
     for rows in output.to_vec3::<f32>()? {
         let flat: Vec<f32> = rows.into_iter().flatten().collect();
-        out.push(yolo::nms(
-            yolo::decode(fmt, &flat, threshold),
-            nms_iou,
-            EVAL_MAX_DETECTIONS,
-        ));
+        out.push(yolo::nms(yolo::decode(fmt, &flat, threshold), nms_iou, EVAL_MAX_DETECTIONS));
     }
     Ok(out)
 }
@@ -247,11 +211,7 @@ mod tests {
     #[test]
     fn boxes_take_the_anchors_whose_centres_they_contain() {
         // Three anchors: centres at (5,5), (15,5), (50,50).
-        let rows = vec![
-            vec![5., 5., 8., 8., 0.5],
-            vec![15., 5., 8., 8., 0.5],
-            vec![50., 50., 8., 8., 0.5],
-        ];
+        let rows = vec![vec![5., 5., 8., 8., 0.5], vec![15., 5., 8., 8., 0.5], vec![50., 50., 8., 8., 0.5]];
         let got = assign(&rows, &[(0, [0., 0., 10., 10.]), (0, [45., 45., 48., 48.])]);
         let anchors: Vec<usize> = got.iter().map(|g| g.0).collect();
         assert_eq!(anchors, vec![0, 2]);

@@ -26,22 +26,9 @@ pub struct Optimizer {
 impl Optimizer {
     pub fn new(kind: Kind, lr: f64, params: Vec<Var>) -> Result<Self> {
         let zeros = |p: &Var| p.as_tensor().zeros_like();
-        let m = params
-            .iter()
-            .map(zeros)
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let v = params
-            .iter()
-            .map(zeros)
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Self {
-            kind,
-            lr,
-            params,
-            m,
-            v,
-            step: 0,
-        })
+        let m = params.iter().map(zeros).collect::<candle_core::Result<Vec<_>>>()?;
+        let v = params.iter().map(zeros).collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self { kind, lr, params, m, v, step: 0 })
     }
 
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
@@ -84,13 +71,7 @@ mod tests {
             let loss = x.as_tensor().sqr().unwrap().sum_all().unwrap();
             opt.step(&loss.backward().unwrap()).unwrap();
         }
-        x.as_tensor()
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        x.as_tensor().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
     }
 
     #[test]

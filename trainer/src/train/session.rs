@@ -40,42 +40,25 @@ pub struct Session {
 }
 
 fn model_err(reason: impl std::fmt::Display) -> TrainerError {
-    TrainerError::Model {
-        uri: "base model".into(),
-        reason: reason.to_string(),
-    }
+    TrainerError::Model { uri: "base model".into(), reason: reason.to_string() }
 }
 
 impl Session {
     /// `probe` (a few samples) is used to recognise the output layout.
-    pub fn new(
-        bytes: &[u8],
-        spec: &ModelVersionSpec,
-        h: &Hyperparameters,
-        probe: &Prepared,
-    ) -> Result<Self> {
+    pub fn new(bytes: &[u8], spec: &ModelVersionSpec, h: &Hyperparameters, probe: &Prepared) -> Result<Self> {
         let model = TrainableModel::from_bytes(bytes).map_err(model_err)?;
         // Loading for inference too checks the model runs in the server as it is.
         let inference = Model::from_bytes(bytes).map_err(model_err)?;
-        let fixed_batch = match inference
-            .inputs()
-            .first()
-            .and_then(|i| i.shape.clone())
-            .as_deref()
-        {
+        let fixed_batch = match inference.inputs().first().and_then(|i| i.shape.clone()).as_deref() {
             Some([Dim::Fixed(b), ..]) => Some((*b).max(1)),
             _ => None,
         };
         let (inputs, outputs) = io_names(bytes)?;
-        let (Some(input_name), Some(output_name)) =
-            (inputs.first().cloned(), outputs.first().cloned())
-        else {
+        let (Some(input_name), Some(output_name)) = (inputs.first().cloned(), outputs.first().cloned()) else {
             return Err(model_err("the graph has no input or no output"));
         };
         if inputs.len() != 1 {
-            return Err(model_err(format!(
-                "expected one image input, the graph has {inputs:?}"
-            )));
+            return Err(model_err(format!("expected one image input, the graph has {inputs:?}")));
         }
         let filter = match h.train_layers {
             TrainLayers::Head => ParamFilter::Head,
@@ -83,26 +66,16 @@ impl Session {
         };
         let params = model.trainable_params(&filter);
         if params.is_empty() {
-            return Err(model_err(format!(
-                "no trainable parameters for trainLayers={}",
-                h.train_layers.as_str()
-            )));
+            return Err(model_err(format!("no trainable parameters for trainLayers={}", h.train_layers.as_str())));
         }
         tracing::info!(params = ?params.iter().map(|p| &p.0).collect::<Vec<_>>(), "trained parameters");
-        let optimizer = Optimizer::new(
-            h.optimizer,
-            h.learning_rate,
-            params.iter().map(|p| p.1.clone()).collect(),
-        )?;
+        let optimizer = Optimizer::new(h.optimizer, h.learning_rate, params.iter().map(|p| p.1.clone()).collect())?;
         let mut s = Self {
             model,
             input_name,
             output_name,
             input: spec.input.clone(),
-            objective: Objective::Classification {
-                classes: spec.labels.len(),
-                probabilities: false,
-            },
+            objective: Objective::Classification { classes: spec.labels.len(), probabilities: false },
             params,
             optimizer,
             batch_size: h.batch_size as usize,
@@ -119,11 +92,7 @@ impl Session {
         for &i in idx {
             flat.extend_from_slice(&data.inputs[i]);
         }
-        Ok(Tensor::from_vec(
-            flat,
-            batch_shape(&self.input, idx.len()),
-            &Device::Cpu,
-        )?)
+        Ok(Tensor::from_vec(flat, batch_shape(&self.input, idx.len()), &Device::Cpu)?)
     }
 
     fn forward(&self, idx: &[usize], data: &Prepared) -> Result<Tensor> {
@@ -135,20 +104,14 @@ impl Session {
             // A short last piece is padded with its last sample; the padding is cut off again.
             let mut padded = chunk.to_vec();
             padded.resize(b, chunk[chunk.len() - 1]);
-            parts.push(
-                self.forward_exact(&padded, data)?
-                    .narrow(0, 0, chunk.len())?,
-            );
+            parts.push(self.forward_exact(&padded, data)?.narrow(0, 0, chunk.len())?);
         }
         Ok(Tensor::cat(&parts, 0)?)
     }
 
     fn forward_exact(&self, idx: &[usize], data: &Prepared) -> Result<Tensor> {
         let x = self.batch(idx, data)?;
-        let outs = self
-            .model
-            .forward(&[(self.input_name.as_str(), x)])
-            .map_err(model_err)?;
+        let outs = self.model.forward(&[(self.input_name.as_str(), x)]).map_err(model_err)?;
         outs.into_iter()
             .find(|(n, _)| *n == self.output_name)
             .map(|(_, t)| t)
@@ -165,12 +128,7 @@ impl Session {
     }
 
     /// One pass over `train` (shuffled reproducibly per epoch), then an evaluation.
-    pub fn train_epoch(
-        &mut self,
-        epoch: u32,
-        train: &Prepared,
-        eval: &Prepared,
-    ) -> Result<EpochRecord> {
+    pub fn train_epoch(&mut self, epoch: u32, train: &Prepared, eval: &Prepared) -> Result<EpochRecord> {
         let start = Instant::now();
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(SHUFFLE_SEED + epoch as u64));
@@ -209,11 +167,7 @@ impl Session {
     }
 
     pub fn snapshot(&self) -> Result<Vec<Tensor>> {
-        Ok(self
-            .params
-            .iter()
-            .map(|(_, v)| v.as_tensor().copy())
-            .collect::<candle_core::Result<_>>()?)
+        Ok(self.params.iter().map(|(_, v)| v.as_tensor().copy()).collect::<candle_core::Result<_>>()?)
     }
 
     pub fn restore(&self, weights: &[Tensor]) -> Result<()> {
@@ -230,8 +184,7 @@ impl Session {
     /// The model with the current weights, checked to load in the inference runtime.
     pub fn export(&self) -> Result<Vec<u8>> {
         let bytes = self.model.to_onnx_bytes().map_err(model_err)?;
-        Model::from_bytes(&bytes)
-            .map_err(|e| model_err(format!("the trained model does not load back: {e}")))?;
+        Model::from_bytes(&bytes).map_err(|e| model_err(format!("the trained model does not load back: {e}")))?;
         Ok(bytes)
     }
 }
@@ -247,14 +200,10 @@ fn objective_for(spec: &ModelVersionSpec, out: &Tensor) -> Result<Objective> {
                 )));
             }
             let rows = out.to_vec2::<f32>()?;
-            let probabilities = rows.iter().all(|r| {
-                r.iter().all(|v| (0.0..=1.0).contains(v))
-                    && (r.iter().sum::<f32>() - 1.0).abs() < 1e-3
-            });
-            Ok(Objective::Classification {
-                classes,
-                probabilities,
-            })
+            let probabilities = rows
+                .iter()
+                .all(|r| r.iter().all(|v| (0.0..=1.0).contains(v)) && (r.iter().sum::<f32>() - 1.0).abs() < 1e-3);
+            Ok(Objective::Classification { classes, probabilities })
         }
         Task::Detection => Ok(Objective::Detection {
             format: super::yolo::detect(&dims, classes)?,
@@ -271,11 +220,9 @@ fn progress_bar(len: usize, epoch: u32) -> Option<indicatif::ProgressBar> {
     }
     let bar = indicatif::ProgressBar::new(len as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "epoch {prefix} [{bar:30}] {pos}/{len} images {per_sec} {msg}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} images {per_sec} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
     );
     bar.set_prefix(epoch.to_string());
     Some(bar)

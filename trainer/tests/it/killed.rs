@@ -11,23 +11,9 @@ use flywheel_trainer::train::report::Progress;
 #[tokio::test]
 async fn a_killed_run_leaves_no_partial_output() {
     let dir = tempfile::tempdir().unwrap();
-    let ds = dataset(
-        dir.path(),
-        "coco",
-        Task::Detection,
-        DatasetFormat::Coco,
-        60,
-        31,
-    )
-    .await;
+    let ds = dataset(dir.path(), "coco", Task::Detection, DatasetFormat::Coco, 60, 31).await;
     let out = dir.path().join("run");
-    let req = request(
-        model(dir.path(), Task::Detection, 1),
-        vec![ds],
-        &out,
-        500,
-        0.01,
-    );
+    let req = request(model(dir.path(), Task::Detection, 1), vec![ds], &out, 500, 0.01);
     let mut child = std::process::Command::new(BIN)
         .arg("train")
         .env("FLYWHEEL_REQUEST", serde_json::to_string(&req).unwrap())
@@ -52,14 +38,10 @@ async fn a_killed_run_leaves_no_partial_output() {
     child.kill().unwrap();
     child.wait().unwrap();
     for name in ["model.onnx", "metrics.json", "result.json"] {
-        assert!(
-            !out.join(name).exists(),
-            "{name} was written by a killed run"
-        );
+        assert!(!out.join(name).exists(), "{name} was written by a killed run");
     }
     let progress: Progress =
-        serde_json::from_slice(&std::fs::read(out.join("progress.json")).unwrap())
-            .expect("complete progress file");
+        serde_json::from_slice(&std::fs::read(out.join("progress.json")).unwrap()).expect("complete progress file");
     assert_eq!(progress.state, "training");
     assert!(!progress.history.is_empty());
 }

@@ -18,11 +18,7 @@ fn generate_and_profile_through_pvc_uris() {
             cmd.env("FLYWHEEL_REQUEST", r);
         }
         let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     };
     let stdout = run(
@@ -42,25 +38,14 @@ fn generate_and_profile_through_pvc_uris() {
     );
     let spec: DatasetVersionSpec = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(spec.uri.as_str(), "pvc://datasets/shapes/v1");
-    assert!(
-        root.path()
-            .join("datasets/shapes/v1/circle/000000.png")
-            .is_file()
-    );
+    assert!(root.path().join("datasets/shapes/v1/circle/000000.png").is_file());
     let req = ProfileRequest {
-        dataset: NamedDataset {
-            name: "shapes".into(),
-            spec,
-        },
+        dataset: NamedDataset { name: "shapes".into(), spec },
         output_uri: StorageUri("pvc://datasets/shapes/v1-profile".into()),
     };
     run(&["profile"], Some(serde_json::to_string(&req).unwrap()));
     let stats: ReferenceStatistics = serde_json::from_slice(
-        &std::fs::read(
-            root.path()
-                .join("datasets/shapes/v1-profile/reference-statistics.json"),
-        )
-        .unwrap(),
+        &std::fs::read(root.path().join("datasets/shapes/v1-profile/reference-statistics.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(stats.sample_count, 9);

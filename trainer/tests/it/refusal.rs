@@ -14,22 +14,9 @@ use flywheel_trainer::train::report::Progress;
 async fn a_regressing_model_is_not_written() {
     let dir = tempfile::tempdir().unwrap();
     // A good base: the generated classifier fine-tuned on correctly labelled shapes.
-    let good = dataset(
-        dir.path(),
-        "good",
-        Task::Classification,
-        DatasetFormat::Imagefolder,
-        90,
-        51,
-    )
-    .await;
-    let first = request(
-        model(dir.path(), Task::Classification, 1),
-        vec![good.clone()],
-        &dir.path().join("run1"),
-        3,
-        0.05,
-    );
+    let good = dataset(dir.path(), "good", Task::Classification, DatasetFormat::Imagefolder, 90, 51).await;
+    let first =
+        request(model(dir.path(), Task::Classification, 1), vec![good.clone()], &dir.path().join("run1"), 3, 0.05);
     let base = flywheel_trainer::train::run(&first).await.unwrap();
     assert!(base.metrics["accuracy"] > 0.8, "{:?}", base.metrics);
     let mut spec = first.base_model.spec.clone();
@@ -40,43 +27,20 @@ async fn a_regressing_model_is_not_written() {
     let mut opts = DatasetOptions::new(Task::Classification, DatasetFormat::Imagefolder, 90);
     opts.seed = 52;
     opts.labels = vec!["square".into(), "triangle".into(), "circle".into()];
-    let wrong_spec = write_dataset(
-        &Location::open(&file_uri(&dir.path().join("wrong"))).unwrap(),
-        &opts,
-    )
-    .await
-    .unwrap();
-    let wrong = flywheel_api::training::NamedDataset {
-        name: "wrong".into(),
-        spec: wrong_spec,
-    };
+    let wrong_spec =
+        write_dataset(&Location::open(&file_uri(&dir.path().join("wrong"))).unwrap(), &opts).await.unwrap();
+    let wrong = flywheel_api::training::NamedDataset { name: "wrong".into(), spec: wrong_spec };
 
     let out = dir.path().join("run2");
-    let mut req = request(
-        NamedModel {
-            name: "good".into(),
-            spec,
-        },
-        vec![wrong],
-        &out,
-        3,
-        0.05,
-    );
+    let mut req = request(NamedModel { name: "good".into(), spec }, vec![wrong], &out, 3, 0.05);
     req.eval = Some(good);
     req.output_uri = StorageUri(file_uri(&out));
-    let err = flywheel_trainer::train::run(&req)
-        .await
-        .expect_err("a regression must be refused");
+    let err = flywheel_trainer::train::run(&req).await.expect_err("a regression must be refused");
     assert!(matches!(err, TrainerError::Regression { .. }), "{err}");
-    assert!(
-        err.to_string()
-            .contains("refusing to write the trained model"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("refusing to write the trained model"), "{err}");
     for name in ["model.onnx", "metrics.json", "result.json"] {
         assert!(!out.join(name).exists(), "{name} was written");
     }
-    let progress: Progress =
-        serde_json::from_slice(&std::fs::read(out.join("progress.json")).unwrap()).unwrap();
+    let progress: Progress = serde_json::from_slice(&std::fs::read(out.join("progress.json")).unwrap()).unwrap();
     assert_eq!(progress.state, "rejected");
 }

@@ -71,17 +71,23 @@ fn job(
     settings: &JobSettings,
 ) -> Result<Job> {
     let request_json = serde_json::to_string(request).map_err(|e| Error::Serialization(e.to_string()))?;
-    let mut env = vec![json!({"name": REQUEST_ENV, "value": request_json}), json!({"name": "RAYON_NUM_THREADS", "value": "2"})];
+    let mut env =
+        vec![json!({"name": REQUEST_ENV, "value": request_json}), json!({"name": "RAYON_NUM_THREADS", "value": "2"})];
     for secret in &settings.credential_secrets {
         for key in CREDENTIAL_KEYS {
-            env.push(json!({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}}));
+            env.push(
+                json!({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}}),
+            );
         }
     }
     let claims: BTreeSet<String> = find_pvc_claims(request);
-    let volumes: Vec<_> = claims.iter().map(|c| json!({"name": format!("pvc-{c}"), "persistentVolumeClaim": {"claimName": c}})).collect();
+    let volumes: Vec<_> =
+        claims.iter().map(|c| json!({"name": format!("pvc-{c}"), "persistentVolumeClaim": {"claimName": c}})).collect();
     let mounts: Vec<_> = claims
         .iter()
-        .map(|c| json!({"name": format!("pvc-{c}"), "mountPath": format!("{}/{c}", flywheel_storage::DEFAULT_PVC_ROOT)}))
+        .map(
+            |c| json!({"name": format!("pvc-{c}"), "mountPath": format!("{}/{c}", flywheel_storage::DEFAULT_PVC_ROOT)}),
+        )
         .collect();
     let mut all_labels = labels;
     all_labels.insert(LABEL_PIPELINE.into(), p.name_any());
@@ -142,7 +148,13 @@ pub fn profile_job(p: &DataPipeline, dataset: &DatasetVersion, output: &str, set
     job(p, profile_job_name(p, dataset), "profile", "profile", &request, BTreeMap::new(), BTreeMap::new(), settings)
 }
 
-pub fn training_job(p: &DataPipeline, run: u32, reviewed_at_trigger: u64, request: &TrainRequest, settings: &JobSettings) -> Result<Job> {
+pub fn training_job(
+    p: &DataPipeline,
+    run: u32,
+    reviewed_at_trigger: u64,
+    request: &TrainRequest,
+    settings: &JobSettings,
+) -> Result<Job> {
     let value = serde_json::to_value(request).map_err(|e| Error::Serialization(e.to_string()))?;
     let labels = BTreeMap::from([(LABEL_RUN.to_string(), run.to_string())]);
     let annotations = BTreeMap::from([
@@ -190,7 +202,11 @@ pub fn run_from_job(job: &Job) -> Option<RunInfo> {
         reviewed_at_trigger: annotations.get(ANNOTATION_REVIEWED).and_then(|v| v.parse().ok()).unwrap_or(0),
         base_model: annotations.get(ANNOTATION_BASE_MODEL).cloned().unwrap_or_default(),
         started: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        finished: status.completion_time.as_ref().map(|t| t.0).or_else(|| failed.and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0)),
+        finished: status
+            .completion_time
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| failed.and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0)),
         state,
     })
 }

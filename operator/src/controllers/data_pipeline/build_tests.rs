@@ -36,7 +36,11 @@ spec: {model: shapes, version: v1, task: detection, labels: [a], artifact: {uri:
 }
 
 fn settings() -> JobSettings {
-    JobSettings { image: "flywheel/trainer:1".into(), credential_secrets: ["store".to_string()].into(), resources: None }
+    JobSettings {
+        image: "flywheel/trainer:1".into(),
+        credential_secrets: ["store".to_string()].into(),
+        resources: None,
+    }
 }
 
 fn request_of(job: &Job) -> serde_json::Value {
@@ -61,11 +65,20 @@ fn job_names_are_deterministic_and_bounded() {
 #[test]
 fn training_job_carries_the_request_run_and_trigger_count() {
     let p = pipeline();
-    let request = train_request(&p, &base(), vec![named(&dataset("train", "s3://b/t/"))], None, output_uri("s3://out", &p, "runs/1"));
+    let request = train_request(
+        &p,
+        &base(),
+        vec![named(&dataset("train", "s3://b/t/"))],
+        None,
+        output_uri("s3://out", &p, "runs/1"),
+    );
     let job = training_job(&p, 1, 7, &request, &settings()).unwrap();
     assert_eq!(job.metadata.name.as_deref(), Some("shapes-train-1"));
     let run = run_from_job(&job).unwrap();
-    assert_eq!((run.number, run.reviewed_at_trigger, run.base_model.as_str(), run.state), (1, 7, "m-v1", RunState::Running));
+    assert_eq!(
+        (run.number, run.reviewed_at_trigger, run.base_model.as_str(), run.state),
+        (1, 7, "m-v1", RunState::Running)
+    );
     let parsed: TrainRequest = serde_json::from_value(request_of(&job)).unwrap();
     assert_eq!(parsed.output_uri.as_str(), "s3://out/ns/shapes/runs/1/");
     assert_eq!(parsed.hyperparameters.epochs, 2);
@@ -74,7 +87,8 @@ fn training_job_carries_the_request_run_and_trigger_count() {
     assert_eq!(spec.template.spec.as_ref().unwrap().restart_policy.as_deref(), Some("Never"));
     assert_eq!(job.metadata.owner_references.unwrap()[0].name, "shapes");
     let env = spec.template.spec.unwrap().containers[0].env.clone().unwrap();
-    assert!(env.iter().any(|e| e.name == "AWS_ACCESS_KEY_ID" && e.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name == "store"));
+    assert!(env.iter().any(|e| e.name == "AWS_ACCESS_KEY_ID"
+        && e.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name == "store"));
 }
 
 #[test]
@@ -90,11 +104,14 @@ fn profile_job_mounts_pvc_datasets() {
 
 #[test]
 fn job_status_becomes_run_state() {
-    let mut job: Job = object("metadata: {name: shapes-train-2, labels: {flywheel.dev/run: '2'}, annotations: {flywheel.dev/reviewed-at-trigger: '10'}}");
+    let mut job: Job = object(
+        "metadata: {name: shapes-train-2, labels: {flywheel.dev/run: '2'}, annotations: {flywheel.dev/reviewed-at-trigger: '10'}}",
+    );
     assert_eq!(run_from_job(&job).unwrap().state, RunState::Running);
     job.status = Some(object("succeeded: 1"));
     assert_eq!(run_from_job(&job).unwrap().state, RunState::Succeeded);
-    job.status = Some(object("conditions: [{type: Failed, status: 'True', reason: BackoffLimitExceeded, message: too many}]"));
+    job.status =
+        Some(object("conditions: [{type: Failed, status: 'True', reason: BackoffLimitExceeded, message: too many}]"));
     assert!(matches!(run_from_job(&job).unwrap().state, RunState::Failed(m) if m.contains("BackoffLimitExceeded")));
     let unrelated: Job = object("metadata: {name: other}");
     assert!(run_from_job(&unrelated).is_none());
@@ -103,9 +120,12 @@ fn job_status_becomes_run_state() {
 #[test]
 fn trained_model_keeps_the_contract_and_records_provenance() {
     let p = pipeline();
-    let job = training_job(&p, 4, 20, &train_request(&p, &base(), vec![], None, "s3://o/".into()), &settings()).unwrap();
+    let job =
+        training_job(&p, 4, 20, &train_request(&p, &base(), vec![], None, "s3://o/".into()), &settings()).unwrap();
     let run = run_from_job(&job).unwrap();
-    let result: TrainResult = object("{modelUri: 's3://o/model.onnx', sha256: bb, sizeBytes: 10, baseMetrics: {mAP50: 0.4}, metrics: {mAP50: 0.5}, trainSamples: 30, evalSamples: 8}");
+    let result: TrainResult = object(
+        "{modelUri: 's3://o/model.onnx', sha256: bb, sizeBytes: 10, baseMetrics: {mAP50: 0.4}, metrics: {mAP50: 0.5}, trainSamples: 30, evalSamples: 8}",
+    );
     let mv = trained_model_version(&p, &run, &base(), vec!["train".into(), "fb".into()], &result, Some("store".into()));
     assert_eq!(mv.metadata.name.as_deref(), Some("shapes-r4"));
     assert_eq!(mv.spec.version, "v1-r4");

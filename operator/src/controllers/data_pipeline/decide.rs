@@ -59,7 +59,12 @@ pub fn reviewed_since_last_run(reviewed_total: u64, runs: &[RunInfo]) -> u64 {
 
 /// The number of the run to start now, if any. Run numbers are consecutive, and the Job
 /// name is derived from the number, so one trigger creates one Job even across restarts.
-pub fn next_run(reviewed_total: u64, runs: &[RunInfo], trigger: &Trigger, now: Timestamp) -> Result<Option<u32>, String> {
+pub fn next_run(
+    reviewed_total: u64,
+    runs: &[RunInfo],
+    trigger: &Trigger,
+    now: Timestamp,
+) -> Result<Option<u32>, String> {
     if runs.iter().any(|r| r.state == RunState::Running) {
         return Ok(None);
     }
@@ -109,7 +114,10 @@ pub fn gate_says_promote(gate: &PromotionGate, monitoring: Option<&MonitoringSum
         return None;
     }
     (shadow >= champion + gate.margin).then(|| {
-        format!("shadow {shadow:.3} beats champion {champion:.3} by at least {:.3} on {samples} reviewed samples", gate.margin)
+        format!(
+            "shadow {shadow:.3} beats champion {champion:.3} by at least {:.3} on {samples} reviewed samples",
+            gate.margin
+        )
     })
 }
 
@@ -122,7 +130,15 @@ mod tests {
     }
 
     fn run(number: u32, at_trigger: u64, started: i64, state: RunState) -> RunInfo {
-        RunInfo { number, job: format!("p-train-{number}"), reviewed_at_trigger: at_trigger, base_model: "m".into(), started: Some(ts(started)), finished: None, state }
+        RunInfo {
+            number,
+            job: format!("p-train-{number}"),
+            reviewed_at_trigger: at_trigger,
+            base_model: "m".into(),
+            started: Some(ts(started)),
+            finished: None,
+            state,
+        }
     }
 
     fn trigger(n: u32, cooldown: &str) -> Trigger {
@@ -192,7 +208,12 @@ mod tests {
     #[test]
     fn the_gate_needs_enough_samples_and_the_margin() {
         let gate = PromotionGate { enabled: true, min_reviewed_samples: 20, margin: 0.02 };
-        let m = |c: f64, s: f64, n: u64| MonitoringSummary { champion_metric: Some(c), shadow_metric: Some(s), reviewed_samples: Some(n), ..Default::default() };
+        let m = |c: f64, s: f64, n: u64| MonitoringSummary {
+            champion_metric: Some(c),
+            shadow_metric: Some(s),
+            reviewed_samples: Some(n),
+            ..Default::default()
+        };
         assert!(gate_says_promote(&gate, Some(&m(0.5, 0.6, 20))).is_some());
         assert!(gate_says_promote(&gate, Some(&m(0.5, 0.6, 19))).is_none(), "too few samples");
         assert!(gate_says_promote(&gate, Some(&m(0.5, 0.51, 100))).is_none(), "below the margin");

@@ -25,16 +25,16 @@ mod build_tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flywheel_api::data_pipeline::conditions;
 use flywheel_api::DataPipeline;
+use flywheel_api::data_pipeline::conditions;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::recorder::{StatusRecorder, publish};
 use super::status::{apply_status, now};
-use crate::context::Context;
 use crate::Result;
+use crate::context::Context;
 
 pub const KIND: &str = "DataPipeline";
 
@@ -46,7 +46,9 @@ pub async fn reconcile(p: Arc<DataPipeline>, ctx: Arc<Context>) -> Result<Action
     let refs = match read::refs(&p, &ctx).await {
         Ok(refs) => refs,
         // Referenced objects may be created later: look again, slowly.
-        Err(e) if e.is_user_error() => return invalid(&ctx, &p, e.to_string(), at).await.map(|()| Action::requeue(Duration::from_secs(30))),
+        Err(e) if e.is_user_error() => {
+            return invalid(&ctx, &p, e.to_string(), at).await.map(|()| Action::requeue(Duration::from_secs(30)));
+        }
         Err(e) => return Err(e),
     };
     let output_base = match validate::output_base(&p, &refs) {
@@ -62,7 +64,8 @@ pub async fn reconcile(p: Arc<DataPipeline>, ctx: Arc<Context>) -> Result<Action
         status.reference_statistics_uri = Some(statistics);
         status.unsupervised_metrics_available = true;
     }
-    let reviewed_total = refs.feedback.as_ref().and_then(|f| f.status.as_ref()).and_then(|s| s.reviewed_count).unwrap_or(0);
+    let reviewed_total =
+        refs.feedback.as_ref().and_then(|f| f.status.as_ref()).and_then(|s| s.reviewed_count).unwrap_or(0);
     let runs = runs::read(&ctx, &p).await?;
     status.reviewed_total = Some(reviewed_total);
     status.reviewed_since_last_training = Some(decide::reviewed_since_last_run(reviewed_total, &runs));
@@ -70,7 +73,8 @@ pub async fn reconcile(p: Arc<DataPipeline>, ctx: Arc<Context>) -> Result<Action
     ctx.metrics.observe_pipeline(&p, &records);
     runs::training_condition(&mut rec, &records);
     let runs::Summary { current_run, last_model_version, run_history } = runs::summarise(&records);
-    (status.current_run, status.last_model_version, status.run_history) = (current_run, last_model_version, run_history);
+    (status.current_run, status.last_model_version, status.run_history) =
+        (current_run, last_model_version, run_history);
 
     // Placement of the newest model, the promotion gate.
     let produced = match &status.last_model_version {

@@ -13,11 +13,11 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 
 use super::decide::{self, Placement};
+use crate::Result;
+use crate::context::Context;
 use crate::controllers::deployment::promotion::{ANNOTATION, PromotionRequest};
 use crate::controllers::deployment::served;
 use crate::controllers::recorder::StatusRecorder;
-use crate::context::Context;
-use crate::Result;
 
 /// The field manager of a pipeline's promotion request (its own annotation).
 pub const REQUEST_FIELD_MANAGER: &str = "flywheel-operator-data-pipeline";
@@ -64,7 +64,12 @@ pub fn decide(p: &DataPipeline, d: &FlywheelDeployment, produced: Option<Produce
     decision
 }
 
-fn continuous_deployment(p: &DataPipeline, d: &FlywheelDeployment, produced: Option<Produced>, at: Timestamp) -> Option<PromotionRequest> {
+fn continuous_deployment(
+    p: &DataPipeline,
+    d: &FlywheelDeployment,
+    produced: Option<Produced>,
+    at: Timestamp,
+) -> Option<PromotionRequest> {
     let policy = p.spec.continuous_deployment.policy;
     let (Some(m), Placement::Promote(role)) = (produced, decide::placement(policy)) else { return None };
     let history = d.status.as_ref().map(|s| s.promotion_history.as_slice()).unwrap_or_default();
@@ -72,7 +77,14 @@ fn continuous_deployment(p: &DataPipeline, d: &FlywheelDeployment, produced: Opt
         return None;
     }
     let changes = [(role, Some(m.name.to_string()))];
-    Some(PromotionRequest::new(&d.name_any(), &p.name_any(), &changes, REASON_CONTINUOUS_DEPLOYMENT, &format!("policy {policy:?}"), at))
+    Some(PromotionRequest::new(
+        &d.name_any(),
+        &p.name_any(),
+        &changes,
+        REASON_CONTINUOUS_DEPLOYMENT,
+        &format!("policy {policy:?}"),
+        at,
+    ))
 }
 
 /// A shadow that beats the champion on reviewed data becomes champion.
@@ -81,7 +93,8 @@ fn promotion_gate(p: &DataPipeline, d: &FlywheelDeployment, at: Timestamp) -> Op
     let status = d.status.clone().unwrap_or_default();
     // The history, not status.shadow, says what is served now: right after a promotion
     // status.shadow and the monitoring figures still describe the old pair.
-    let shadow = served::served(&status.promotion_history, Role::Shadow).filter(|s| status.shadow.as_ref() == Some(s))?;
+    let shadow =
+        served::served(&status.promotion_history, Role::Shadow).filter(|s| status.shadow.as_ref() == Some(s))?;
     let justification = decide::gate_says_promote(gate, status.monitoring.as_ref())?;
     let changes = [(Role::Champion, Some(shadow)), (Role::Shadow, None)];
     Some(PromotionRequest::new(&d.name_any(), &p.name_any(), &changes, REASON_PROMOTION_GATE, &justification, at))
@@ -90,7 +103,9 @@ fn promotion_gate(p: &DataPipeline, d: &FlywheelDeployment, at: Timestamp) -> Op
 /// Sets `Promoted` for a request the Deployment has recorded.
 pub fn record(rec: &mut StatusRecorder, decision: &Decision) {
     let Some(r) = &decision.recorded else { return };
-    let model = |role: Role| r.changes.iter().find(|c| c.role == role).and_then(|c| c.model_version.clone()).unwrap_or_default();
+    let model = |role: Role| {
+        r.changes.iter().find(|c| c.role == role).and_then(|c| c.model_version.clone()).unwrap_or_default()
+    };
     let message = match r.reason.as_str() {
         REASON_PROMOTION_GATE => format!("{} promoted to champion: {}", model(Role::Champion), r.message),
         _ => match r.changes.first() {
@@ -119,7 +134,10 @@ pub async fn ask(ctx: &Context, p: &DataPipeline, request: Option<&PromotionRequ
         }
         None => {
             let remove = serde_json::json!({"metadata": {"resourceVersion": p.resource_version(), "annotations": { ANNOTATION: null }}});
-            (PatchParams { field_manager: Some(REQUEST_FIELD_MANAGER.into()), ..Default::default() }, Patch::Merge(remove))
+            (
+                PatchParams { field_manager: Some(REQUEST_FIELD_MANAGER.into()), ..Default::default() },
+                Patch::Merge(remove),
+            )
         }
     };
     api.patch(&p.name_any(), &params, &patch).await?;
@@ -160,8 +178,19 @@ spec:
         .unwrap();
         let mut history = Vec::new();
         served::apply_spec(&d.spec, &mut history, Time(at(1)));
-        let monitoring = figures.map(|(c, s, n)| MonitoringSummary { champion_metric: Some(c), shadow_metric: Some(s), reviewed_samples: Some(n), ..Default::default() });
-        d.status = Some(flywheel_api::DeploymentStatus { champion: Some("base".into()), shadow: Some("v2".into()), promotion_history: history, monitoring, ..Default::default() });
+        let monitoring = figures.map(|(c, s, n)| MonitoringSummary {
+            champion_metric: Some(c),
+            shadow_metric: Some(s),
+            reviewed_samples: Some(n),
+            ..Default::default()
+        });
+        d.status = Some(flywheel_api::DeploymentStatus {
+            champion: Some("base".into()),
+            shadow: Some("v2".into()),
+            promotion_history: history,
+            monitoring,
+            ..Default::default()
+        });
         d
     }
 
@@ -189,9 +218,15 @@ spec:
 
         let decision = decide(&p, &d, Some(Produced { name: "loop-r1", ready: true }), at(10));
         let request = decision.request.clone().expect("a request");
-        assert_eq!((request.reason.as_str(), request.message.as_str(), request.requested_at.clone()), ("ContinuousDeployment", "policy Shadow", Time(at(10))));
+        assert_eq!(
+            (request.reason.as_str(), request.message.as_str(), request.requested_at.clone()),
+            ("ContinuousDeployment", "policy Shadow", Time(at(10)))
+        );
         assert_eq!(request.changes.len(), 1);
-        assert_eq!((request.changes[0].role, request.changes[0].model_version.as_deref()), (Role::Shadow, Some("loop-r1")));
+        assert_eq!(
+            (request.changes[0].role, request.changes[0].model_version.as_deref()),
+            (Role::Shadow, Some("loop-r1"))
+        );
         assert_eq!(promoted(&decision), None, "not promoted before the Deployment records it");
 
         // Pending: the same request stays, whatever the time.
@@ -224,7 +259,11 @@ spec:
         let (reason, message) = promoted(&done).unwrap();
         assert_eq!(reason, "PromotionGate");
         assert_eq!(message, format!("v2 promoted to champion: {}", request.message));
-        assert_eq!(decide(&pipeline("shapes"), &deployment(Some((0.5, 0.51, 25))), None, at(30)), Decision::default(), "below the margin");
+        assert_eq!(
+            decide(&pipeline("shapes"), &deployment(Some((0.5, 0.51, 25))), None, at(30)),
+            Decision::default(),
+            "below the margin"
+        );
     }
 
     #[test]
@@ -234,7 +273,14 @@ spec:
         let decision = decide(&p, &deployment(None), Some(Produced { name: "loop-r1", ready: true }), at(10));
         assert_eq!((decision.candidate.as_deref(), decision.request.as_ref()), (Some("loop-r1"), None));
 
-        let old = PromotionRequest::new("elsewhere", "loop", &[(Role::Shadow, Some("loop-r0".into()))], "ContinuousDeployment", "policy Shadow", at(5));
+        let old = PromotionRequest::new(
+            "elsewhere",
+            "loop",
+            &[(Role::Shadow, Some("loop-r0".into()))],
+            "ContinuousDeployment",
+            "policy Shadow",
+            at(5),
+        );
         let p = with_request(pipeline("shapes"), &old);
         let decision = decide(&p, &deployment(None), Some(Produced { name: "loop-r1", ready: true }), at(10));
         assert_eq!(decision.recorded, None);

@@ -10,9 +10,9 @@ use kube::{Api, ResourceExt};
 use super::build;
 use super::read::{Refs, job_settings};
 use super::runs::create_job;
-use crate::controllers::recorder::StatusRecorder;
-use crate::context::Context;
 use crate::Result;
+use crate::context::Context;
+use crate::controllers::recorder::StatusRecorder;
 
 /// Starts or follows the profiling Job. Returns the reference statistics' URI once it succeeded.
 pub async fn profile(
@@ -31,15 +31,23 @@ pub async fn profile(
     Ok(match existing.and_then(|j| j.status) {
         None => {
             if create_job(ctx, &ns, &job).await? {
-                rec.notice(false, "ProfilingStarted", format!("Job {} profiles {}", job.name_any(), training.name_any()));
+                rec.notice(
+                    false,
+                    "ProfilingStarted",
+                    format!("Job {} profiles {}", job.name_any(), training.name_any()),
+                );
             }
             rec.fail(conditions::PROFILING_COMPLETE, "Running", format!("Job {} is profiling", job.name_any()));
             None
         }
         Some(s) if s.succeeded.unwrap_or(0) > 0 => {
             let statistics = format!("{output}{REFERENCE_STATISTICS_FILE}");
-            rec.ok(conditions::PROFILING_COMPLETE, "Profiled", "reference statistics ready: drift and outlier metrics available")
-                .announce_with("ProfilingComplete", format!("reference statistics at {statistics}"));
+            rec.ok(
+                conditions::PROFILING_COMPLETE,
+                "Profiled",
+                "reference statistics ready: drift and outlier metrics available",
+            )
+            .announce_with("ProfilingComplete", format!("reference statistics at {statistics}"));
             Some(statistics)
         }
         Some(s) if s.conditions.iter().flatten().any(|c| c.type_ == "Failed" && c.status == "True") => {

@@ -20,16 +20,17 @@ pub struct Refs {
 
 /// A DatasetVersion the spec names at `field`; a missing one is an invalid spec.
 pub async fn dataset(api: &Api<DatasetVersion>, name: &str, field: &str) -> Result<DatasetVersion> {
-    api.get_opt(name).await?.ok_or_else(|| Error::InvalidSpec(format!("{field}: DatasetVersion {name:?} does not exist")))
+    api.get_opt(name)
+        .await?
+        .ok_or_else(|| Error::InvalidSpec(format!("{field}: DatasetVersion {name:?} does not exist")))
 }
 
 pub async fn refs(p: &DataPipeline, ctx: &Context) -> Result<Refs> {
     let ns = p.namespace().unwrap_or_default();
     let deployments: Api<FlywheelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let deployment = deployments
-        .get_opt(&p.spec.deployment)
-        .await?
-        .ok_or_else(|| Error::InvalidSpec(format!("spec.deployment: Deployment {:?} does not exist", p.spec.deployment)))?;
+    let deployment = deployments.get_opt(&p.spec.deployment).await?.ok_or_else(|| {
+        Error::InvalidSpec(format!("spec.deployment: Deployment {:?} does not exist", p.spec.deployment))
+    })?;
     let datasets: Api<DatasetVersion> = Api::namespaced(ctx.client.clone(), &ns);
     let training = match &p.spec.training_data {
         Some(t) => Some(dataset(&datasets, &t.dataset_version, "spec.trainingData").await?),
@@ -39,7 +40,8 @@ pub async fn refs(p: &DataPipeline, ctx: &Context) -> Result<Refs> {
         Some(f) => Some(dataset(&datasets, &f.dataset_version, "spec.feedbackLoop").await?),
         None => None,
     };
-    let output_base = p.spec.output_uri.as_ref().map(|u| u.to_string()).or_else(|| ctx.settings.default_output_uri.clone());
+    let output_base =
+        p.spec.output_uri.as_ref().map(|u| u.to_string()).or_else(|| ctx.settings.default_output_uri.clone());
     Ok(Refs { deployment, training, feedback, output_base })
 }
 
@@ -53,7 +55,13 @@ pub fn output_secret(refs: &Refs) -> Option<String> {
 }
 
 /// Image, credentials and resources of a Job reading `extra` datasets and the `base` model.
-pub fn job_settings(ctx: &Context, p: &DataPipeline, refs: &Refs, extra: &[&DatasetVersion], base: Option<&ModelVersion>) -> JobSettings {
+pub fn job_settings(
+    ctx: &Context,
+    p: &DataPipeline,
+    refs: &Refs,
+    extra: &[&DatasetVersion],
+    base: Option<&ModelVersion>,
+) -> JobSettings {
     let mut secrets: BTreeSet<String> = output_secret(refs).into_iter().collect();
     secrets.extend(extra.iter().filter_map(|d| d.spec.credentials.as_ref()).map(|c| c.secret_name.clone()));
     secrets.extend(base.and_then(|b| b.spec.artifact.credentials.as_ref()).map(|c| c.secret_name.clone()));
@@ -67,5 +75,6 @@ pub fn job_settings(ctx: &Context, p: &DataPipeline, refs: &Refs, extra: &[&Data
 /// Whether a ModelVersion exists and is Ready.
 pub async fn model_ready(ctx: &Context, p: &DataPipeline, name: &str) -> Result<bool> {
     let models: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
-    Ok(models.get_opt(name).await?.and_then(|m| m.status).and_then(|s| s.phase) == Some(flywheel_api::model_version::ModelPhase::Ready))
+    Ok(models.get_opt(name).await?.and_then(|m| m.status).and_then(|s| s.phase)
+        == Some(flywheel_api::model_version::ModelPhase::Ready))
 }

@@ -12,8 +12,8 @@ use kube::{Api, ResourceExt};
 use super::build;
 use super::decide::{self, RunInfo, RunState};
 use super::read::{Refs, dataset, job_settings, output_secret};
-use crate::controllers::recorder::StatusRecorder;
 use crate::context::{Context, FIELD_MANAGER};
+use crate::controllers::recorder::StatusRecorder;
 use crate::{Error, Result};
 
 const MAX_RUN_HISTORY: usize = 20;
@@ -33,7 +33,13 @@ pub async fn create_job(ctx: &Context, ns: &str, job: &Job) -> Result<bool> {
 pub async fn read(ctx: &Context, p: &DataPipeline) -> Result<Vec<RunInfo>> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let selector = format!("{}={},{}=trainer", build::LABEL_PIPELINE, p.name_any(), build::LABEL_JOB_KIND);
-    let mut runs: Vec<RunInfo> = jobs.list(&ListParams::default().labels(&selector)).await?.items.iter().filter_map(build::run_from_job).collect();
+    let mut runs: Vec<RunInfo> = jobs
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .iter()
+        .filter_map(build::run_from_job)
+        .collect();
     runs.sort_by_key(|r| r.number);
     Ok(runs)
 }
@@ -58,7 +64,13 @@ pub fn record_of(run: &RunInfo) -> TrainingRun {
 }
 
 /// The records of all runs; a succeeded run's ModelVersion is registered (once).
-pub async fn records(ctx: &Context, p: &DataPipeline, refs: &Refs, runs: &[RunInfo], output_base: Option<&str>) -> Vec<TrainingRun> {
+pub async fn records(
+    ctx: &Context,
+    p: &DataPipeline,
+    refs: &Refs,
+    runs: &[RunInfo],
+    output_base: Option<&str>,
+) -> Vec<TrainingRun> {
     let models: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let mut history = Vec::new();
     for run in runs {
@@ -130,17 +142,24 @@ async fn register(
     let secret = output_secret(refs);
     let ns = p.namespace().unwrap_or_default();
     let options = ctx.secret_options(&ns, secret.as_deref()).await.map_err(|e| e.to_string())?;
-    let location = flywheel_storage::Location::open_with(&format!("{output}{RESULT_FILE}"), options).map_err(|e| e.to_string())?;
+    let location =
+        flywheel_storage::Location::open_with(&format!("{output}{RESULT_FILE}"), options).map_err(|e| e.to_string())?;
     let bytes = location.get("").await.map_err(|e| format!("the Job succeeded but its result is unreadable: {e}"))?;
-    let result: TrainResult = serde_json::from_slice(&bytes).map_err(|e| format!("{}: invalid result: {e}", location.uri()))?;
-    let base = models.get_opt(&run.base_model).await.map_err(|e| e.to_string())?.ok_or(format!("base ModelVersion {:?} no longer exists", run.base_model))?;
+    let result: TrainResult =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: invalid result: {e}", location.uri()))?;
+    let base = models
+        .get_opt(&run.base_model)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or(format!("base ModelVersion {:?} no longer exists", run.base_model))?;
     let datasets = training_dataset_names(p);
     let mv = build::trained_model_version(p, run, &base, datasets, &result, secret);
     models
         .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&mv))
         .await
         .map_err(|e| format!("registering ModelVersion {name}: {e}"))?;
-    ctx.event(p, false, "ModelRegistered", "Register", format!("run {} registered ModelVersion {name}", run.number)).await;
+    ctx.event(p, false, "ModelRegistered", "Register", format!("run {} registered ModelVersion {name}", run.number))
+        .await;
     Ok(Some(mv))
 }
 
@@ -174,11 +193,17 @@ pub async fn trigger(
     output_base: Option<&str>,
     rec: &mut StatusRecorder<'_>,
 ) -> Result<bool> {
-    let (Some(ct), Some(base_uri)) = (p.spec.continuous_training.as_ref().filter(|c| c.enabled), output_base) else { return Ok(false) };
+    let (Some(ct), Some(base_uri)) = (p.spec.continuous_training.as_ref().filter(|c| c.enabled), output_base) else {
+        return Ok(false);
+    };
     match decide::next_run(reviewed_total, runs, &ct.trigger, rec.at()) {
         Ok(Some(number)) => {
             let job = start_run(ctx, p, refs, number, reviewed_total, base_uri).await?;
-            rec.notice(false, "TrainingStarted", format!("run {number}: Job {job} after {reviewed_total} reviewed samples"));
+            rec.notice(
+                false,
+                "TrainingStarted",
+                format!("run {number}: Job {job} after {reviewed_total} reviewed samples"),
+            );
             Ok(true)
         }
         Ok(None) => Ok(false),
@@ -190,7 +215,14 @@ pub async fn trigger(
     }
 }
 
-async fn start_run(ctx: &Context, p: &DataPipeline, refs: &Refs, number: u32, reviewed_total: u64, base_uri: &str) -> Result<String> {
+async fn start_run(
+    ctx: &Context,
+    p: &DataPipeline,
+    refs: &Refs,
+    number: u32,
+    reviewed_total: u64,
+    base_uri: &str,
+) -> Result<String> {
     let ns = p.namespace().unwrap_or_default();
     let ct = p.spec.continuous_training.as_ref().expect("checked by the caller");
     let base_name = ct
@@ -199,7 +231,8 @@ async fn start_run(ctx: &Context, p: &DataPipeline, refs: &Refs, number: u32, re
         .or_else(|| refs.deployment.status.as_ref().and_then(|s| s.champion.clone()))
         .unwrap_or_else(|| refs.deployment.spec.champion.model_version.clone());
     let models: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &ns);
-    let base = models.get_opt(&base_name).await?.ok_or(Error::MissingReference { kind: "ModelVersion", name: base_name })?;
+    let base =
+        models.get_opt(&base_name).await?.ok_or(Error::MissingReference { kind: "ModelVersion", name: base_name })?;
     let datasets: Api<DatasetVersion> = Api::namespaced(ctx.client.clone(), &ns);
     let mut train = Vec::new();
     for name in &train_dataset_names(p) {
@@ -210,7 +243,13 @@ async fn start_run(ctx: &Context, p: &DataPipeline, refs: &Refs, number: u32, re
         None => None,
     };
     let output = build::output_uri(base_uri, p, &format!("runs/{number}"));
-    let request = build::train_request(p, &base, train.iter().map(build::named).collect(), eval.as_ref().map(build::named), output);
+    let request = build::train_request(
+        p,
+        &base,
+        train.iter().map(build::named).collect(),
+        eval.as_ref().map(build::named),
+        output,
+    );
     let all: Vec<&DatasetVersion> = train.iter().chain(eval.iter()).collect();
     let job = build::training_job(p, number, reviewed_total, &request, &job_settings(ctx, p, refs, &all, Some(&base)))?;
     create_job(ctx, &ns, &job).await?;
@@ -228,7 +267,15 @@ mod tests {
     }
 
     fn run(number: u32, state: RunState) -> RunInfo {
-        RunInfo { number, job: format!("p-train-{number}"), reviewed_at_trigger: 5 * u64::from(number), base_model: "m".into(), started: Some(ts(10)), finished: None, state }
+        RunInfo {
+            number,
+            job: format!("p-train-{number}"),
+            reviewed_at_trigger: 5 * u64::from(number),
+            base_model: "m".into(),
+            started: Some(ts(10)),
+            finished: None,
+            state,
+        }
     }
 
     fn produced(number: u32) -> TrainingRun {
@@ -238,7 +285,10 @@ mod tests {
     #[test]
     fn records_say_how_each_run_went() {
         let failed = record_of(&run(2, RunState::Failed("OOMKilled".into())));
-        assert_eq!((failed.outcome.as_str(), failed.message.as_str(), failed.reviewed_at_trigger), ("Failed", "OOMKilled", 10));
+        assert_eq!(
+            (failed.outcome.as_str(), failed.message.as_str(), failed.reviewed_at_trigger),
+            ("Failed", "OOMKilled", 10)
+        );
         assert_eq!(failed.started, Some(Time(ts(10))));
         assert_eq!(record_of(&run(3, RunState::Running)).outcome, "Running");
     }
@@ -260,11 +310,17 @@ mod tests {
         let mut rec = StatusRecorder::new(&mut conditions, Some(1), ts(1), "Reconcile");
         training_condition(&mut rec, &[]);
         assert!(rec.notices().is_empty());
-        training_condition(&mut rec, &[produced(1), record_of(&run(2, RunState::Failed("bad".into()))), record_of(&run(3, RunState::Running))]);
+        training_condition(
+            &mut rec,
+            &[produced(1), record_of(&run(2, RunState::Failed("bad".into()))), record_of(&run(3, RunState::Running))],
+        );
         training_condition(&mut rec, &[produced(1), record_of(&run(2, RunState::Failed("worse".into())))]);
         let notices = rec.into_notices();
         assert_eq!(notices.len(), 1, "{notices:?}");
-        assert_eq!((notices[0].warning, notices[0].reason.as_str(), notices[0].message.as_str()), (true, "TrainingFailed", "run 2 (Job p-train-2) failed: bad"));
+        assert_eq!(
+            (notices[0].warning, notices[0].reason.as_str(), notices[0].message.as_str()),
+            (true, "TrainingFailed", "run 2 (Job p-train-2) failed: bad")
+        );
         let c = condition::find(&conditions, conditions::TRAINING_SUCCEEDED).unwrap();
         assert_eq!((c.status.as_str(), c.message.as_str()), ("False", "run 2 (Job p-train-2) failed: worse"));
     }

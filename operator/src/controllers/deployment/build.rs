@@ -182,7 +182,9 @@ pub fn apps_deployment(
     ];
     for secret in credential_secrets {
         for key in CREDENTIAL_KEYS {
-            env.push(json!({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}}));
+            env.push(
+                json!({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}}),
+            );
         }
     }
     let mut volumes = vec![
@@ -200,7 +202,8 @@ pub fn apps_deployment(
         volumes.push(json!({"name": volume, "persistentVolumeClaim": {"claimName": claim}}));
         mounts.push(json!({"name": volume, "mountPath": format!("{}/{claim}", flywheel_storage::DEFAULT_PVC_ROOT)}));
     }
-    let probe = |path: &str| json!({"httpGet": {"path": path, "port": "http"}, "periodSeconds": 5, "failureThreshold": 3});
+    let probe =
+        |path: &str| json!({"httpGet": {"path": path, "port": "http"}, "periodSeconds": 5, "failureThreshold": 3});
     let replicas = if d.spec.autoscaling.is_some() { None } else { Some(d.spec.replicas) };
     let mut spec = json!({
         "selector": {"matchLabels": {"flywheel.dev/deployment": d.name_any()}},

@@ -35,7 +35,9 @@ spec:
 }
 
 fn feedback() -> DatasetVersion {
-    object("apiVersion: flywheel.dev/v1alpha1\nkind: DatasetVersion\nmetadata: {name: fb, namespace: ns}\nspec: {uri: 's3://b/fb/', format: coco, task: detection, labels: [circle], feedback: true}")
+    object(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: DatasetVersion\nmetadata: {name: fb, namespace: ns}\nspec: {uri: 's3://b/fb/', format: coco, task: detection, labels: [circle], feedback: true}",
+    )
 }
 
 fn config(d: &FlywheelDeployment, champion: &ModelVersion, shadow: Option<&ModelVersion>) -> ServingConfig {
@@ -74,7 +76,14 @@ fn serving_config_carries_models_threshold_and_loop_uris() {
 #[test]
 fn an_unverified_champion_is_refused() {
     let d = deployment("");
-    let inputs = Inputs { champion: &model("m-v1", None, "yolo"), shadow: None, shadow_sample_rate: 1.0, feedback: None, reference_statistics_uri: None, server_image: "img" };
+    let inputs = Inputs {
+        champion: &model("m-v1", None, "yolo"),
+        shadow: None,
+        shadow_sample_rate: 1.0,
+        feedback: None,
+        reference_statistics_uri: None,
+        server_image: "img",
+    };
     let err = serving_config(&d, &inputs).unwrap_err().to_string();
     assert!(err.contains("m-v1") && err.contains("digest"), "{err}");
 }
@@ -118,9 +127,15 @@ fn pods_get_credentials_by_secret_key_ref_probes_and_mounts() {
     let key = env.iter().find(|e| e.name == "AWS_SECRET_ACCESS_KEY").unwrap();
     let selector = key.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
     assert_eq!(selector.name, "store");
-    assert!(env.iter().all(|e| e.value.as_deref().is_none_or(|v| !v.contains("secret"))), "no credential values in the spec");
+    assert!(
+        env.iter().all(|e| e.value.as_deref().is_none_or(|v| !v.contains("secret"))),
+        "no credential values in the spec"
+    );
     assert!(env.iter().any(|e| e.name == "FLYWHEEL_LISTEN" && e.value.as_deref() == Some("$(POD_IP):8080")));
-    assert_eq!(container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/v2/health/ready"));
+    assert_eq!(
+        container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(),
+        Some("/v2/health/ready")
+    );
     let mounts: Vec<_> = container.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
     assert!(mounts.contains(&CONFIG_DIR) && mounts.contains(&MODEL_CACHE_DIR) && mounts.contains(&TOKEN_DIR));
     assert_eq!(container.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "250m");
@@ -136,7 +151,12 @@ fn pvc_uris_are_mounted_under_the_pvc_root() {
     let c = config(&d, &champion, None);
     let apps = apps_deployment(&d, &c, &BTreeSet::new(), "img").unwrap();
     let pod = apps.spec.unwrap().template.spec.unwrap();
-    assert!(pod.volumes.unwrap().iter().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|p| p.claim_name == "models")));
+    assert!(
+        pod.volumes
+            .unwrap()
+            .iter()
+            .any(|v| v.persistent_volume_claim.as_ref().is_some_and(|p| p.claim_name == "models"))
+    );
     assert!(pod.containers[0].volume_mounts.iter().flatten().any(|m| m.mount_path == "/var/lib/flywheel/pvc/models"));
 }
 
@@ -162,7 +182,14 @@ fn autoscaling_makes_an_hpa_and_leaves_replicas_to_it() {
 #[test]
 fn boxes_scores_decoder_is_refused_with_a_reason() {
     let d = deployment("");
-    let inputs = Inputs { champion: &model("m-v1", Some("aa"), "boxesScores"), shadow: None, shadow_sample_rate: 1.0, feedback: None, reference_statistics_uri: None, server_image: "img" };
+    let inputs = Inputs {
+        champion: &model("m-v1", Some("aa"), "boxesScores"),
+        shadow: None,
+        shadow_sample_rate: 1.0,
+        feedback: None,
+        reference_statistics_uri: None,
+        server_image: "img",
+    };
     assert!(serving_config(&d, &inputs).unwrap_err().to_string().contains("boxesScores"));
 }
 
@@ -176,7 +203,9 @@ fn unservable_models_name_the_reason() {
 #[test]
 fn a_deployment_references_its_spec_models_and_the_models_it_serves() {
     use super::references;
-    let d = deployment("  shadow: {modelVersion: m-v2}\nstatus:\n  champion: p-r1\n  promotionHistory:\n  - {time: '2026-01-01T00:00:00Z', role: champion, modelVersion: p-r1, reason: PromotionGate}\n");
+    let d = deployment(
+        "  shadow: {modelVersion: m-v2}\nstatus:\n  champion: p-r1\n  promotionHistory:\n  - {time: '2026-01-01T00:00:00Z', role: champion, modelVersion: p-r1, reason: PromotionGate}\n",
+    );
     for name in ["m-v1", "m-v2", "p-r1"] {
         assert!(references(&d, name), "{name}");
     }

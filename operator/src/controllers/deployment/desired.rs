@@ -27,7 +27,12 @@ pub struct Children {
 
 /// The children serving the observed models; None when the champion cannot serve (the
 /// running children are then left as they are, so the previous model keeps serving).
-pub fn children(d: &FlywheelDeployment, observed: &Observed, verdict: &Verdict, server_image: &str) -> Result<Option<Children>> {
+pub fn children(
+    d: &FlywheelDeployment,
+    observed: &Observed,
+    verdict: &Verdict,
+    server_image: &str,
+) -> Result<Option<Children>> {
     let Some(champion) = observed.champion.as_ref().filter(|_| verdict.champion.is_none()) else { return Ok(None) };
     let shadow = verdict.serving_shadow(observed);
     let inputs = build::Inputs {
@@ -35,7 +40,11 @@ pub fn children(d: &FlywheelDeployment, observed: &Observed, verdict: &Verdict, 
         shadow,
         shadow_sample_rate: d.spec.shadow.as_ref().map_or(1.0, |s| s.sample_rate),
         feedback: observed.feedback.as_ref(),
-        reference_statistics_uri: observed.pipeline.as_ref().and_then(|p| p.status.as_ref()).and_then(|s| s.reference_statistics_uri.clone()),
+        reference_statistics_uri: observed
+            .pipeline
+            .as_ref()
+            .and_then(|p| p.status.as_ref())
+            .and_then(|s| s.reference_statistics_uri.clone()),
         server_image,
     };
     let config = build::serving_config(d, &inputs)?;

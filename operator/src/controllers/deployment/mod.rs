@@ -33,8 +33,8 @@ use kube::{Api, ResourceExt};
 
 use super::recorder::publish;
 use super::status::{apply_status, now};
-use crate::context::Context;
 use crate::Result;
+use crate::context::Context;
 
 pub use validate::unservable;
 
@@ -75,7 +75,15 @@ pub async fn reconcile(d: Arc<FlywheelDeployment>, ctx: Arc<Context>) -> Result<
     // Status.
     let pods = read::pods(&ctx.client, &d).await?;
     let mut notices = report::history_notices(&requests.promoted, &spec_changes);
-    notices.extend(report::record(&mut status, d.metadata.generation, &observed, &verdict, children.as_ref(), &pods, at));
+    notices.extend(report::record(
+        &mut status,
+        d.metadata.generation,
+        &observed,
+        &verdict,
+        children.as_ref(),
+        &pods,
+        at,
+    ));
     if Some(&status) != d.status.as_ref() {
         let api: Api<FlywheelDeployment> = Api::namespaced(ctx.client.clone(), &d.namespace().unwrap_or_default());
         apply_status(&api, &d, &status).await?;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use flywheel_api::deployment::MonitoringSummary;
 use flywheel_api::FlywheelDeployment;
+use flywheel_api::deployment::MonitoringSummary;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
@@ -97,7 +97,10 @@ mod tests {
     fn load_errors_are_collected_once_across_pods() {
         let failing = json!({"reload": {"errors": ["champion m-v3: not an ONNX model"]}});
         let healthy = json!({"reload": {"errors": []}});
-        assert_eq!(load_errors(&[failing.clone(), healthy.clone(), failing]), vec!["champion m-v3: not an ONNX model".to_string()]);
+        assert_eq!(
+            load_errors(&[failing.clone(), healthy.clone(), failing]),
+            vec!["champion m-v3: not an ONNX model".to_string()]
+        );
         assert!(load_errors(&[healthy, json!({})]).is_empty());
         let m = summarise(&[json!({"quality": {"reviewedSamples": 4, "champion": 0.5, "shadow": null}})]).unwrap();
         assert_eq!(m.shadow_metric, None);
@@ -106,7 +109,10 @@ mod tests {
     #[test]
     fn time_does_not_count_as_a_change() {
         let a = MonitoringSummary { champion_metric: Some(0.5), ..Default::default() };
-        let b = MonitoringSummary { time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())), ..a.clone() };
+        let b = MonitoringSummary {
+            time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
+            ..a.clone()
+        };
         assert!(same_figures(Some(&a), Some(&b)));
         assert!(!same_figures(Some(&a), None));
     }

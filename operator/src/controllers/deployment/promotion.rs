@@ -15,8 +15,8 @@
 //! it is read, across restarts too; the pipeline removes its annotation once it sees the
 //! entries, and asks for nothing else meanwhile.
 
-use flywheel_api::deployment::{Promotion, Role};
 use flywheel_api::DataPipeline;
+use flywheel_api::deployment::{Promotion, Role};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
@@ -55,7 +55,14 @@ pub struct PromotionRequest {
 
 impl PromotionRequest {
     /// A request made at `at` (kept to whole seconds, as status times are).
-    pub fn new(deployment: &str, pipeline: &str, changes: &[(Role, Option<String>)], reason: &str, message: &str, at: Timestamp) -> Self {
+    pub fn new(
+        deployment: &str,
+        pipeline: &str,
+        changes: &[(Role, Option<String>)],
+        reason: &str,
+        message: &str,
+        at: Timestamp,
+    ) -> Self {
         let at = Timestamp::from_second(at.as_second()).expect("a whole second of a valid time");
         Self {
             deployment: deployment.into(),
@@ -142,7 +149,13 @@ pub fn requested(p: &DataPipeline) -> bool {
 /// The Event note of an appended entry.
 pub fn note(p: &Promotion) -> String {
     let separator = if p.message.is_empty() { "" } else { ": " };
-    format!("{:?} is now {} ({}{separator}{})", p.role, p.model_version.as_deref().unwrap_or("none"), p.reason, p.message)
+    format!(
+        "{:?} is now {} ({}{separator}{})",
+        p.role,
+        p.model_version.as_deref().unwrap_or("none"),
+        p.reason,
+        p.message
+    )
 }
 
 #[cfg(test)]
@@ -155,7 +168,8 @@ mod tests {
     }
 
     fn history() -> Vec<Promotion> {
-        let spec: DeploymentSpec = serde_yaml::from_str("champion: {modelVersion: base}\nshadow: {modelVersion: v2}").unwrap();
+        let spec: DeploymentSpec =
+            serde_yaml::from_str("champion: {modelVersion: base}\nshadow: {modelVersion: v2}").unwrap();
         let mut history = Vec::new();
         served::apply_spec(&spec, &mut history, Time(at(1)));
         history
@@ -173,15 +187,33 @@ mod tests {
     }
 
     fn shadow_request(model: &str, s: i64) -> PromotionRequest {
-        PromotionRequest::new("shapes", "loop", &[(Role::Shadow, Some(model.into()))], "ContinuousDeployment", "policy Shadow", at(s))
+        PromotionRequest::new(
+            "shapes",
+            "loop",
+            &[(Role::Shadow, Some(model.into()))],
+            "ContinuousDeployment",
+            "policy Shadow",
+            at(s),
+        )
     }
 
     #[test]
     fn a_request_round_trips_through_its_annotation_at_whole_seconds() {
-        let request = PromotionRequest::new("shapes", "loop", &[(Role::Shadow, Some("r1".into()))], "ContinuousDeployment", "policy Shadow", at(5).checked_add(k8s_openapi::jiff::SignedDuration::from_millis(700)).unwrap());
+        let request = PromotionRequest::new(
+            "shapes",
+            "loop",
+            &[(Role::Shadow, Some("r1".into()))],
+            "ContinuousDeployment",
+            "policy Shadow",
+            at(5).checked_add(k8s_openapi::jiff::SignedDuration::from_millis(700)).unwrap(),
+        );
         assert_eq!(request.requested_at, Time(at(5)));
         let text = request.to_annotation();
-        assert!(text.contains(r#""changes":[{"role":"shadow","modelVersion":"r1"}]"#) && text.contains(r#""requestedAt":"1970-01-01T00:00:05Z""#), "{text}");
+        assert!(
+            text.contains(r#""changes":[{"role":"shadow","modelVersion":"r1"}]"#)
+                && text.contains(r#""requestedAt":"1970-01-01T00:00:05Z""#),
+            "{text}"
+        );
         let p = pipeline("loop", "shapes", Some(&request));
         assert_eq!(PromotionRequest::of(&p), Some(Ok(request)));
         assert_eq!(PromotionRequest::of(&pipeline("loop", "shapes", None)), None);
@@ -212,11 +244,18 @@ mod tests {
     fn a_gate_request_makes_the_shadow_champion_and_empties_the_shadow() {
         let mut h = history();
         let changes = [(Role::Champion, Some("v2".to_string())), (Role::Shadow, None)];
-        let request = PromotionRequest::new("shapes", "loop", &changes, "PromotionGate", "shadow 0.7 beats champion 0.5", at(20));
+        let request =
+            PromotionRequest::new("shapes", "loop", &changes, "PromotionGate", "shadow 0.7 beats champion 0.5", at(20));
         let added = request.apply(&mut h);
         assert_eq!(added.len(), 2);
-        assert_eq!((added[0].role, added[0].model_version.as_deref(), added[0].previous.as_deref()), (Role::Champion, Some("v2"), Some("base")));
-        assert_eq!((added[1].role, added[1].model_version.as_deref(), added[1].previous.as_deref()), (Role::Shadow, None, Some("v2")));
+        assert_eq!(
+            (added[0].role, added[0].model_version.as_deref(), added[0].previous.as_deref()),
+            (Role::Champion, Some("v2"), Some("base"))
+        );
+        assert_eq!(
+            (added[1].role, added[1].model_version.as_deref(), added[1].previous.as_deref()),
+            (Role::Shadow, None, Some("v2"))
+        );
         assert!(request.is_recorded(&h[..h.len() - 1]), "either entry identifies the request");
         assert_eq!(served::served(&h, Role::Champion).as_deref(), Some("v2"));
         assert_eq!(note(&added[0]), "Champion is now v2 (PromotionGate: shadow 0.7 beats champion 0.5)");
@@ -243,8 +282,15 @@ mod tests {
         assert_eq!(models, ["r1", "r2"]);
         assert_eq!(applied.promoted[1].previous.as_deref(), Some("r1"));
         assert_eq!(applied.invalid.len(), 2);
-        assert!(applied.invalid[0].contains("empty: no changes") && applied.invalid[1].contains("broken"), "{:?}", applied.invalid);
-        assert!(apply_requests("shapes", &pipelines, &mut h).promoted.is_empty(), "re-reading the same requests changes nothing");
+        assert!(
+            applied.invalid[0].contains("empty: no changes") && applied.invalid[1].contains("broken"),
+            "{:?}",
+            applied.invalid
+        );
+        assert!(
+            apply_requests("shapes", &pipelines, &mut h).promoted.is_empty(),
+            "re-reading the same requests changes nothing"
+        );
         assert!(requested(&pipelines[0]) && !requested(&pipeline("idle", "shapes", None)));
     }
 }

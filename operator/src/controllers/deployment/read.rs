@@ -51,8 +51,11 @@ pub async fn observe(
         None => None,
     };
     let pipeline = pipelines.into_iter().next();
-    let feedback_name =
-        pipeline.as_ref().and_then(|p| p.spec.feedback_loop.as_ref()).filter(|f| f.enabled).map(|f| f.dataset_version.clone());
+    let feedback_name = pipeline
+        .as_ref()
+        .and_then(|p| p.spec.feedback_loop.as_ref())
+        .filter(|f| f.enabled)
+        .map(|f| f.dataset_version.clone());
     let feedback = match &feedback_name {
         Some(name) => Api::<DatasetVersion>::namespaced(client.clone(), &ns).get_opt(name).await?,
         None => None,
@@ -63,7 +66,8 @@ pub async fn observe(
 /// Ready replicas from the apps/v1 Deployment; the pods' `/status` when any is ready.
 pub async fn pods(client: &kube::Client, d: &FlywheelDeployment) -> Result<Pods> {
     let apps: Api<AppsDeployment> = Api::namespaced(client.clone(), &d.namespace().unwrap_or_default());
-    let ready = apps.get_opt(&build::server_name(d)).await?.and_then(|a| a.status).and_then(|s| s.ready_replicas).unwrap_or(0);
+    let ready =
+        apps.get_opt(&build::server_name(d)).await?.and_then(|a| a.status).and_then(|s| s.ready_replicas).unwrap_or(0);
     let statuses = if ready > 0 { monitoring::read_pods(client, d).await } else { Vec::new() };
     Ok(Pods { ready, statuses })
 }

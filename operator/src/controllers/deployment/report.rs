@@ -44,7 +44,9 @@ pub fn record(
     match (&verdict.champion, pods.ready) {
         (Some((reason, message)), _) => rec.fail(conditions::READY, reason, message.clone()),
         (None, 0) => rec.fail(conditions::READY, "NoReadyReplicas", "waiting for inference pods to become ready"),
-        (None, n) => rec.ok(conditions::READY, "Serving", format!("{n} ready replicas serving {}", observed.champion_name)),
+        (None, n) => {
+            rec.ok(conditions::READY, "Serving", format!("{n} ready replicas serving {}", observed.champion_name))
+        }
     };
     status.observed_generation = generation;
     rec.into_notices()
@@ -53,7 +55,9 @@ pub fn record(
 fn served_models(rec: &mut StatusRecorder, observed: &Observed, verdict: &Verdict) {
     match &verdict.champion {
         Some((reason, message)) => rec.fail(conditions::CHAMPION_READY, reason, message.clone()).announce(),
-        None => rec.ok(conditions::CHAMPION_READY, "Ready", format!("serving {}", observed.champion_name)).announce_as("ChampionReady"),
+        None => rec
+            .ok(conditions::CHAMPION_READY, "Ready", format!("serving {}", observed.champion_name))
+            .announce_as("ChampionReady"),
     };
     match (&observed.shadow_name, &verdict.shadow) {
         (Some(_), Some((reason, message))) => rec.fail(conditions::SHADOW_READY, reason, message.clone()).announce(),
@@ -63,7 +67,12 @@ fn served_models(rec: &mut StatusRecorder, observed: &Observed, verdict: &Verdic
 }
 
 /// The pods' monitoring figures (when they moved) and whether they loaded the served models.
-fn pod_figures(rec: &mut StatusRecorder, monitoring: &mut Option<MonitoringSummary>, statuses: &[serde_json::Value], at: Timestamp) {
+fn pod_figures(
+    rec: &mut StatusRecorder,
+    monitoring: &mut Option<MonitoringSummary>,
+    statuses: &[serde_json::Value],
+    at: Timestamp,
+) {
     let summary = monitoring::summarise(statuses);
     if !monitoring::same_figures(summary.as_ref(), monitoring.as_ref()) {
         *monitoring = summary.map(|m| MonitoringSummary { time: Some(Time(at)), ..m });
@@ -74,7 +83,11 @@ fn pod_figures(rec: &mut StatusRecorder, monitoring: &mut Option<MonitoringSumma
     match monitoring::load_errors(statuses).as_slice() {
         [] => rec.ok(conditions::MODELS_LOADED, "Loaded", "the inference pods loaded the served models").changed(),
         errors => rec
-            .fail(conditions::MODELS_LOADED, "LoadFailed", format!("the previous models keep serving: {}", errors.join("; ")))
+            .fail(
+                conditions::MODELS_LOADED,
+                "LoadFailed",
+                format!("the previous models keep serving: {}", errors.join("; ")),
+            )
             .announce_as("ModelLoadFailed"),
     };
 }
@@ -82,9 +95,12 @@ fn pod_figures(rec: &mut StatusRecorder, monitoring: &mut Option<MonitoringSumma
 /// Events for the history entries this reconcile appended: promotions a pipeline asked for,
 /// then changes of the spec.
 pub fn history_notices(promoted: &[Promotion], spec_changes: &[Promotion]) -> Vec<Notice> {
-    let promoted = promoted
-        .iter()
-        .map(|p| Notice { warning: false, reason: "Promoted".into(), action: "Promote", message: promotion::note(p) });
+    let promoted = promoted.iter().map(|p| Notice {
+        warning: false,
+        reason: "Promoted".into(),
+        action: "Promote",
+        message: promotion::note(p),
+    });
     let spec = spec_changes.iter().map(|change| Notice {
         warning: false,
         reason: "SpecChanged".into(),
@@ -122,7 +138,14 @@ mod tests {
     }
 
     fn observed(shadow: Option<&str>) -> Observed {
-        Observed { champion_name: "m-v1".into(), champion: None, shadow_name: shadow.map(Into::into), shadow: None, pipeline: None, feedback: None }
+        Observed {
+            champion_name: "m-v1".into(),
+            champion: None,
+            shadow_name: shadow.map(Into::into),
+            shadow: None,
+            pipeline: None,
+            feedback: None,
+        }
     }
 
     fn children(shadow: Option<&str>) -> Children {
@@ -148,7 +171,10 @@ mod tests {
     #[test]
     fn a_champion_that_cannot_serve_is_refused_and_announced_once() {
         let mut status = DeploymentStatus { champion: Some("m-v0".into()), ..Default::default() };
-        let verdict = Verdict { champion: Some(("ModelVersionNotFound".into(), "ModelVersion \"m-v1\" does not exist".into())), shadow: None };
+        let verdict = Verdict {
+            champion: Some(("ModelVersionNotFound".into(), "ModelVersion \"m-v1\" does not exist".into())),
+            shadow: None,
+        };
         let notices = record(&mut status, Some(2), &observed(None), &verdict, None, &pods(1, vec![]), at(1));
         assert_eq!(reasons(&notices), [(true, "ModelVersionNotFound")]);
         assert_eq!(status.champion.as_deref(), Some("m-v0"), "the previous champion stays");
@@ -162,9 +188,21 @@ mod tests {
 
     #[test]
     fn serving_a_new_pair_forgets_the_old_figures_and_announces_the_champion() {
-        let mut status = DeploymentStatus { champion: Some("m-v1".into()), monitoring: Some(MonitoringSummary { max_drift: Some(0.3), ..Default::default() }), ..Default::default() };
+        let mut status = DeploymentStatus {
+            champion: Some("m-v1".into()),
+            monitoring: Some(MonitoringSummary { max_drift: Some(0.3), ..Default::default() }),
+            ..Default::default()
+        };
         let verdict = Verdict::default();
-        let notices = record(&mut status, Some(1), &observed(Some("m-v2")), &verdict, Some(&children(Some("m-v2"))), &pods(0, vec![]), at(1));
+        let notices = record(
+            &mut status,
+            Some(1),
+            &observed(Some("m-v2")),
+            &verdict,
+            Some(&children(Some("m-v2"))),
+            &pods(0, vec![]),
+            at(1),
+        );
         assert_eq!(reasons(&notices), [(false, "ChampionReady")]);
         assert_eq!((status.champion.as_deref(), status.shadow.as_deref()), (Some("m-v1"), Some("m-v2")));
         assert_eq!(status.monitoring, None);
@@ -178,13 +216,32 @@ mod tests {
     fn load_failures_are_announced_and_figures_recorded_when_they_move() {
         let mut status = DeploymentStatus::default();
         let failing = serde_json::json!({"reload": {"errors": ["champion m-v1: not an ONNX file"]}, "quality": {"reviewedSamples": 3, "champion": 0.5}});
-        let notices = record(&mut status, Some(1), &observed(None), &Verdict::default(), Some(&children(None)), &pods(1, vec![failing.clone()]), at(1));
+        let notices = record(
+            &mut status,
+            Some(1),
+            &observed(None),
+            &Verdict::default(),
+            Some(&children(None)),
+            &pods(1, vec![failing.clone()]),
+            at(1),
+        );
         assert_eq!(reasons(&notices), [(false, "ChampionReady"), (true, "ModelLoadFailed")]);
         let loaded = condition::find(&status.conditions, conditions::MODELS_LOADED).unwrap();
         assert!(loaded.status == "False" && loaded.message.contains("not an ONNX file"), "{loaded:?}");
         assert!(condition::is_true(&status.conditions, conditions::READY));
-        assert_eq!(status.monitoring.as_ref().map(|m| (m.champion_metric, m.reviewed_samples, m.time.clone())), Some((Some(0.5), Some(3), Some(Time(at(1))))));
-        let notices = record(&mut status, Some(1), &observed(None), &Verdict::default(), Some(&children(None)), &pods(1, vec![failing]), at(2));
+        assert_eq!(
+            status.monitoring.as_ref().map(|m| (m.champion_metric, m.reviewed_samples, m.time.clone())),
+            Some((Some(0.5), Some(3), Some(Time(at(1)))))
+        );
+        let notices = record(
+            &mut status,
+            Some(1),
+            &observed(None),
+            &Verdict::default(),
+            Some(&children(None)),
+            &pods(1, vec![failing]),
+            at(2),
+        );
         assert!(notices.is_empty(), "{notices:?}");
         assert_eq!(status.monitoring.unwrap().time, Some(Time(at(1))), "same figures: the time stays");
         assert_eq!(requeue(&Verdict::default(), 1), Duration::from_secs(15));

@@ -57,7 +57,13 @@ pub fn apply_spec(spec: &DeploymentSpec, history: &mut Vec<Promotion>, now: Time
 
 /// Appends one entry per change, each replacing what its role served until then, and caps the
 /// history. Returns the entries appended.
-pub fn record(history: &mut Vec<Promotion>, changes: &[(Role, Option<String>)], time: Time, reason: &str, message: &str) -> Vec<Promotion> {
+pub fn record(
+    history: &mut Vec<Promotion>,
+    changes: &[(Role, Option<String>)],
+    time: Time,
+    reason: &str,
+    message: &str,
+) -> Vec<Promotion> {
     let mut added = Vec::new();
     for (role, model) in changes {
         let entry = Promotion {
@@ -114,7 +120,14 @@ mod tests {
     }
 
     fn promotion(role: Role, model: &str) -> Promotion {
-        Promotion { time: t(), role, model_version: Some(model.into()), previous: None, reason: "ContinuousDeployment".into(), message: String::new() }
+        Promotion {
+            time: t(),
+            role,
+            model_version: Some(model.into()),
+            previous: None,
+            reason: "ContinuousDeployment".into(),
+            message: String::new(),
+        }
     }
 
     #[test]

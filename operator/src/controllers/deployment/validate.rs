@@ -1,8 +1,8 @@
 //! Validate: never replace a serving model with one that cannot serve.
 
+use flywheel_api::ModelVersion;
 use flywheel_api::condition;
 use flywheel_api::model_version::ModelPhase;
-use flywheel_api::ModelVersion;
 
 use super::read::Observed;
 

@@ -30,21 +30,12 @@ pub async fn dataset(
 ) -> NamedDataset {
     let mut opts = DatasetOptions::new(task, format, count);
     opts.seed = seed;
-    let spec =
-        generate::write_dataset(&Location::open(&file_uri(&dir.join(name))).unwrap(), &opts)
-            .await
-            .unwrap();
-    NamedDataset {
-        name: name.to_string(),
-        spec,
-    }
+    let spec = generate::write_dataset(&Location::open(&file_uri(&dir.join(name))).unwrap(), &opts).await.unwrap();
+    NamedDataset { name: name.to_string(), spec }
 }
 
 pub fn model(dir: &Path, task: Task, seed: u64) -> NamedModel {
-    let labels: Vec<String> = generate::DEFAULT_LABELS
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let labels: Vec<String> = generate::DEFAULT_LABELS.iter().map(|s| s.to_string()).collect();
     let bytes = match task {
         Task::Classification => generate::classifier(labels.len(), 64, seed),
         Task::Detection => generate::detector(labels.len(), 64, seed),
@@ -58,13 +49,7 @@ pub fn model(dir: &Path, task: Task, seed: u64) -> NamedModel {
     }
 }
 
-pub fn request(
-    model: NamedModel,
-    train: Vec<NamedDataset>,
-    out: &Path,
-    epochs: u32,
-    lr: f64,
-) -> TrainRequest {
+pub fn request(model: NamedModel, train: Vec<NamedDataset>, out: &Path, epochs: u32, lr: f64) -> TrainRequest {
     TrainRequest {
         base_model: model,
         train,
