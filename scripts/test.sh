@@ -15,6 +15,10 @@ export PATH="$FLYWHEEL_CACHE/venv/bin:$PATH"
 echo "==> control plane (kube-apiserver, kube-controller-manager; cached after the first build)"
 bash scripts/control-plane.sh
 
+echo "==> cargo fmt --check, cargo clippy (warnings are errors)"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
 echo "==> workspace binaries (Pods of the local cluster run them)"
 cargo build --workspace --bins
 
