@@ -4,6 +4,9 @@
 //! the operator crate). They live in their own crate so the operator, the inference server,
 //! the trainer and the e2e tests share them without pulling in each other's dependencies.
 
+// kube's `#[kube(printcolumn(..))]` repeats an attribute by design.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod common;
 pub mod condition;
 pub mod data_pipeline;

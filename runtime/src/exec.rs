@@ -48,10 +48,10 @@ pub fn execute(
         if t.dtype() != info.dtype {
             return Err(bad(format!("dtype {:?}, the model expects {:?}", t.dtype(), info.dtype)));
         }
-        if let Some(shape) = &info.shape {
-            if !info.matches(t.dims()) {
-                return Err(bad(format!("shape {:?} does not match the model's {:?}", t.dims(), shape)));
-            }
+        if let Some(shape) = &info.shape
+            && !info.matches(t.dims())
+        {
+            return Err(bad(format!("shape {:?} does not match the model's {:?}", t.dims(), shape)));
         }
         if let Some(ty) = g.held.get(id) {
             ty.check_range(t).map_err(|e| bad(e.to_string()))?;

@@ -179,14 +179,13 @@ fn fuse_activations(g: &mut Graph) {
             let sig_out = g.nodes[s].outputs[0];
             let is_mul = matches!(g.nodes[m].op, Op::Binary(ops::elementwise::Binary::Mul));
             let mul_ins: HashSet<Option<usize>> = g.nodes[m].inputs.iter().copied().collect();
-            if let Some(act) = gate(&g.nodes[s].op) {
-                if is_mul
-                    && mul_ins == HashSet::from([Some(out), Some(sig_out)])
-                    && consumers(g, sig_out).len() == 1
-                    && !is_output(g, sig_out)
-                {
-                    fused = Some((act, vec![s, m], g.nodes[m].outputs[0]));
-                }
+            if let Some(act) = gate(&g.nodes[s].op)
+                && is_mul
+                && mul_ins == HashSet::from([Some(out), Some(sig_out)])
+                && consumers(g, sig_out).len() == 1
+                && !is_output(g, sig_out)
+            {
+                fused = Some((act, vec![s, m], g.nodes[m].outputs[0]));
             }
         }
         if let Some((act, gone, new_out)) = fused {
@@ -218,10 +217,11 @@ fn liveness(g: &Graph) -> Vec<Vec<usize>> {
     }
     let mut free = vec![Vec::new(); g.nodes.len()];
     for (id, l) in last.iter().enumerate() {
-        if let Some(ni) = l {
-            if !is_output(g, id) && !g.consts.contains_key(&id) {
-                free[*ni].push(id);
-            }
+        if let Some(ni) = l
+            && !is_output(g, id)
+            && !g.consts.contains_key(&id)
+        {
+            free[*ni].push(id);
         }
     }
     free

@@ -122,7 +122,8 @@ pub fn decode_yolo(layout: &YoloLayout, data: &[f32], threshold: f32) -> Vec<Det
     let mut out = Vec::new();
     for a in 0..anchors {
         let obj = if layout.objectness { at(4, a) } else { 1.0 };
-        if !(obj >= threshold) {
+        // Written so that a NaN objectness is skipped too.
+        if obj.is_nan() || obj < threshold {
             continue;
         }
         let (mut best, mut best_score) = (0, f32::NEG_INFINITY);

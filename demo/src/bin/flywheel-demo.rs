@@ -167,8 +167,7 @@ async fn run(
     let metrics = mv.spec.metrics.iter().map(|(k, v)| format!("{k}={v:.3}")).collect::<Vec<_>>().join(" ");
     progress.done(t, format!("{trained} Ready (offline {metrics}), now the shadow"));
 
-    let t = progress
-        .step(&format!("reviewing 20 more predictions the new shadow also made; the promotion gate compares them"));
+    let t = progress.step("reviewing 20 more predictions the new shadow also made; the promotion gate compares them");
     flywheel.review_shadow_samples(&trained, 20).await?;
     let quality = flywheel.serving()?.status().await?["quality"].clone();
     progress.info(format!(

@@ -66,7 +66,7 @@ fn depthwise(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
                     // Output columns whose input column ox*sw+off lies inside [0, w).
                     let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(wn.sw) };
                     let hi_excl =
-                        if (w as isize) - off <= 0 { 0 } else { (((w as isize - off) as usize) + wn.sw - 1) / wn.sw };
+                        if (w as isize) - off <= 0 { 0 } else { ((w as isize - off) as usize).div_ceil(wn.sw) };
                     let hi = hi_excl.min(ow);
                     if lo >= hi {
                         continue;

@@ -328,7 +328,7 @@ fn conv_differentiable(
     win: &Window,
     spatial: usize,
 ) -> Result<Tensor> {
-    if win.sh != win.sw && spatial == 2 || win.dh != win.dw && spatial == 2 {
+    if spatial == 2 && (win.sh != win.sw || win.dh != win.dw) {
         bail!("training through a convolution with unequal strides/dilations is not supported");
     }
     let x4 = if spatial == 1 { x.unsqueeze(2)? } else { x.clone() };

@@ -209,10 +209,13 @@ pub fn resize(r: &Resize, ins: &[Option<&Tensor>]) -> Result<Tensor> {
         return resize_by_taps(x, r, &axes, &sizes, &scales, ins);
     }
     let changed: Vec<usize> = (0..rank).filter(|&d| sizes[d] != x.dims()[d] || scales[d] != 1.0).collect();
-    if r.cubic.is_none() && rank >= 2 && changed.iter().all(|&d| d >= rank - 2) && !x.track_op() {
-        if let Some(y) = resize_hw_fast(x, &sizes, &scales, r)? {
-            return Ok(y);
-        }
+    if r.cubic.is_none()
+        && rank >= 2
+        && changed.iter().all(|&d| d >= rank - 2)
+        && !x.track_op()
+        && let Some(y) = resize_hw_fast(x, &sizes, &scales, r)?
+    {
+        return Ok(y);
     }
     let mut y = x.clone();
     for d in 0..rank {
@@ -433,8 +436,8 @@ fn resize_axis_cubic(
     exclude: bool,
 ) -> Result<Tensor> {
     let dev = x.device();
-    let mut idx = vec![Vec::with_capacity(out_len); 4];
-    let mut wts = vec![Vec::with_capacity(out_len); 4];
+    let mut idx: [Vec<_>; 4] = std::array::from_fn(|_| Vec::with_capacity(out_len));
+    let mut wts: [Vec<_>; 4] = std::array::from_fn(|_| Vec::with_capacity(out_len));
     for i in 0..out_len {
         let c = source_coord(r, i, in_len, out_len, scale);
         let base = c.floor();

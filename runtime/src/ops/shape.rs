@@ -13,10 +13,13 @@ pub struct Split {
     pub num_outputs: Option<usize>,
 }
 
+/// Starts, ends and optional axes.
+pub type SliceAttrs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>);
+
 #[derive(Debug, Clone)]
 pub struct Slice {
     /// Opset < 10 keeps starts/ends/axes as attributes.
-    pub attr: Option<(Vec<i64>, Vec<i64>, Option<Vec<i64>>)>,
+    pub attr: Option<SliceAttrs>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -171,7 +174,7 @@ pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool) -> Result<Tensor> {
     }
     if let Some(h) = hole {
         let known: usize = dims.iter().product();
-        if known == 0 || x.elem_count() % known != 0 {
+        if known == 0 || !x.elem_count().is_multiple_of(known) {
             bail!("cannot reshape {:?} to {spec:?}", x.dims())
         }
         dims[h] = x.elem_count() / known;

@@ -73,7 +73,7 @@ fn conv_relu(g: &mut GraphBuilder, init: &mut Init, name: &str, x: &str, cin: i6
 }
 
 fn check_size(size: u32, multiple: u32) -> Result<(), String> {
-    if size < multiple * 2 || size % multiple != 0 {
+    if size < multiple * 2 || !size.is_multiple_of(multiple) {
         return Err(format!("image size {size} must be a multiple of {multiple} and at least {}", multiple * 2));
     }
     Ok(())

@@ -21,6 +21,7 @@ pub enum Dim {
     Named(&'static str),
 }
 
+#[allow(clippy::large_enum_variant)] // a handful per generated graph
 pub enum Attr {
     Int(i64),
     Ints(Vec<i64>),

@@ -83,6 +83,7 @@ fn determinant(m: &[Vec<f64>]) -> f64 {
         det *= a[c][c];
         for r in c + 1..n {
             let f = a[r][c] / a[c][c];
+            #[allow(clippy::needless_range_loop)] // row r and row c of one matrix
             for k in c..n {
                 a[r][k] -= f * a[c][k];
             }

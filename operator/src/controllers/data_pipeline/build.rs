@@ -60,6 +60,7 @@ pub struct JobSettings {
     pub resources: Option<ResourceRequirements>,
 }
 
+#[allow(clippy::too_many_arguments)] // one Job builder for profile and train Jobs
 fn job(
     p: &DataPipeline,
     name: String,

@@ -201,7 +201,7 @@ mod tests {
             reason: "ContinuousDeployment".into(),
             message: String::new(),
         };
-        assert!(already_promoted(&[p.clone()], Role::Shadow, "p-r1"));
+        assert!(already_promoted(std::slice::from_ref(&p), Role::Shadow, "p-r1"));
         assert!(!already_promoted(&[p], Role::Champion, "p-r1"));
     }
 
