@@ -48,6 +48,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+mod direct;
+mod observe;
+
+use direct::api_server_phase;
+use observe::{deployment_reconciles, mib, peak_rss_kib, print_table, wait_converged};
+
 const FIELD_MANAGER: &str = "flywheel-operator-bench";
 /// The ModelVersion every benchmark Deployment serves.
 const MODEL: &str = "bench-model";
@@ -231,25 +237,6 @@ async fn operator_phase(
     outcome
 }
 
-/// The bench itself creating what the operator would, with no operator running.
-async fn api_server_phase(
-    cluster: &Cluster,
-    args: &Args,
-    champion: &ModelVersion,
-    round: usize,
-) -> anyhow::Result<Duration> {
-    let client = cluster.client();
-    let ns = create_namespace(&client, "bench-apiserver").await?;
-    eprintln!("round {round}: API server alone creating {} Deployments' objects", args.count);
-    let start = Instant::now();
-    futures::stream::iter(0..args.count)
-        .map(|i| create_directly(&client, &ns, champion, i))
-        .buffer_unordered(args.concurrency)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(start.elapsed())
-}
-
 fn name(i: usize) -> String {
     format!("bench-{i:05}")
 }
@@ -309,20 +296,6 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// `reconciles_total{kind="Deployment"}` from the operator's /metrics (plain HTTP/1.0 GET).
-async fn deployment_reconciles(port: u16) -> anyhow::Result<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream =
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.context("connecting to the operator's /metrics")?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await?;
-    body.lines()
-        .filter(|l| l.contains("reconciles_total{") && l.contains("kind=\"Deployment\""))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .context("no Deployment reconciles_total in the operator's /metrics")
-}
-
 fn check_alive(operator: &mut ManagedChild, log: &Path) -> anyhow::Result<()> {
     match operator.try_wait() {
         Some(status) => bail!("the operator exited ({status}); its log ends with:\n{}", log_tail(log, 30)),
@@ -365,176 +338,4 @@ async fn ready_model(
         }
         tokio::time::sleep(POLL).await;
     }
-}
-
-/// What the operator's reconcile writes for one Deployment, written by the bench instead.
-async fn create_directly(client: &Client, ns: &str, champion: &ModelVersion, i: usize) -> anyhow::Result<()> {
-    let d: FlywheelDeployment = apply(client, ns, &deployment_manifest(&name(i))).await?;
-    let image = Settings::default().server_image;
-    let inputs = build::Inputs {
-        champion,
-        shadow: None,
-        shadow_sample_rate: 1.0,
-        feedback: None,
-        reference_statistics_uri: None,
-        server_image: &image,
-    };
-    let config = build::serving_config(&d, &inputs)?;
-    // The operator creates the token Secret once (POST), and applies the rest.
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &token_secret(&d)?)
-        .await
-        .with_context(|| format!("creating Secret {}", build::token_secret_name(&d)))?;
-    apply::<ConfigMap, _>(client, ns, &build::config_map(&d, &config)?).await?;
-    apply::<AppsDeployment, _>(client, ns, &build::apps_deployment(&d, &config, &BTreeSet::new(), &image)?).await?;
-    apply::<Service, _>(client, ns, &build::service(&d)?).await?;
-    Ok(())
-}
-
-/// The review-token Secret as the operator creates it.
-fn token_secret(d: &FlywheelDeployment) -> anyhow::Result<Secret> {
-    use std::io::Read;
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut secret = Secret::default();
-    secret.metadata.name = Some(build::token_secret_name(d));
-    secret.metadata.labels = Some(build::labels(d));
-    secret.metadata.owner_references =
-        Some(vec![d.controller_owner_ref(&()).context("applied Deployment without uid")?]);
-    secret.data = Some([("token".to_string(), ByteString(token.into_bytes()))].into());
-    Ok(secret)
-}
-
-/// Polls until every Deployment of `ns` has ChampionReady=True and all four children; returns
-/// the time from `start` to the list that first saw it (the operator applies the children
-/// before it writes the status, so a ready status means they were already there).
-async fn wait_converged(
-    client: &Client,
-    ns: &str,
-    count: usize,
-    start: Instant,
-    timeout: Duration,
-    operator: &mut ManagedChild,
-    log: &Path,
-) -> anyhow::Result<Duration> {
-    let parents: Api<FlywheelDeployment> = Api::namespaced(client.clone(), ns);
-    let mut last_report = Instant::now();
-    loop {
-        check_alive(operator, log)?;
-        let list = parents.list(&ListParams::default()).await?;
-        let seen = start.elapsed();
-        let ready: BTreeSet<String> = list
-            .items
-            .iter()
-            .filter(|d| {
-                d.status
-                    .as_ref()
-                    .and_then(|s| condition::find(&s.conditions, CHAMPION_READY))
-                    .is_some_and(|c| c.status == condition::TRUE)
-            })
-            .map(|d| d.name_any())
-            .collect();
-        if ready.len() >= count {
-            let missing = missing_children(client, ns, &ready).await?;
-            if missing.is_empty() {
-                return Ok(seen);
-            }
-            tracing::warn!(?missing, "ChampionReady=True but children missing");
-        }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!("  {:.0}s: {} of {count} ChampionReady", seen.as_secs_f64(), ready.len());
-            last_report = Instant::now();
-        }
-        if seen > timeout {
-            let untouched: Vec<String> =
-                list.items.iter().filter(|d| d.status.is_none()).map(|d| d.name_any()).collect();
-            bail!(
-                "only {} of {count} Deployments ChampionReady after {timeout:?}; {} never got a status (e.g. {:?}); operator log:\n{}",
-                ready.len(),
-                untouched.len(),
-                &untouched[..untouched.len().min(5)],
-                log_tail(log, 30)
-            );
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Children (kind/name) of `parents` not found in `ns`.
-async fn missing_children(client: &Client, ns: &str, parents: &BTreeSet<String>) -> anyhow::Result<Vec<String>> {
-    async fn names<K>(client: &Client, ns: &str) -> anyhow::Result<BTreeSet<String>>
-    where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
-    {
-        let api: Api<K> = Api::namespaced(client.clone(), ns);
-        let list = api.list_metadata(&ListParams::default().labels(CHILD_SELECTOR)).await?;
-        Ok(list.items.iter().map(|m| m.name_any()).collect())
-    }
-    let config_maps = names::<ConfigMap>(client, ns).await?;
-    let apps = names::<AppsDeployment>(client, ns).await?;
-    let services = names::<Service>(client, ns).await?;
-    let secrets = names::<Secret>(client, ns).await?;
-    let mut missing = Vec::new();
-    for parent in parents {
-        let wanted = [
-            ("ConfigMap", format!("{parent}-serving"), &config_maps),
-            ("Deployment.apps", format!("{parent}-inference"), &apps),
-            ("Service", format!("{parent}-inference"), &services),
-            ("Secret", format!("{parent}-review-token"), &secrets),
-        ];
-        missing.extend(wanted.iter().filter(|(_, n, set)| !set.contains(n)).map(|(kind, n, _)| format!("{kind}/{n}")));
-    }
-    Ok(missing)
-}
-
-/// The peak resident set size (VmHWM) of a live process, in KiB.
-fn peak_rss_kib(pid: i32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no VmHWM in {path}"))
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
-}
-
-fn print_table(args: &Args, rounds: &[Round]) {
-    let api = median(rounds.iter().map(|r| r.api_server_alone.as_secs_f64()).collect());
-    let op = median(rounds.iter().map(|r| r.operator_converge.as_secs_f64()).collect());
-    let peak = median(rounds.iter().map(|r| mib(r.operator_peak_rss_kib)).collect());
-    let idle = median(rounds.iter().map(|r| mib(r.operator_idle_rss_kib)).collect());
-    let what = if rounds.len() > 1 { format!("medians of {} rounds", rounds.len()) } else { "1 round".to_string() };
-    println!("flywheel-operator-bench ({what}, concurrency {})", args.concurrency);
-    let per_deployment = median(rounds.iter().map(|r| r.operator_reconciles / args.count as f64).collect());
-    println!(
-        "{:>6}  {:>20}  {:>21}  {:>6}  {:>21}  {:>21}  {:>19}",
-        "N",
-        "API server alone (s)",
-        "operator converge (s)",
-        "ratio",
-        "operator peak RSS MiB",
-        "operator idle RSS MiB",
-        "reconciles/Deployment"
-    );
-    println!(
-        "{:>6}  {:>20.2}  {:>21.2}  {:>6.2}  {:>21.1}  {:>21.1}  {:>19.1}",
-        args.count,
-        api,
-        op,
-        op / api,
-        peak,
-        idle,
-        per_deployment
-    );
 }
