@@ -51,14 +51,8 @@ pub struct DatasetVersionSpec {
     pub credentials: Option<CredentialsRef>,
 }
 
-/// Dataset layouts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DatasetFormat {
-    Coco,
-    Yolo,
-    Imagefolder,
-}
+/// Dataset layouts, shared with the trainer and the inference server.
+pub use flywheel_types::dataset::DatasetFormat;
 
 /// Observed state of a DatasetVersion.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -10,14 +10,42 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::backend::{BackendError, ModelBackend, TensorF32};
+use crate::backend::{BackendError, ModelBackend, TensorF32, split_rows};
 use crate::error::ServerError;
+
+/// Why a queued request got no outputs.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("the model's queue is full")]
+    Overloaded,
+    #[error("the model was unloaded")]
+    Stopped,
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl From<BatchError> for ServerError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Overloaded => ServerError::Overloaded,
+            BatchError::Stopped => ServerError::NotReady(e.to_string()),
+            BatchError::Backend(e) => e.into(),
+        }
+    }
+}
 
 struct Job {
     input: TensorF32,
-    reply: oneshot::Sender<Result<Vec<TensorF32>, String>>,
+    reply: oneshot::Sender<Result<Vec<TensorF32>, BatchError>>,
 }
 
+impl Job {
+    /// The caller went away (its request future was dropped, e.g. the client disconnected):
+    /// nobody would read the outputs, so the job is not run.
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
 /// Counts requests in flight in the HTTP layer (the batcher's hint that more may join).
 pub struct InFlight(Arc<AtomicUsize>);
 
@@ -58,14 +86,15 @@ impl Batcher {
         Self { tx }
     }
 
-    /// Queues one request (itself possibly a batch) and waits for its outputs.
-    pub async fn infer(&self, input: TensorF32) -> Result<Vec<TensorF32>, ServerError> {
+    /// Queues one request (itself possibly a batch) and waits for its outputs. Dropping the
+    /// returned future before the batch starts takes the request out of it.
+    pub async fn infer(&self, input: TensorF32) -> Result<Vec<TensorF32>, BatchError> {
         let (reply, rx) = oneshot::channel();
         self.tx.try_send(Job { input, reply }).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => ServerError::Overloaded,
-            mpsc::TrySendError::Disconnected(_) => ServerError::NotReady("model unloaded".into()),
+            mpsc::TrySendError::Full(_) => BatchError::Overloaded,
+            mpsc::TrySendError::Disconnected(_) => BatchError::Stopped,
         })?;
-        rx.await.map_err(|_| ServerError::Internal("batching thread stopped".into()))?.map_err(ServerError::Backend)
+        rx.await.map_err(|_| BatchError::Stopped)?
     }
 }
 
@@ -85,6 +114,9 @@ fn run_loop(
                 Err(_) => return,
             },
         };
+        if first.abandoned() {
+            continue;
+        }
         let mut items = first.input.shape.first().copied().unwrap_or(1);
         let mut jobs = vec![first];
         let deadline = Instant::now() + max_wait;
@@ -108,6 +140,9 @@ fn run_loop(
                     }
                 }
             };
+            if job.abandoned() {
+                continue;
+            }
             let n = job.input.shape.first().copied().unwrap_or(1);
             if items + n > max_batch || job.input.shape[1..] != jobs[0].input.shape[1..] {
                 pending = Some(job);
@@ -116,15 +151,18 @@ fn run_loop(
             items += n;
             jobs.push(job);
         }
-        execute(backend.as_ref(), jobs);
+        // Callers may have gone while the batch was gathered.
+        jobs.retain(|j| !j.abandoned());
+        if !jobs.is_empty() {
+            execute(backend.as_ref(), jobs);
+        }
     }
 }
 
 fn execute(backend: &dyn ModelBackend, jobs: Vec<Job>) {
     if jobs.len() == 1 {
         let job = jobs.into_iter().next().expect("one job");
-        let out = backend.run(&job.input).map_err(|e| e.to_string());
-        let _ = job.reply.send(out);
+        let _ = job.reply.send(backend.run(&job.input).map_err(BatchError::from));
         return;
     }
     let sizes: Vec<usize> = jobs.iter().map(|j| j.input.shape[0]).collect();
@@ -136,61 +174,19 @@ fn execute(backend: &dyn ModelBackend, jobs: Vec<Job>) {
         data.extend_from_slice(&j.input.data);
     }
     let batch = TensorF32 { shape, data };
-    match backend.run(&batch).and_then(|outs| split(outs, &sizes)) {
+    match backend.run(&batch).and_then(|outs| split_rows(&outs, &sizes)) {
         Ok(per_job) => {
             for (job, outs) in jobs.into_iter().zip(per_job) {
                 let _ = job.reply.send(Ok(outs));
             }
         }
         Err(e) => {
-            let msg = e.to_string();
             for job in jobs {
-                let _ = job.reply.send(Err(msg.clone()));
+                let _ = job.reply.send(Err(e.clone().into()));
             }
         }
     }
 }
 
-/// Splits every output along its leading dimension into the callers' shares.
-fn split(outs: Vec<TensorF32>, sizes: &[usize]) -> Result<Vec<Vec<TensorF32>>, BackendError> {
-    let total: usize = sizes.iter().sum();
-    let mut per_job: Vec<Vec<TensorF32>> = sizes.iter().map(|_| Vec::new()).collect();
-    for out in outs {
-        if out.shape.first() != Some(&total) {
-            return Err(BackendError::Shape(format!(
-                "output shape {:?} does not keep the batch size {total}",
-                out.shape
-            )));
-        }
-        let item = out.item_len();
-        let mut offset = 0;
-        for (k, &n) in sizes.iter().enumerate() {
-            let mut shape = out.shape.clone();
-            shape[0] = n;
-            let data = out.data[offset * item..(offset + n) * item].to_vec();
-            per_job[k].push(TensorF32 { shape, data });
-            offset += n;
-        }
-    }
-    Ok(per_job)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_keeps_each_callers_rows() {
-        let out = TensorF32::new(vec![3, 2], vec![0., 1., 2., 3., 4., 5.]).unwrap();
-        let parts = split(vec![out], &[1, 2]).unwrap();
-        assert_eq!(parts[0][0].data, vec![0., 1.]);
-        assert_eq!(parts[1][0].shape, vec![2, 2]);
-        assert_eq!(parts[1][0].data, vec![2., 3., 4., 5.]);
-    }
-
-    #[test]
-    fn split_rejects_outputs_without_batch_dimension() {
-        let out = TensorF32::new(vec![2], vec![0., 1.]).unwrap();
-        assert!(split(vec![out], &[1, 2]).is_err());
-    }
-}
+mod tests;

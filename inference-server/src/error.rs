@@ -50,6 +50,16 @@ impl ServerError {
     }
 }
 
+/// A tensor that does not fit the model is the caller's mistake; the rest is the model's.
+impl From<crate::backend::BackendError> for ServerError {
+    fn from(e: crate::backend::BackendError) -> Self {
+        match e {
+            crate::backend::BackendError::Input(_) => Self::BadRequest(e.to_string()),
+            e => Self::Backend(e.to_string()),
+        }
+    }
+}
+
 /// A URI that does not resolve is the caller's mistake; everything else storage does wrong
 /// is the server's.
 impl From<flywheel_storage::StorageError> for ServerError {

@@ -16,11 +16,12 @@ pub mod fetch;
 pub mod http;
 pub mod metrics;
 pub mod models;
-pub mod pipeline;
 pub mod postprocess;
+pub mod predictor;
 pub mod predlog;
 pub mod preprocess;
 pub mod quality;
+pub mod record;
 pub mod reload;
 pub mod review;
 #[cfg(feature = "runtime")]

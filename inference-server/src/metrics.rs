@@ -8,7 +8,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, line
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::postprocess::Shape;
+use crate::record::{ImagePrediction, Shape};
 
 /// Side of the box-centre heat-map grid.
 pub const GRID: usize = 8;
@@ -185,8 +185,22 @@ impl Metrics {
         Self { registry, ..m }
     }
 
+    /// Records one model run of `role` (`champion` or `shadow`): its latency, the images it
+    /// answered and their shapes.
+    pub fn observe_run(&self, role: &str, model_version: &str, latency: f64, preds: &[ImagePrediction]) {
+        let labels = RoleVersion { role: role.into(), model_version: model_version.into() };
+        self.request_duration.get_or_create(&labels).observe(latency);
+        self.predictions.get_or_create(&labels).inc_by(preds.len() as u64);
+        if role == "champion" {
+            self.batch_size.observe(preds.len() as f64);
+        }
+        for p in preds {
+            self.observe_shapes(role, &p.shapes, p.width, p.height);
+        }
+    }
+
     /// Records the shapes of one image for the given role.
-    pub fn observe_shapes(&self, role: &str, shapes: &[Shape], width: u32, height: u32) {
+    fn observe_shapes(&self, role: &str, shapes: &[Shape], width: u32, height: u32) {
         for s in shapes {
             self.shapes.get_or_create(&RoleClass { role: role.into(), class: s.label.clone() }).inc();
             self.confidence.get_or_create(&RoleLabel { role: role.into() }).observe(s.confidence as f64);

@@ -1,15 +1,17 @@
-//! Loaded models: fetch → verify → build backend → check shapes → warm up → ready to swap in.
+//! Loaded models: fetch → verify → build backend → check shapes → warm up → ready to swap in;
+//! and running one: images → batch tensor → batcher → outputs → shapes per image.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::backend::{BackendError, ModelBackend, TensorF32};
+use crate::backend::{BackendError, ModelBackend, TensorF32, split_rows};
 use crate::batcher::Batcher;
 use crate::error::ServerError;
 use crate::postprocess;
-use crate::preprocess::InverseTransform;
-use crate::serving::{BatchingConfig, Layout, ServedModel};
+use crate::preprocess::{ImageInput, InverseTransform, to_tensor};
+use crate::record::Shape;
+use crate::serving::{BatchingConfig, ServedModel};
 
 /// Builds a backend from ONNX bytes (the runtime in production).
 pub type BackendFactory = Arc<dyn Fn(&[u8]) -> Result<Arc<dyn ModelBackend>, BackendError> + Send + Sync>;
@@ -29,17 +31,60 @@ impl LoadedModel {
 
     /// The input shape for a batch of `n` images.
     pub fn input_shape(&self, n: usize) -> Vec<usize> {
-        let i = &self.spec.input;
-        let (c, h, w) = (i.channels as usize, i.height as usize, i.width as usize);
-        match i.layout {
-            Layout::Nchw => vec![n, c, h, w],
-            Layout::Nhwc => vec![n, h, w, c],
-        }
+        flywheel_vision::batch_shape(&self.spec.input, n)
     }
 
+    /// Runs one request's tensor through the batcher.
     pub async fn infer(&self, input: TensorF32) -> Result<Vec<TensorF32>, ServerError> {
-        self.batcher.infer(input).await
+        Ok(self.batcher.infer(input).await?)
     }
+
+    /// The batch tensor of `images` in this model's input layout, with each image's way back
+    /// from input pixels to its own.
+    pub fn prepare(&self, images: &[ImageInput]) -> Result<(TensorF32, Vec<InverseTransform>), ServerError> {
+        let mut data = Vec::new();
+        let mut invs = Vec::with_capacity(images.len());
+        for img in images {
+            let (t, inv) = to_tensor(&img.decoded.rgb, &self.spec.input)?;
+            data.extend_from_slice(&t);
+            invs.push(inv);
+        }
+        Ok((TensorF32::new(self.input_shape(images.len()), data)?, invs))
+    }
+
+    /// Runs a prepared batch and decodes every item (one `invs` entry per item).
+    pub async fn predict(
+        &self,
+        tensor: TensorF32,
+        invs: &[InverseTransform],
+        threshold: f32,
+    ) -> Result<Predicted, ServerError> {
+        let t0 = Instant::now();
+        let outs = self.infer(tensor).await?;
+        let latency = t0.elapsed().as_secs_f64();
+        Ok(Predicted { shapes: self.decode(&outs, invs, threshold)?, latency })
+    }
+
+    /// Decodes a batch's outputs into each item's shapes.
+    pub fn decode(
+        &self,
+        outs: &[TensorF32],
+        invs: &[InverseTransform],
+        threshold: f32,
+    ) -> Result<Vec<Vec<Shape>>, ServerError> {
+        let items = split_rows(outs, &vec![1; invs.len()])?;
+        items
+            .iter()
+            .zip(invs)
+            .map(|(o, inv)| postprocess::decode(&self.spec.output, o, &self.spec.labels, threshold, inv))
+            .collect()
+    }
+}
+
+/// One model run's answer: shapes per item and the run's latency in seconds.
+pub struct Predicted {
+    pub shapes: Vec<Vec<Shape>>,
+    pub latency: f64,
 }
 
 /// Fetches, verifies, loads and warms a model. Errors are messages for logs and /status.
@@ -72,14 +117,7 @@ pub async fn load(
         .await
         .map_err(|e| format!("warm-up panicked: {e}"))?
         .map_err(|e| format!("warm-up run failed: {e}"))?;
-    let inv = InverseTransform {
-        scale_x: 1.0,
-        scale_y: 1.0,
-        pad_x: 0.0,
-        pad_y: 0.0,
-        width: spec.input.width,
-        height: spec.input.height,
-    };
+    let inv = InverseTransform::identity(spec.input.width, spec.input.height);
     postprocess::decode(&spec.output, &outs, &spec.labels, f32::INFINITY, &inv)
         .map_err(|e| format!("outputs do not fit the {:?} decoder: {e}", spec.output))?;
     let batcher = Batcher::spawn(

@@ -3,28 +3,12 @@
 //! shares), mapped back to original pixels and labelled. The confidence threshold is applied here.
 
 use flywheel_vision::decode::{Detection, YoloLayout, decode_yolo, top_classes};
-use serde::{Deserialize, Serialize};
 
 use crate::backend::TensorF32;
 use crate::error::ServerError;
 use crate::preprocess::InverseTransform;
+use crate::record::{Shape, label_of};
 use crate::serving::{Decoder, OutputSpec};
-
-/// One predicted shape: a class (classification) or a box with a class (detection).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Shape {
-    pub label: String,
-    pub class_id: usize,
-    pub confidence: f32,
-    /// [x1, y1, x2, y2] in original image pixels; absent for classification.
-    #[serde(rename = "box", default, skip_serializing_if = "Option::is_none")]
-    pub bbox: Option<[f32; 4]>,
-}
-
-pub fn label_of(labels: &[String], id: usize) -> String {
-    labels.get(id).cloned().unwrap_or_else(|| format!("class_{id}"))
-}
 
 /// Decodes the outputs of one image (batch dimension 1).
 pub fn decode(
@@ -84,7 +68,7 @@ mod tests {
     use super::*;
 
     fn ident() -> InverseTransform {
-        InverseTransform { scale_x: 1.0, scale_y: 1.0, pad_x: 0.0, pad_y: 0.0, width: 100, height: 100 }
+        InverseTransform::identity(100, 100)
     }
 
     #[test]

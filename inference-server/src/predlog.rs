@@ -1,10 +1,8 @@
 //! The prediction log: sampled records (and their input images) written in batches by a
-//! background task, never on a request's critical path. Layout under the log URI:
-//!   images/YYYY-MM-DD/<id>.<png|jpg>     the input image, written before its record
-//!   records/YYYY-MM-DD/<time>-<uuid>.jsonl  one JSON record per line, one object per batch
-//!   reviews/<id>.json                    the review of a prediction (created exactly once)
-//! Every object is written with one atomic put. Records and images older than the retention
-//! period are deleted; reviews are kept (they are small and make review exactly-once).
+//! background task, never on a request's critical path. The layout under the log URI is
+//! `flywheel_types::prediction`'s. Every object is written with one atomic put. Records and
+//! images older than the retention period are deleted; reviews are kept (they are small and
+//! make review exactly-once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,74 +10,39 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use flywheel_storage::{Location, StorageError};
-use serde::{Deserialize, Serialize};
+use flywheel_types::prediction::records_path;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
-use crate::postprocess::Shape;
-use crate::review::ReviewStore;
+use crate::record::{LogItem, PredictionRecord};
 use crate::serving::PredictionLogConfig;
 
 /// Queue between request handlers and the writer; beyond it records are dropped and counted.
 pub const QUEUE: usize = 4096;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ModelOutput {
-    pub model: String,
-    pub version: String,
-    pub shapes: Vec<Shape>,
-    pub latency_ms: f64,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PredictionRecord {
-    pub id: String,
-    pub time: DateTime<Utc>,
-    pub deployment: String,
-    pub task: crate::serving::Task,
-    /// Image path relative to the log root; absent for tensor (OIP) requests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    pub width: u32,
-    pub height: u32,
-    pub champion: ModelOutput,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shadow: Option<ModelOutput>,
-}
-
-pub struct LogItem {
-    pub record: PredictionRecord,
-    pub image: Option<Bytes>,
-}
+/// Receives every batch of records once it is in the log (the review index listens).
+pub type WrittenTx = mpsc::UnboundedSender<Vec<PredictionRecord>>;
+pub type WrittenRx = mpsc::UnboundedReceiver<Vec<PredictionRecord>>;
 
 pub struct PredictionLog {
     pub config: PredictionLogConfig,
     pub location: Location,
     tx: mpsc::Sender<LogItem>,
-}
-
-pub fn image_ext(format: image::ImageFormat) -> &'static str {
-    if format == image::ImageFormat::Png { "png" } else { "jpg" }
-}
-
-pub fn image_rel_path(id: &str, time: DateTime<Utc>, ext: &str) -> String {
-    format!("images/{}/{id}.{ext}", time.format("%Y-%m-%d"))
+    metrics: Arc<Metrics>,
 }
 
 impl PredictionLog {
     pub fn start(
         config: PredictionLogConfig,
         location: Location,
-        state_metrics: Arc<crate::state::AppState>,
-        reviews: Option<Arc<ReviewStore>>,
+        metrics: Arc<Metrics>,
+        written: Option<WrittenTx>,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let log = Arc::new(Self { config: config.clone(), location: location.clone(), tx });
-        tokio::spawn(writer(config.clone(), location.clone(), rx, state_metrics.clone(), reviews));
+        let log = Arc::new(Self { config: config.clone(), location: location.clone(), tx, metrics: metrics.clone() });
+        tokio::spawn(writer(config.clone(), location.clone(), rx, metrics.clone(), written));
         if config.retention_days > 0 {
-            tokio::spawn(retention(config.retention_days, location, Arc::downgrade(&log), state_metrics));
+            tokio::spawn(retention(config.retention_days, location, Arc::downgrade(&log), metrics));
         }
         log
     }
@@ -89,9 +52,12 @@ impl PredictionLog {
         self.config.sample_rate >= 1.0 || rand::random::<f64>() < self.config.sample_rate
     }
 
-    pub fn submit(&self, item: LogItem, metrics: &Metrics) {
-        if self.tx.try_send(item).is_err() {
-            metrics.log_dropped.inc();
+    /// Queues items for the writer (`None`s are items that were not sampled).
+    pub fn submit(&self, items: impl IntoIterator<Item = Option<LogItem>>) {
+        for item in items.into_iter().flatten() {
+            if self.tx.try_send(item).is_err() {
+                self.metrics.log_dropped.inc();
+            }
         }
     }
 }
@@ -100,8 +66,8 @@ async fn writer(
     config: PredictionLogConfig,
     loc: Location,
     mut rx: mpsc::Receiver<LogItem>,
-    state: Arc<crate::state::AppState>,
-    reviews: Option<Arc<ReviewStore>>,
+    metrics: Arc<Metrics>,
+    written: Option<WrittenTx>,
 ) {
     let max = config.flush_records.max(1);
     let interval = Duration::from_millis(config.flush_interval_ms.max(1));
@@ -117,13 +83,13 @@ async fn writer(
         }
         match write_batch(&loc, &batch).await {
             Ok(()) => {
-                state.metrics.log_records.inc_by(batch.len() as u64);
-                if let Some(r) = &reviews {
-                    r.add(batch.into_iter().map(|i| i.record)).await;
+                metrics.log_records.inc_by(batch.len() as u64);
+                if let Some(tx) = &written {
+                    let _ = tx.send(batch.into_iter().map(|i| i.record).collect());
                 }
             }
             Err(e) => {
-                state.metrics.log_errors.inc();
+                metrics.log_errors.inc();
                 tracing::warn!(error = %e, records = batch.len(), uri = %loc.uri(), "prediction log write failed");
             }
         }
@@ -143,13 +109,7 @@ async fn write_batch(loc: &Location, batch: &[LogItem]) -> Result<(), StorageErr
         serde_json::to_writer(&mut body, &i.record).expect("records serialise");
         body.push(b'\n');
     }
-    let now = Utc::now();
-    let name = format!(
-        "records/{}/{}-{}.jsonl",
-        now.format("%Y-%m-%d"),
-        now.format("%H%M%S%.6f"),
-        uuid::Uuid::new_v4().simple()
-    );
+    let name = records_path(Utc::now(), &uuid::Uuid::new_v4().simple().to_string());
     loc.put(&name, Bytes::from(body)).await
 }
 
@@ -169,18 +129,13 @@ pub async fn read_all(loc: &Location) -> Result<Vec<PredictionRecord>, StorageEr
 }
 
 /// Deletes images/ and records/ day folders older than the retention period, hourly.
-async fn retention(
-    days: u32,
-    loc: Location,
-    alive: std::sync::Weak<PredictionLog>,
-    state: Arc<crate::state::AppState>,
-) {
+async fn retention(days: u32, loc: Location, alive: std::sync::Weak<PredictionLog>, metrics: Arc<Metrics>) {
     loop {
         if alive.upgrade().is_none() {
             return;
         }
         if let Err(e) = delete_expired(&loc, days, Utc::now()).await {
-            state.metrics.log_errors.inc();
+            metrics.log_errors.inc();
             tracing::warn!(error = %e, "prediction log retention failed");
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;

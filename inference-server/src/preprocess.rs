@@ -2,11 +2,12 @@
 //! normalise, layout), the box mapping back to original pixels and the drift statistics live in
 //! `flywheel-vision`, shared with the trainer so it trains and profiles on identical inputs.
 
-use crate::serving::InputSpec;
+use bytes::Bytes;
 pub use flywheel_vision::{ImageStats, InverseTransform};
 use image::{ImageFormat, RgbImage};
 
 use crate::error::ServerError;
+use crate::serving::InputSpec;
 
 /// Largest width or height accepted, to bound memory per request.
 pub const MAX_IMAGE_SIDE: u32 = 8192;
@@ -15,6 +16,12 @@ pub const MAX_IMAGE_SIDE: u32 = 8192;
 pub struct DecodedImage {
     pub rgb: RgbImage,
     pub format: ImageFormat,
+}
+
+/// One request image: the original bytes (for the prediction log) and the decoded pixels.
+pub struct ImageInput {
+    pub bytes: Bytes,
+    pub decoded: DecodedImage,
 }
 
 /// Decodes PNG or JPEG bytes; anything else is a 4xx with the reason.

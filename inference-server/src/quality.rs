@@ -4,7 +4,7 @@
 
 use flywheel_vision::quality::{self, ImageBoxes, Predicted, Truth};
 
-use crate::postprocess::Shape;
+use crate::record::Shape;
 
 /// (predictions, ground truth) per image.
 pub type Pair<'a> = (&'a [Shape], &'a [Shape]);

@@ -17,7 +17,8 @@ use crate::metrics::{ModelInfo, RoleLabel};
 use crate::models::{self, LoadedModel};
 use crate::predlog::PredictionLog;
 use crate::review::ReviewStore;
-use crate::serving::{FeedbackFormat, ReferenceStatistics, ServedModel, ServingConfig, Task};
+use crate::serving::{DatasetFormat, ReferenceStatistics, ServedModel, ServingConfig};
+use crate::shadow::ShadowRunner;
 use crate::state::{AppState, Serving};
 
 /// Loads `config` and swaps it in. Returns the errors (empty on full success).
@@ -54,14 +55,15 @@ pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> 
     };
     // Storage-side parts: reuse the old ones when their settings did not change.
     let same = |f: fn(&ServingConfig) -> String| old.as_ref().is_some_and(|o| f(&o.config) == f(&config));
-    let reviews = if same(|c| {
+    let same_reviews = same(|c| {
         format!(
             "{:?}{:?}{:?}",
             c.prediction_log.as_ref().map(|l| &l.uri),
             c.feedback_dataset,
             (c.champion.task, &c.champion.labels)
         )
-    }) {
+    });
+    let reviews = if same_reviews {
         old.as_ref().and_then(|o| o.reviews.clone())
     } else {
         match open_reviews(&config).await {
@@ -72,11 +74,22 @@ pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> 
             }
         }
     };
-    let log = match (&config.prediction_log, same(|c| format!("{:?}", c.prediction_log))) {
-        (None, _) => None,
-        (Some(_), true) if old.as_ref().is_some_and(|o| o.log.is_some()) => old.as_ref().and_then(|o| o.log.clone()),
-        (Some(cfg), _) => match Location::open(&cfg.uri) {
-            Ok(loc) => Some(PredictionLog::start(cfg.clone(), loc, state.clone(), reviews.clone())),
+    // A new review store needs a log that tells it, not the old store, what was written.
+    let same_log = same(|c| format!("{:?}", c.prediction_log)) && same_reviews;
+    let log = match &config.prediction_log {
+        None => None,
+        Some(_) if same_log && old.as_ref().is_some_and(|o| o.log.is_some()) => {
+            old.as_ref().and_then(|o| o.log.clone())
+        }
+        Some(cfg) => match Location::open(&cfg.uri) {
+            Ok(loc) => {
+                let written = reviews.as_ref().map(|r| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    r.listen(rx);
+                    tx
+                });
+                Some(PredictionLog::start(cfg.clone(), loc, state.metrics.clone(), written))
+            }
             Err(e) => {
                 errors.push(format!("prediction log: {e}"));
                 None
@@ -113,8 +126,14 @@ pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> 
         reviews,
         token,
     });
-    if let (Some(s), Some(rx)) = (shadow, shadow_rx) {
-        crate::shadow::start(state.clone(), Arc::downgrade(&serving), s, rx);
+    if let (Some(model), Some(rx)) = (shadow, shadow_rx) {
+        let runner = ShadowRunner {
+            model,
+            threshold: serving.config.confidence_threshold,
+            log: serving.log.clone(),
+            metrics: state.metrics.clone(),
+        };
+        runner.start(rx);
     }
     publish_model_info(state, &serving);
     state.serving.store(Some(serving));
@@ -154,11 +173,10 @@ async fn open_reviews(config: &ServingConfig) -> Result<Option<Arc<ReviewStore>>
         None => None,
         Some(f) => {
             let loc = Location::open(&f.uri).map_err(|e| format!("feedback dataset: {e}"))?;
-            let format = f.format.unwrap_or(match task {
-                Task::Detection => FeedbackFormat::Coco,
-                Task::Classification => FeedbackFormat::Imagefolder,
-            });
-            Some(FeedbackWriter::new(loc, format, config.champion.labels.clone()))
+            let format = f.format.unwrap_or(DatasetFormat::default_for(task));
+            format.check_holds(task).map_err(|e| format!("feedback dataset: {e}"))?;
+            let labels = if f.labels.is_empty() { config.champion.labels.clone() } else { f.labels.clone() };
+            Some(FeedbackWriter::new(loc, format, labels))
         }
     };
     ReviewStore::open(log_loc, task, config.champion.labels.clone(), feedback)

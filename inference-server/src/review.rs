@@ -16,9 +16,11 @@ use tokio::sync::Mutex;
 use crate::error::ServerError;
 use crate::feedback::{FeedbackWriter, Sample};
 use crate::metrics::{Metrics, RoleLabel};
-use crate::postprocess::{Shape, iou};
-use crate::predlog::PredictionRecord;
+use crate::predlog::WrittenRx;
+use crate::record::{ModelOutput, PredictionRecord, Shape};
 use crate::serving::Task;
+use flywheel_types::prediction::review_path;
+use flywheel_vision::iou;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -112,6 +114,16 @@ impl ReviewStore {
         }
         drop(items);
         Ok(store)
+    }
+
+    /// Adds every batch the prediction log reports written, until the log stops.
+    pub fn listen(self: &Arc<Self>, mut written: WrittenRx) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            while let Some(records) = written.recv().await {
+                store.add(records).await;
+            }
+        });
     }
 
     /// Adds freshly logged records (only those with an image can be reviewed).
@@ -213,7 +225,7 @@ impl ReviewStore {
         feedback.write(&sample).await?;
         let review = Review { id: id.to_string(), decision: sub.decision, shapes, time: Utc::now() };
         let body = Bytes::from(serde_json::to_vec(&review).expect("json"));
-        if !self.log.put_if_absent(&format!("reviews/{id}.json"), body).await? {
+        if !self.log.put_if_absent(&review_path(id), body).await? {
             return Err(ServerError::Conflict(format!("prediction {id:?} was already reviewed")));
         }
         let item = items.get_mut(id).expect("checked above");
@@ -298,7 +310,7 @@ pub struct Served<'a> {
 }
 
 impl Served<'_> {
-    fn made(&self, out: &crate::predlog::ModelOutput) -> bool {
+    fn made(&self, out: &ModelOutput) -> bool {
         out.model == self.model && out.version == self.version
     }
 }
@@ -389,8 +401,8 @@ mod tests {
         vec![Shape { label: l.into(), class_id: 0, confidence: 0.9, bbox: None }]
     }
 
-    fn out(version: &str, l: &str) -> crate::predlog::ModelOutput {
-        crate::predlog::ModelOutput { model: "m".into(), version: version.into(), shapes: label(l), latency_ms: 1.0 }
+    fn out(version: &str, l: &str) -> ModelOutput {
+        ModelOutput { model: "m".into(), version: version.into(), shapes: label(l), latency_ms: 1.0 }
     }
 
     /// A reviewed classification item: champion `c` said `cl`, shadow `s` said `sl`, truth `truth`.

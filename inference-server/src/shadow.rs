@@ -7,11 +7,11 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::backend::TensorF32;
+use crate::metrics::Metrics;
 use crate::models::LoadedModel;
-use crate::pipeline::{self, ImageInput, ImagePrediction};
-use crate::predlog::{LogItem, ModelOutput};
-use crate::preprocess::InverseTransform;
-use crate::state::{AppState, Serving};
+use crate::predlog::PredictionLog;
+use crate::preprocess::{ImageInput, InverseTransform};
+use crate::record::{ImagePrediction, LogItem, ModelOutput};
 
 /// Shadow jobs run at most this many at a time (their model batcher merges them).
 const CONCURRENCY: usize = 8;
@@ -29,59 +29,66 @@ pub struct ShadowJob {
     pub records: Vec<Option<LogItem>>,
 }
 
-/// Starts the runner for one `Serving` snapshot; it ends when the snapshot's sender is dropped.
-pub fn start(
-    state: Arc<AppState>,
-    serving: std::sync::Weak<Serving>,
-    shadow: Arc<LoadedModel>,
-    rx: mpsc::Receiver<ShadowJob>,
-) {
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|j| (j, rx)) });
-    tokio::spawn(stream.for_each_concurrent(CONCURRENCY, move |job| {
-        let (state, serving, shadow) = (state.clone(), serving.clone(), shadow.clone());
-        async move {
-            let Some(serving) = serving.upgrade() else { return };
-            run(&state, &serving, &shadow, job).await;
-        }
-    }));
+/// The shadow of one serving snapshot and where its results go.
+pub struct ShadowRunner {
+    pub model: Arc<LoadedModel>,
+    pub threshold: f32,
+    pub log: Option<Arc<PredictionLog>>,
+    pub metrics: Arc<Metrics>,
 }
 
-async fn run(state: &Arc<AppState>, serving: &Arc<Serving>, shadow: &Arc<LoadedModel>, mut job: ShadowJob) {
-    let threshold = serving.config.confidence_threshold;
-    let prepared = match &job.input {
-        ShadowInput::Tensor(t, invs) => Ok((t.clone(), invs.clone())),
-        ShadowInput::Images(images) => pipeline::images_to_batch(shadow, images),
-    };
-    let result = match prepared {
-        Ok((tensor, invs)) => pipeline::run_and_decode(shadow, tensor, &invs, threshold).await.map(|r| (r, invs)),
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(((shapes, latency), invs)) => {
-            state.metrics.shadow_runs.inc();
-            let preds: Vec<ImagePrediction> = shapes
-                .iter()
-                .zip(&invs)
-                .map(|(s, inv)| ImagePrediction {
-                    id: String::new(),
-                    width: inv.width,
-                    height: inv.height,
-                    shapes: s.clone(),
-                })
-                .collect();
-            pipeline::observe(state, serving, "shadow", shadow, latency, &preds);
-            for (rec, s) in job.records.iter_mut().zip(shapes) {
-                if let Some(r) = rec {
-                    r.record.shadow = Some(ModelOutput {
-                        model: shadow.spec.name.clone(),
-                        version: shadow.spec.version.clone(),
-                        shapes: s,
-                        latency_ms: latency * 1e3,
-                    });
+impl ShadowRunner {
+    /// Runs the queue's jobs until every sender is dropped (the snapshot was replaced) and the
+    /// queue is drained.
+    pub fn start(self, rx: mpsc::Receiver<ShadowJob>) {
+        let runner = Arc::new(self);
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|j| (j, rx)) });
+        tokio::spawn(stream.for_each_concurrent(CONCURRENCY, move |job| {
+            let runner = runner.clone();
+            async move { runner.run(job).await }
+        }));
+    }
+
+    async fn run(&self, mut job: ShadowJob) {
+        let model = &self.model;
+        let prepared = match job.input {
+            ShadowInput::Tensor(t, invs) => Ok((t, invs)),
+            ShadowInput::Images(images) => model.prepare(&images),
+        };
+        let result = match prepared {
+            Ok((tensor, invs)) => model.predict(tensor, &invs, self.threshold).await.map(|p| (p, invs)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((predicted, invs)) => {
+                self.metrics.shadow_runs.inc();
+                let preds: Vec<ImagePrediction> = predicted
+                    .shapes
+                    .iter()
+                    .zip(&invs)
+                    .map(|(s, inv)| ImagePrediction {
+                        id: String::new(),
+                        width: inv.width,
+                        height: inv.height,
+                        shapes: s.clone(),
+                    })
+                    .collect();
+                self.metrics.observe_run("shadow", &model.spec.version, predicted.latency, &preds);
+                for (item, shapes) in job.records.iter_mut().zip(predicted.shapes) {
+                    if let Some(item) = item {
+                        item.record.shadow = Some(ModelOutput {
+                            model: model.spec.name.clone(),
+                            version: model.spec.version.clone(),
+                            shapes,
+                            latency_ms: predicted.latency * 1e3,
+                        });
+                    }
                 }
             }
+            Err(e) => tracing::warn!(error = %e, model = %model.spec.name, "shadow inference failed"),
         }
-        Err(e) => tracing::warn!(error = %e, model = %shadow.spec.name, "shadow inference failed"),
+        if let Some(log) = &self.log {
+            log.submit(job.records);
+        }
     }
-    pipeline::submit_logs(state, serving, job.records);
 }

@@ -42,7 +42,7 @@ pub struct ReloadStatus {
 
 pub struct AppState {
     pub serving: ArcSwapOption<Serving>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub status: Mutex<ReloadStatus>,
     pub drift: Mutex<Option<DriftMonitor>>,
     pub cache_dir: PathBuf,
@@ -55,7 +55,7 @@ impl AppState {
     pub fn new(cache_dir: PathBuf, factory: BackendFactory) -> Arc<Self> {
         Arc::new(Self {
             serving: ArcSwapOption::empty(),
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
             status: Mutex::new(ReloadStatus::default()),
             drift: Mutex::new(None),
             cache_dir,
@@ -66,5 +66,17 @@ impl AppState {
 
     pub fn current(&self) -> Result<Arc<Serving>, crate::error::ServerError> {
         self.serving.load_full().ok_or_else(|| crate::error::ServerError::NotReady("no model loaded yet".into()))
+    }
+
+    /// Publishes the KS and outlier gauges (called before every scrape).
+    pub fn refresh_drift_gauges(&self) {
+        let guard = self.drift.lock().expect("drift monitor poisoned");
+        let Some(mon) = guard.as_ref() else { return };
+        for (feature, d) in mon.ks() {
+            self.metrics.drift_ks.get_or_create(&crate::metrics::FeatureLabel { feature }).set(d);
+        }
+        if let Some(s) = mon.mean_outlier_score() {
+            self.metrics.outlier_score.set(s);
+        }
     }
 }

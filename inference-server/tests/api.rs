@@ -22,7 +22,7 @@ fn with_log_and_review(mut cfg: ServingConfig, dir: &std::path::Path) -> Serving
         flush_interval_ms: 20,
     });
     cfg.feedback_dataset =
-        Some(FeedbackDatasetConfig { uri: format!("file://{}/feedback", dir.display()), format: None });
+        Some(FeedbackDatasetConfig { uri: format!("file://{}/feedback", dir.display()), format: None, labels: vec![] });
     cfg.auth = AuthConfig { token_file: Some(dir.join("token").display().to_string()), require_for_inference: false };
     cfg
 }

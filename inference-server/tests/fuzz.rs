@@ -31,8 +31,11 @@ fn fixture() -> &'static Fixture {
                 flush_records: 4,
                 flush_interval_ms: 10,
             });
-            cfg.feedback_dataset =
-                Some(FeedbackDatasetConfig { uri: format!("file://{}/fb", dir.path().display()), format: None });
+            cfg.feedback_dataset = Some(FeedbackDatasetConfig {
+                uri: format!("file://{}/fb", dir.path().display()),
+                format: None,
+                labels: vec![],
+            });
             cfg.auth.token_file = Some(dir.path().join("token").display().to_string());
             TestServer::start_in(dir, &cfg).await
         });

@@ -38,7 +38,8 @@ async fn s3_serves_the_model_and_stores_log_reviews_and_feedback() {
         flush_records: 4,
         flush_interval_ms: 20,
     });
-    cfg.feedback_dataset = Some(FeedbackDatasetConfig { uri: "s3://flywheel/feedback".into(), format: None });
+    cfg.feedback_dataset =
+        Some(FeedbackDatasetConfig { uri: "s3://flywheel/feedback".into(), format: None, labels: vec![] });
     cfg.auth.token_file = Some(dir.path().join("token").display().to_string());
     let s = TestServer::start_in(dir, &cfg).await;
     assert!(s.dir.path().join("cache/sha256").join(&cfg.champion.sha256).exists(), "model cached by digest");

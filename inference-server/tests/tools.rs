@@ -146,6 +146,7 @@ async fn review_page_renders_in_headless_chromium() {
     cfg.feedback_dataset = Some(flywheel_inference_server::serving::FeedbackDatasetConfig {
         uri: format!("file://{}/feedback", dir.path().display()),
         format: None,
+        labels: vec![],
     });
     cfg.auth.token_file = Some(dir.path().join("token").display().to_string());
     let s = TestServer::start_in(dir, &cfg).await;

@@ -6,14 +6,10 @@ use std::collections::HashSet;
 use flywheel_api::training::NamedModel;
 use flywheel_runtime::proto_types::ModelProto;
 use flywheel_storage::Location;
+pub use flywheel_storage::sha256_hex;
 use prost::Message;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TrainerError};
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 /// Reads one object given its full URI.
 pub async fn read_object(uri: &str) -> Result<bytes::Bytes> {

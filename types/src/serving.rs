@@ -12,6 +12,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::dataset::DatasetFormat;
 pub use crate::model::{Decoder, InputSpec, Layout, OutputSpec, ResizeMode, Task};
 
 /// File name the operator uses for the serving config inside the mounted ConfigMap.
@@ -93,16 +94,13 @@ pub struct PredictionLogConfig {
 pub struct FeedbackDatasetConfig {
     /// Directory-like URI of the feedback DatasetVersion.
     pub uri: String,
-    /// coco (detection) or imagefolder (classification); derived from the task when absent.
+    /// The DatasetVersion's layout: coco or yolo (detection), imagefolder (classification);
+    /// when absent, coco for detection and imagefolder for classification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<FeedbackFormat>,
-}
-
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum FeedbackFormat {
-    Coco,
-    Imagefolder,
+    pub format: Option<DatasetFormat>,
+    /// The DatasetVersion's labels (YOLO class ids index them); the champion's when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]

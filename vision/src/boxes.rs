@@ -45,6 +45,11 @@ pub struct InverseTransform {
 }
 
 impl InverseTransform {
+    /// Input pixels are original pixels (a tensor sent as is, e.g. over OIP).
+    pub fn identity(width: u32, height: u32) -> Self {
+        Self { scale_x: 1.0, scale_y: 1.0, pad_x: 0.0, pad_y: 0.0, width, height }
+    }
+
     /// Maps a box [x1, y1, x2, y2] in input pixels to original pixels, clipped to the image.
     pub fn to_original(&self, b: [f32; 4]) -> [f32; 4] {
         let w = self.width as f32;

@@ -13,7 +13,7 @@ use crate::state::AppState;
 /// OpenMetrics when the scraper asks for it (Prometheus does), else the classic Prometheus
 /// text format (what promtool and most tools parse).
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
-    crate::pipeline::refresh_drift_gauges(&state);
+    state.refresh_drift_gauges();
     if let Some(serving) = state.serving.load_full()
         && let Some(q) = quality(&serving).await
     {

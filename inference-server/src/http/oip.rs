@@ -14,10 +14,7 @@ use super::oip_codec::{self, HEADER_LENGTH, InferResponse, OutputTensor};
 use crate::backend::TensorF32;
 use crate::error::ServerError;
 use crate::models::LoadedModel;
-use crate::pipeline::{self, ImagePrediction};
-use crate::predlog::{LogItem, ModelOutput, PredictionRecord};
-use crate::preprocess::InverseTransform;
-use crate::shadow::ShadowInput;
+use crate::predictor::{Predictor, Role};
 use crate::state::{AppState, Serving};
 
 pub async fn live() -> Json<serde_json::Value> {
@@ -36,11 +33,6 @@ pub async fn server_metadata() -> Json<serde_json::Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "extensions": ["binary_tensor_data"],
     }))
-}
-
-enum Role {
-    Champion,
-    Shadow,
 }
 
 /// Resolves a model name (champion, shadow, or the deployment name as an alias of the champion).
@@ -135,13 +127,8 @@ async fn run_infer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ServerError> {
-    let serving = state.current()?;
-    if serving.config.auth.require_for_inference {
-        serving.token.check(&headers)?;
-    }
-    let (model, role) = resolve(&serving, &name, version.as_deref())?;
-    let _permit = serving.limiter.clone().try_acquire_owned().map_err(|_| ServerError::Overloaded)?;
-    let _in_flight = crate::batcher::InFlight::enter(&state.in_flight);
+    let predictor = Predictor::admit(&state, &headers)?;
+    let (model, role) = resolve(&predictor.serving, &name, version.as_deref())?;
     let header_len = match headers.get(HEADER_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -153,7 +140,6 @@ async fn run_infer(
     };
     let req = oip_codec::parse_request(&body, header_len)?;
     let tensor = input_tensor(&model, req.inputs)?;
-    let n = tensor.shape[0];
 
     // Which outputs, and which of them binary.
     let all_binary =
@@ -179,10 +165,7 @@ async fn run_infer(
             .collect::<Result<_, ServerError>>()?,
     };
 
-    let shadow_tensor = matches!(role, Role::Champion).then(|| tensor.clone());
-    let t0 = std::time::Instant::now();
-    let outs = model.infer(tensor).await?;
-    let latency = t0.elapsed().as_secs_f64();
+    let outs = predictor.infer_tensor(&model, role, tensor).await?;
 
     let mut tensors = Vec::with_capacity(wanted.len());
     let mut data = Vec::with_capacity(wanted.len());
@@ -198,9 +181,6 @@ async fn run_infer(
         });
         data.push(out.data.clone());
         binary.push(b);
-    }
-    if let (Role::Champion, Some(input)) = (role, shadow_tensor) {
-        after_champion(&state, &serving, input, &outs, n, latency);
     }
     let resp = InferResponse {
         model_name: model.spec.name.clone(),
@@ -255,63 +235,4 @@ fn input_tensor(model: &LoadedModel, inputs: Vec<oip_codec::InferInput>) -> Resu
     }
     let data = input.data.map(|d| d.0).unwrap_or_default();
     TensorF32::new(shape, data).map_err(|e| ServerError::bad_request(e.to_string()))
-}
-
-/// Metrics, shadow and logging for a tensor request, off the response path.
-fn after_champion(
-    state: &Arc<AppState>,
-    serving: &Arc<Serving>,
-    input: TensorF32,
-    outs: &[TensorF32],
-    n: usize,
-    latency: f64,
-) {
-    let champion = &serving.champion;
-    let (w, h) = (champion.spec.input.width, champion.spec.input.height);
-    let inv = InverseTransform { scale_x: 1.0, scale_y: 1.0, pad_x: 0.0, pad_y: 0.0, width: w, height: h };
-    let Ok(per) = pipeline::split_items(outs, n) else { return };
-    let threshold = serving.config.confidence_threshold;
-    let now = chrono::Utc::now();
-    let preds: Vec<ImagePrediction> = per
-        .iter()
-        .map(|o| ImagePrediction {
-            id: uuid::Uuid::now_v7().to_string(),
-            width: w,
-            height: h,
-            shapes: crate::postprocess::decode(&champion.spec.output, o, &champion.spec.labels, threshold, &inv)
-                .unwrap_or_default(),
-        })
-        .collect();
-    pipeline::observe(state, serving, "champion", champion, latency, &preds);
-    let records = preds
-        .iter()
-        .map(|p| {
-            let log = serving.log.as_ref()?;
-            log.sampled().then(|| LogItem {
-                record: PredictionRecord {
-                    id: p.id.clone(),
-                    time: now,
-                    deployment: serving.config.deployment.clone(),
-                    task: champion.spec.task,
-                    image: None,
-                    width: w,
-                    height: h,
-                    champion: ModelOutput {
-                        model: champion.spec.name.clone(),
-                        version: champion.spec.version.clone(),
-                        shapes: p.shapes.clone(),
-                        latency_ms: latency * 1e3,
-                    },
-                    shadow: None,
-                },
-                image: None,
-            })
-        })
-        .collect();
-    let same_input = serving.shadow.as_ref().is_some_and(|s| s.spec.input == champion.spec.input);
-    if same_input {
-        pipeline::hand_off(state, serving, ShadowInput::Tensor(input, vec![inv; n]), records);
-    } else {
-        pipeline::submit_logs(state, serving, records);
-    }
 }

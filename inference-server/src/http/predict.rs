@@ -12,8 +12,8 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::error::ServerError;
-use crate::pipeline::{self, ImageInput};
-use crate::preprocess::decode_image;
+use crate::predictor::Predictor;
+use crate::preprocess::{ImageInput, decode_image};
 use crate::state::AppState;
 
 /// Images per request at most.
@@ -30,12 +30,7 @@ pub async fn predict(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ServerError> {
-    let serving = state.current()?;
-    if serving.config.auth.require_for_inference {
-        serving.token.check(&headers)?;
-    }
-    let _permit = serving.limiter.clone().try_acquire_owned().map_err(|_| ServerError::Overloaded)?;
-    let _in_flight = crate::batcher::InFlight::enter(&state.in_flight);
+    let predictor = Predictor::admit(&state, &headers)?;
     let body = body?;
     if body.is_empty() {
         return Err(ServerError::bad_request("empty body: send PNG/JPEG bytes or {\"images\": [base64...]}"));
@@ -83,7 +78,8 @@ pub async fn predict(
     } else {
         decode_all()?
     };
-    let preds = pipeline::predict_images(&state, &serving, images).await?;
+    let preds = predictor.predict_images(images).await?;
+    let serving = &predictor.serving;
     Ok(Json(serde_json::json!({
         "model": serving.champion.spec.name,
         "modelVersion": serving.champion.spec.version,

@@ -11,18 +11,22 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::dataset_count::{Counts, count_coco, count_imagefolder, count_yolo};
 use super::recorder::{Notice, StatusRecorder, publish};
 use super::status::{apply_status, now};
 use crate::Result;
 use crate::context::Context;
+use flywheel_types::dataset::coco::{ANNOTATIONS_FILE, CocoDocument};
+use flywheel_types::dataset::{Counts, imagefolder, yolo};
 
 pub const KIND: &str = "DatasetVersion";
 
 async fn count(ds: &DatasetVersion, root: &Location) -> Result<Result<Counts, String>> {
+    if let Err(e) = ds.spec.format.check_holds(ds.spec.task) {
+        return Ok(Err(e.0));
+    }
     Ok(match ds.spec.format {
-        DatasetFormat::Coco => match root.get("annotations.json").await {
-            Ok(bytes) => count_coco(&bytes),
+        DatasetFormat::Coco => match root.get(ANNOTATIONS_FILE).await {
+            Ok(bytes) => CocoDocument::parse(&bytes).and_then(|doc| doc.counts()).map_err(|e| e.0),
             // A feedback dataset starts empty: no annotations file yet means zero samples.
             Err(flywheel_storage::StorageError::NotFound { .. }) if ds.spec.feedback => Ok(Counts::default()),
             Err(flywheel_storage::StorageError::NotFound { uri }) => Err(format!("{uri} not found")),
@@ -35,9 +39,10 @@ async fn count(ds: &DatasetVersion, root: &Location) -> Result<Result<Counts, St
                 let bytes = root.get(file).await?;
                 texts.push((file.clone(), String::from_utf8_lossy(&bytes).into_owned()));
             }
-            count_yolo(&listing, texts.iter().map(|(f, t)| (f.as_str(), t.as_str())), &ds.spec.labels)
+            yolo::counts(&listing, texts.iter().map(|(f, t)| (f.as_str(), t.as_str())), &ds.spec.labels)
+                .map_err(|e| e.0)
         }
-        DatasetFormat::Imagefolder => Ok(count_imagefolder(&object_paths(root).await?)),
+        DatasetFormat::Imagefolder => Ok(imagefolder::counts(&object_paths(root).await?)),
     })
 }
 

@@ -1,7 +1,6 @@
 //! One controller per kind, sharing a [`Context`].
 
 pub mod data_pipeline;
-pub mod dataset_count;
 pub mod dataset_version;
 pub mod deployment;
 pub mod model_version;

@@ -1,22 +1,18 @@
-//! ImageFolder layout: one directory per label (`<label>/<any name>.<ext>`). Directories whose
-//! name is not one of the model's labels (e.g. `unlabelled` in a feedback dataset) are skipped
-//! with a warning; files at the root are ignored.
+//! ImageFolder classification datasets (the layout is `flywheel_types::dataset::imagefolder`'s).
+//! Directories whose name is not one of the model's labels (e.g. `unlabelled` in a feedback
+//! dataset) are skipped with a warning.
 
 use flywheel_storage::Location;
+use flywheel_types::dataset::imagefolder;
 
-use super::{LabelMap, SampleRef, is_image};
+use super::{LabelMap, SampleRef};
 use crate::error::{Result, TrainerError};
 
 pub async fn read(location: &Location, map: &LabelMap) -> Result<Vec<SampleRef>> {
     let mut out = Vec::new();
     let mut skipped = std::collections::BTreeMap::<String, usize>::new();
     for (path, _) in location.list("").await? {
-        let Some((dir, _)) = path.split_once('/') else {
-            continue;
-        };
-        if !is_image(&path) {
-            continue;
-        }
+        let Some(dir) = imagefolder::label_of(&path) else { continue };
         match map.by_name(dir) {
             Some(class) => out.push(SampleRef {
                 location: location.clone(),

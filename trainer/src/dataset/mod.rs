@@ -1,5 +1,6 @@
-//! Datasets in COCO, YOLO and ImageFolder layouts, read from any storage location, merged onto
-//! the model's label list and split deterministically into train and eval parts.
+//! Datasets in COCO, YOLO and ImageFolder layouts (defined in `flywheel_types::dataset`), read
+//! from any storage location, merged onto the model's label list and split deterministically
+//! into train and eval parts.
 
 mod coco;
 mod imagefolder;
@@ -15,13 +16,6 @@ use flywheel_api::training::NamedDataset;
 use flywheel_storage::Location;
 
 use crate::error::{Result, TrainerError};
-
-/// File extensions read as images.
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp"];
-
-pub fn is_image(path: &str) -> bool {
-    path.rsplit_once('.').is_some_and(|(_, ext)| IMAGE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
-}
 
 /// A ground-truth box: class index into the model's labels and [x1, y1, x2, y2].
 #[derive(Clone, Debug, PartialEq)]

@@ -1,11 +1,13 @@
-//! Writes generated samples in the three layouts the trainer reads: COCO (`images/` +
-//! `annotations.json`), YOLO (`images/` + `labels/*.txt` + `classes.txt`) and ImageFolder
-//! (`<label>/<id>.png`). Annotation files are written after the images, so a stopped run never
-//! leaves annotations pointing at missing images.
+//! Writes generated samples in the three layouts the trainer reads (`flywheel_types::dataset`):
+//! COCO (`images/` + `annotations.json`), YOLO (`images/` + `labels/*.txt` + `classes.txt`) and
+//! ImageFolder (`<label>/<id>.png`). Annotation files are written after the images, so a stopped
+//! run never leaves annotations pointing at missing images.
 
 use flywheel_api::common::{StorageUri, Task};
 use flywheel_api::dataset_version::{DatasetFormat, DatasetVersionSpec};
 use flywheel_storage::Location;
+use flywheel_types::dataset::coco::{ANNOTATIONS_FILE, CocoDocument};
+use flywheel_types::dataset::{self, LabelledImage, yolo};
 use futures::{StreamExt, TryStreamExt};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -81,18 +83,7 @@ fn generate(opts: &DatasetOptions) -> Vec<Generated> {
 
 /// Writes a generated dataset under `location` and returns the DatasetVersion spec describing it.
 pub async fn write_dataset(location: &Location, opts: &DatasetOptions) -> Result<DatasetVersionSpec> {
-    let layout_ok = matches!(
-        (opts.task, opts.format),
-        (Task::Classification, DatasetFormat::Imagefolder)
-            | (Task::Detection, DatasetFormat::Coco | DatasetFormat::Yolo)
-    );
-    if !layout_ok {
-        return Err(TrainerError::Request(format!(
-            "a generated {} dataset cannot be written as {}: use imagefolder for classification, coco or yolo for detection",
-            opts.task.as_str(),
-            format!("{:?}", opts.format).to_lowercase()
-        )));
-    }
+    opts.format.check_holds(opts.task).map_err(|e| TrainerError::Request(format!("generated dataset: {e}")))?;
     if opts.labels.is_empty() || opts.count == 0 {
         return Err(TrainerError::Request("a generated dataset needs at least one label and one image".into()));
     }
@@ -102,67 +93,45 @@ pub async fn write_dataset(location: &Location, opts: &DatasetOptions) -> Result
     })
     .await
     .map_err(|e| TrainerError::Training(e.to_string()))?;
-    let image_path = |s: &Generated| match opts.format {
-        DatasetFormat::Imagefolder => format!("{}/{}.png", opts.labels[s.class], s.id),
-        _ => format!("images/{}.png", s.id),
-    };
+    fn labelled<'a>(s: &'a Generated, opts: &'a DatasetOptions) -> LabelledImage<'a> {
+        LabelledImage {
+            id: &s.id,
+            ext: "png",
+            width: opts.size,
+            height: opts.size,
+            label: (opts.task == Task::Classification).then(|| opts.labels[s.class].as_str()),
+            boxes: s.boxes.iter().map(|(c, r)| (opts.labels[*c].as_str(), *r)).collect(),
+        }
+    }
     futures::stream::iter(samples.iter().map(|s| {
-        let path = image_path(s);
+        let path = dataset::image_path(opts.format, &labelled(s, opts));
         async move { location.put(&path, s.png.clone()).await }
     }))
     .buffer_unordered(16)
     .try_collect::<Vec<()>>()
     .await?;
-    let size = opts.size as f32;
     match opts.format {
         DatasetFormat::Coco => {
-            let images: Vec<_> = samples
-                .iter()
-                .enumerate()
-                .map(|(i, s)| json!({"id": i + 1, "file_name": format!("{}.png", s.id), "width": opts.size, "height": opts.size}))
-                .collect();
-            let mut annotations = Vec::new();
-            for (i, s) in samples.iter().enumerate() {
-                for (class, r) in &s.boxes {
-                    let (w, h) = (r[2] - r[0], r[3] - r[1]);
-                    annotations.push(json!({
-                        "id": annotations.len() + 1, "image_id": i + 1, "category_id": class + 1,
-                        "bbox": [r[0], r[1], w, h], "area": w * h, "iscrowd": 0
-                    }));
-                }
+            let mut doc = CocoDocument::new(&opts.labels, "Flywheel synthetic shapes");
+            doc.extra.insert("info".into(), json!({"description": "Flywheel synthetic shapes", "seed": opts.seed}));
+            for s in &samples {
+                doc.upsert(&labelled(s, opts));
             }
-            let categories: Vec<_> = opts
-                .labels
-                .iter()
-                .enumerate()
-                .map(|(i, l)| json!({"id": i + 1, "name": l, "supercategory": "shape"}))
-                .collect();
-            let doc = json!({
-                "info": {"description": "Flywheel synthetic shapes", "seed": opts.seed},
-                "images": images, "annotations": annotations, "categories": categories
-            });
-            location.put_json("annotations.json", &doc).await?;
+            location.put(ANNOTATIONS_FILE, doc.to_bytes()).await?;
         }
         DatasetFormat::Yolo => {
-            let writes = samples.iter().map(|s| {
-                let text: String = s
-                    .boxes
-                    .iter()
-                    .map(|(c, r)| {
-                        let (cx, cy, w, h) = (
-                            (r[0] + r[2]) / 2.0 / size,
-                            (r[1] + r[3]) / 2.0 / size,
-                            (r[2] - r[0]) / size,
-                            (r[3] - r[1]) / size,
-                        );
-                        format!("{c} {cx:.6} {cy:.6} {w:.6} {h:.6}\n")
-                    })
-                    .collect();
-                let path = format!("labels/{}.txt", s.id);
-                async move { location.put(&path, text.into_bytes()).await }
-            });
+            let files = samples
+                .iter()
+                .map(|s| {
+                    let sample = labelled(s, opts);
+                    let text = yolo::label_file(&sample, &opts.labels).map_err(|e| TrainerError::Request(e.0))?;
+                    Ok((yolo::label_path(&dataset::image_path(opts.format, &sample)), text))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let writes =
+                files.into_iter().map(|(path, text)| async move { location.put(&path, text.into_bytes()).await });
             futures::stream::iter(writes).buffer_unordered(16).try_collect::<Vec<()>>().await?;
-            location.put("classes.txt", opts.labels.join("\n").into_bytes()).await?;
+            location.put(yolo::CLASSES_FILE, yolo::classes_file(&opts.labels).into_bytes()).await?;
         }
         DatasetFormat::Imagefolder => {}
     }

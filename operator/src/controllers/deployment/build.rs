@@ -3,11 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flywheel_api::common::Task;
 use flywheel_api::model_version::Decoder;
-use flywheel_api::serving::{
-    self, FeedbackDatasetConfig, FeedbackFormat, PredictionLogConfig, ServedModel, ServingConfig,
-};
+use flywheel_api::serving::{self, FeedbackDatasetConfig, PredictionLogConfig, ServedModel, ServingConfig};
 use flywheel_api::{DatasetVersion, FlywheelDeployment, ModelVersion};
 use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -93,10 +90,8 @@ fn served_model(mv: &ModelVersion) -> Result<ServedModel> {
 pub fn serving_config(d: &FlywheelDeployment, inputs: &Inputs) -> Result<ServingConfig> {
     let feedback = inputs.feedback.map(|ds| FeedbackDatasetConfig {
         uri: ds.spec.uri.to_string(),
-        format: Some(match ds.spec.task {
-            Task::Detection => FeedbackFormat::Coco,
-            Task::Classification => FeedbackFormat::Imagefolder,
-        }),
+        format: Some(ds.spec.format),
+        labels: ds.spec.labels.clone(),
     });
     // Through serde so the server's own defaults fill the fields the CRD does not expose.
     let prediction_log = d
