@@ -1,10 +1,10 @@
 //! Clients of a running inference pod: predictions from a generated COCO dataset (whose
 //! annotations are the ground truth reviewers submit) and reviews through the review API.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use flywheel_types::dataset::coco::{ANNOTATIONS_FILE, CocoDocument};
 use serde_json::{Value, json};
 
 /// One image of a generated COCO dataset with its ground-truth shapes, in the review API's
@@ -17,33 +17,18 @@ pub struct Sample {
 
 /// Reads `<dir>/annotations.json` and its images.
 pub fn coco_samples(dir: &Path) -> Vec<Sample> {
-    let coco: Value = serde_json::from_slice(&std::fs::read(dir.join("annotations.json")).unwrap()).unwrap();
-    let categories: BTreeMap<u64, String> = coco["categories"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["id"].as_u64().unwrap(), c["name"].as_str().unwrap().to_string()))
-        .collect();
+    let coco = CocoDocument::parse(&std::fs::read(dir.join(ANNOTATIONS_FILE)).unwrap()).unwrap();
+    let class_id = |label: &str| coco.categories.iter().find(|c| c.name == label).map(|c| c.id - 1).unwrap();
+    let mut boxes = coco.boxes_by_image().unwrap();
     let mut samples = Vec::new();
-    for image in coco["images"].as_array().unwrap() {
-        let id = image["id"].as_u64().unwrap();
-        let shapes = coco["annotations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["image_id"].as_u64() == Some(id))
-            .map(|a| {
-                let b: Vec<f64> = a["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-                let category = a["category_id"].as_u64().unwrap();
-                json!({
-                    "label": categories[&category],
-                    "classId": category - 1,
-                    "confidence": 1.0,
-                    "box": [b[0], b[1], b[0] + b[2], b[1] + b[3]],
-                })
-            })
+    for image in &coco.images {
+        let shapes = boxes
+            .remove(&image.id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(label, b)| json!({"label": label, "classId": class_id(label), "confidence": 1.0, "box": b}))
             .collect();
-        samples.push(Sample { path: dir.join("images").join(image["file_name"].as_str().unwrap()), shapes });
+        samples.push(Sample { path: dir.join(image.path()), shapes });
     }
     samples
 }
