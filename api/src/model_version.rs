@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::common::{CredentialsRef, ObjectName, StorageUri, Task};
 
 /// The model contract the spec carries, shared with the serving config and the pre-processing.
-pub use flywheel_types::model::{Decoder, InputSpec, Layout, OutputSpec, ResizeMode};
+pub use flywheel_types::model::{
+    BoxFormat, ChannelOrder, ClassScores, Decoder, InputSpec, Layout, OutputSpec, ResizeMode,
+};
 
 /// A versioned model: an ONNX artifact plus everything needed to feed it images and read
 /// its outputs. Registered by hand or by a DataPipeline's retraining Job.

@@ -89,6 +89,11 @@ pub trait ModelBackend: Send + Sync + 'static {
     /// leading dimension.
     fn run(&self, input: &TensorF32) -> Result<Vec<TensorF32>, BackendError>;
 
+    /// The op type of the node computing output `index` (e.g. `Softmax`), when known.
+    fn output_op(&self, _index: usize) -> Option<String> {
+        None
+    }
+
     /// The largest batch the model accepts (1 when its batch dimension is fixed to 1).
     fn max_batch(&self) -> usize {
         match self.input().shape.first() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::backend::{BackendError, ModelBackend, TensorF32, split_rows};
 use crate::batcher::Batcher;
 use crate::error::ServerError;
-use crate::postprocess;
+use crate::postprocess::OutputPlan;
 use crate::preprocess::{ImageInput, InverseTransform, to_tensor};
 use crate::record::Shape;
 use crate::serving::{BatchingConfig, ServedModel};
@@ -19,6 +19,8 @@ pub type BackendFactory = Arc<dyn Fn(&[u8]) -> Result<Arc<dyn ModelBackend>, Bac
 pub struct LoadedModel {
     pub spec: ServedModel,
     pub backend: Arc<dyn ModelBackend>,
+    /// How its outputs become shapes, resolved against the model at load.
+    pub outputs: OutputPlan,
     pub batcher: Batcher,
     pub loaded_at: chrono::DateTime<chrono::Utc>,
 }
@@ -73,11 +75,7 @@ impl LoadedModel {
         threshold: f32,
     ) -> Result<Vec<Vec<Shape>>, ServerError> {
         let items = split_rows(outs, &vec![1; invs.len()])?;
-        items
-            .iter()
-            .zip(invs)
-            .map(|(o, inv)| postprocess::decode(&self.spec.output, o, &self.spec.labels, threshold, inv))
-            .collect()
+        items.iter().zip(invs).map(|(o, inv)| self.outputs.decode(o, threshold, inv)).collect()
     }
 }
 
@@ -101,9 +99,12 @@ pub async fn load(
         .await
         .map_err(|e| format!("loader panicked: {e}"))?
         .map_err(|e| format!("loading {}: {e}", spec.uri))?;
+    let outputs = OutputPlan::new(&spec.output, &spec.input, &spec.labels, backend.outputs(), |i| backend.output_op(i))
+        .map_err(|e| format!("the output spec does not fit the model: {e}"))?;
     let probe = LoadedModel {
         spec: spec.clone(),
         backend: backend.clone(),
+        outputs,
         batcher: Batcher::spawn(&spec.name, backend.clone(), 1, Duration::ZERO, 1, Default::default()),
         loaded_at: chrono::Utc::now(),
     };
@@ -118,8 +119,10 @@ pub async fn load(
         .map_err(|e| format!("warm-up panicked: {e}"))?
         .map_err(|e| format!("warm-up run failed: {e}"))?;
     let inv = InverseTransform::identity(spec.input.width, spec.input.height);
-    postprocess::decode(&spec.output, &outs, &spec.labels, f32::INFINITY, &inv)
-        .map_err(|e| format!("outputs do not fit the {:?} decoder: {e}", spec.output))?;
+    probe
+        .outputs
+        .decode(&outs, f32::INFINITY, &inv)
+        .map_err(|e| format!("outputs do not fit the {:?} decoder: {e}", spec.output.decoder))?;
     let batcher = Batcher::spawn(
         &spec.name,
         backend.clone(),

@@ -1,120 +1,174 @@
-//! Output decoders: classification logits → top-k classes, YOLO-style tensors → boxes with
-//! per-class non-maximum suppression (flywheel-vision's decoders, which the trainer's evaluation
-//! shares), mapped back to original pixels and labelled. The confidence threshold is applied here.
+//! Output decoding: a served model's output tensors → labelled shapes in original image pixels,
+//! with the confidence threshold applied. What to read is resolved once per loaded model
+//! ([`OutputPlan`]): which output by name, whether scores are logits (the graph does not end in
+//! Softmax/Sigmoid), how boxes are written. The decoders themselves are flywheel-vision's, which
+//! the trainer's evaluation shares.
 
-use flywheel_vision::decode::{Detection, YoloLayout, decode_yolo, top_classes};
+use flywheel_vision::decode::{Detection, YoloLayout, top_classes};
+use flywheel_vision::detect::{BoxDecode, BoxesScores, Grid, decode_boxes_scores, decode_yolo_boxes};
+use flywheel_vision::nms_with;
 
-use crate::backend::TensorF32;
+use crate::backend::{TensorF32, TensorInfo};
 use crate::error::ServerError;
 use crate::preprocess::InverseTransform;
 use crate::record::{Shape, label_of};
-use crate::serving::{Decoder, OutputSpec};
+use crate::serving::{ClassScores, Decoder, InputSpec, OutputSpec};
 
-/// Decodes the outputs of one image (batch dimension 1).
-pub fn decode(
-    spec: &OutputSpec,
-    outputs: &[TensorF32],
-    labels: &[String],
-    threshold: f32,
-    inv: &InverseTransform,
-) -> Result<Vec<Shape>, ServerError> {
-    let out = outputs.first().ok_or_else(|| ServerError::Backend("model produced no output".into()))?;
-    match spec.decoder {
-        // Logits, softmax applied.
-        Decoder::Logits => Ok(classify(&out.data, true, spec.top_k(), labels, threshold)),
-        // Decoded boxes without objectness ([1, 4 + C, A] or [1, A, 4 + C]), NMS per class.
-        Decoder::Yolo => {
-            let boxes = yolo(out, false, labels.len(), threshold)?;
-            let kept = nms(boxes, spec.nms_iou_threshold as f32, OutputSpec::MAX_DETECTIONS);
-            Ok(kept
-                .into_iter()
-                .map(|d| Shape {
-                    label: label_of(labels, d.class),
-                    class_id: d.class,
-                    confidence: d.score,
-                    bbox: Some(inv.to_original(d.bbox)),
-                })
-                .collect())
+/// How one loaded model's outputs become shapes.
+#[derive(Clone, Debug)]
+pub struct OutputPlan {
+    kind: Kind,
+    labels: Vec<String>,
+    iou: f32,
+    max_detections: usize,
+    class_agnostic: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Classify { output: usize, softmax: bool, top_k: usize },
+    Yolo { output: usize, objectness: Option<bool>, boxes: BoxDecode },
+    BoxesScores { boxes: usize, scores: usize, labels: Option<usize>, decode: BoxDecode },
+}
+
+/// Index of output `name`, or a message naming the outputs there are.
+fn find(outputs: &[TensorInfo], name: &str, field: &str) -> Result<usize, String> {
+    outputs.iter().position(|o| o.name == name).ok_or_else(|| {
+        let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+        format!("{field} names output {name:?}, but the model's outputs are {names:?}")
+    })
+}
+
+impl OutputPlan {
+    /// Resolves `spec` against the model's outputs; `output_op(i)` is the op that computes
+    /// output `i` in the graph, if known.
+    pub fn new(
+        spec: &OutputSpec,
+        input: &InputSpec,
+        labels: &[String],
+        outputs: &[TensorInfo],
+        output_op: impl Fn(usize) -> Option<String>,
+    ) -> Result<Self, String> {
+        if outputs.is_empty() {
+            return Err("the model has no outputs".into());
         }
-        Decoder::BoxesScores => Err(ServerError::Backend("the boxesScores decoder is not served".into())),
+        let main = match &spec.output {
+            Some(name) => find(outputs, name, "output.output")?,
+            None => 0,
+        };
+        let boxes = |spec: &OutputSpec| -> Result<BoxDecode, String> {
+            let grid = match spec.strides.as_slice() {
+                [] => None,
+                strides => Some(Grid::new(strides, input.width, input.height).map_err(|e| e.0)?),
+            };
+            Ok(BoxDecode {
+                format: spec.box_format(),
+                normalized: spec.normalized_boxes.then_some((input.width as f32, input.height as f32)),
+                grid,
+            })
+        };
+        let kind = match spec.decoder {
+            Decoder::Logits => {
+                let softmax = match spec.class_scores {
+                    Some(ClassScores::Logits) => true,
+                    Some(ClassScores::Probabilities) => false,
+                    // A graph that already ends in an activation must not get a second one.
+                    None => !matches!(output_op(main).as_deref(), Some("Softmax" | "Sigmoid")),
+                };
+                Kind::Classify { output: main, softmax, top_k: spec.top_k() }
+            }
+            Decoder::Yolo => Kind::Yolo { output: main, objectness: spec.objectness, boxes: boxes(spec)? },
+            Decoder::BoxesScores => Kind::BoxesScores {
+                boxes: find(outputs, spec.boxes_output(), "output.boxesOutput")?,
+                scores: find(outputs, spec.scores_output(), "output.scoresOutput")?,
+                labels: spec.labels_output.as_deref().map(|n| find(outputs, n, "output.labelsOutput")).transpose()?,
+                decode: boxes(spec)?,
+            },
+        };
+        Ok(Self {
+            kind,
+            labels: labels.to_vec(),
+            iou: spec.nms_iou_threshold as f32,
+            max_detections: spec.max_detections(),
+            class_agnostic: spec.class_agnostic_nms,
+        })
+    }
+
+    /// Whether classification scores get a softmax (for /status and tests).
+    pub fn applies_softmax(&self) -> bool {
+        matches!(self.kind, Kind::Classify { softmax: true, .. })
+    }
+
+    /// Decodes the outputs of one image (batch dimension 1).
+    pub fn decode(
+        &self,
+        outputs: &[TensorF32],
+        threshold: f32,
+        inv: &InverseTransform,
+    ) -> Result<Vec<Shape>, ServerError> {
+        let out = |i: usize| {
+            outputs.get(i).ok_or_else(|| ServerError::Backend(format!("the model returned {} outputs", outputs.len())))
+        };
+        let dets = match &self.kind {
+            Kind::Classify { output, softmax, top_k } => {
+                let shapes = top_classes(&out(*output)?.data, *softmax, *top_k, threshold)
+                    .into_iter()
+                    .map(|(i, p)| Shape { label: label_of(&self.labels, i), class_id: i, confidence: p, bbox: None })
+                    .collect();
+                return Ok(shapes);
+            }
+            Kind::Yolo { output, objectness, boxes } => {
+                let t = out(*output)?;
+                let layout = yolo_layout(t, self.labels.len(), *objectness)?;
+                boxes.check_anchors(layout.anchors).map_err(|e| ServerError::Backend(e.0))?;
+                decode_yolo_boxes(&layout, &t.data, threshold, boxes)
+            }
+            Kind::BoxesScores { boxes, scores, labels, decode } => {
+                let (b, s) = (out(*boxes)?, out(*scores)?);
+                let labels = labels.map(out).transpose()?;
+                let anchors = b.data.len() / 4;
+                // [1, C, A] when the class axis comes first.
+                let classes_first =
+                    labels.is_none() && s.shape.len() == 3 && s.shape[2] == anchors && s.shape[1] != anchors;
+                let one = BoxesScores {
+                    boxes: &b.data,
+                    scores: &s.data,
+                    classes_first,
+                    labels: labels.map(|l| l.data.as_slice()),
+                };
+                decode_boxes_scores(&one, self.labels.len(), threshold, decode)
+                    .map_err(|e| ServerError::Backend(format!("boxesScores outputs: {e}")))?
+            }
+        };
+        Ok(self.shapes(dets, inv))
+    }
+
+    fn shapes(&self, dets: Vec<Detection>, inv: &InverseTransform) -> Vec<Shape> {
+        nms_with(dets, self.iou, self.max_detections, self.class_agnostic)
+            .into_iter()
+            .map(|d| Shape {
+                label: label_of(&self.labels, d.class),
+                class_id: d.class,
+                confidence: d.score,
+                bbox: Some(inv.to_original(d.bbox)),
+            })
+            .collect()
     }
 }
 
-fn classify(scores: &[f32], apply_softmax: bool, top_k: usize, labels: &[String], threshold: f32) -> Vec<Shape> {
-    top_classes(scores, apply_softmax, top_k, threshold)
-        .into_iter()
-        .map(|(i, p)| Shape { label: label_of(labels, i), class_id: i, confidence: p, bbox: None })
-        .collect()
-}
-
-/// Candidate boxes in input pixels of a `[1, D, A]` / `[1, A, D]` output.
-fn yolo(out: &TensorF32, objectness: bool, classes: usize, threshold: f32) -> Result<Vec<Detection>, ServerError> {
+/// The YOLO layout of a `[1, D, A]` / `[1, A, D]` output.
+fn yolo_layout(out: &TensorF32, classes: usize, objectness: Option<bool>) -> Result<YoloLayout, ServerError> {
     if out.shape.len() != 3 || out.shape[0] != 1 {
         return Err(ServerError::Backend(format!(
             "YOLO decoder expects an output of shape [1, D, A] or [1, A, D], got {:?}",
             out.shape
         )));
     }
-    let layout =
-        YoloLayout::detect(&out.shape, classes, Some(objectness)).map_err(|e| ServerError::Backend(e.to_string()))?;
-    Ok(decode_yolo(&layout, &out.data, threshold))
+    YoloLayout::detect(&out.shape, classes, objectness).map_err(|e| ServerError::Backend(e.to_string()))
 }
 
 pub use flywheel_vision::decode::softmax;
 pub use flywheel_vision::{iou, nms};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ident() -> InverseTransform {
-        InverseTransform::identity(100, 100)
-    }
-
-    #[test]
-    fn logits_give_thresholded_top_k() {
-        let labels = vec!["cat".into(), "dog".into(), "fox".into()];
-        let shapes = classify(&[0.0, 3.0, 1.0], true, 2, &labels, 0.2);
-        assert_eq!(shapes.len(), 1);
-        assert_eq!(shapes[0].label, "dog");
-        assert!(shapes[0].confidence > 0.8);
-    }
-
-    #[test]
-    fn yolo_v8_layout_with_nms() {
-        // 2 classes, 3 anchors, channels first: [1, 6, 3].
-        // anchors 0 and 1 overlap heavily (class 0), anchor 2 is class 1 elsewhere.
-        let cx = [20.0, 21.0, 70.0];
-        let cy = [20.0, 20.0, 70.0];
-        let w = [10.0, 10.0, 20.0];
-        let h = [10.0, 10.0, 20.0];
-        let c0 = [0.9, 0.8, 0.1];
-        let c1 = [0.0, 0.1, 0.7];
-        let data: Vec<f32> = [cx, cy, w, h, c0, c1].concat();
-        let t = TensorF32::new(vec![1, 6, 3], data).unwrap();
-        let dec = OutputSpec { decoder: Decoder::Yolo, nms_iou_threshold: 0.5, top_k: None };
-        let labels = vec!["a".into(), "b".into()];
-        let shapes = decode(&dec, &[t], &labels, 0.25, &ident()).unwrap();
-        assert_eq!(shapes.len(), 2);
-        assert_eq!(shapes[0].label, "a");
-        assert_eq!(shapes[0].bbox, Some([15.0, 15.0, 25.0, 25.0]));
-        assert_eq!(shapes[1].label, "b");
-    }
-
-    #[test]
-    fn yolo_v5_layout_uses_objectness() {
-        // [1, 2 anchors, 5 + 1 class]
-        let data = vec![10.0, 10.0, 4.0, 4.0, 0.9, 0.9, 50.0, 50.0, 4.0, 4.0, 0.1, 0.9];
-        let t = TensorF32::new(vec![1, 2, 6], data).unwrap();
-        let dets = yolo(&t, true, 1, 0.5).unwrap();
-        assert_eq!(dets.len(), 1);
-        assert!((dets[0].score - 0.81).abs() < 1e-5);
-    }
-
-    #[test]
-    fn yolo_rejects_mismatched_outputs() {
-        let t = TensorF32::new(vec![1, 7, 3], vec![0.0; 21]).unwrap();
-        let dec = OutputSpec { decoder: Decoder::Yolo, nms_iou_threshold: 0.5, top_k: None };
-        assert!(decode(&dec, &[t], &["x".into()], 0.5, &ident()).is_err());
-    }
-}
+mod tests;

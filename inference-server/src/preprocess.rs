@@ -59,7 +59,7 @@ mod tests {
     use crate::serving::{Layout, ResizeMode};
 
     fn spec(resize: ResizeMode, channels: u32) -> InputSpec {
-        InputSpec { width: 64, height: 64, channels, layout: Layout::Nhwc, mean: vec![0.5], std: vec![0.5], resize }
+        InputSpec { channels, layout: Layout::Nhwc, mean: vec![0.5], std: vec![0.5], resize, ..InputSpec::new(64, 64) }
     }
 
     #[test]

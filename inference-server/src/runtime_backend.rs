@@ -65,9 +65,13 @@ impl ModelBackend for RuntimeBackend {
         &self.outputs
     }
 
+    fn output_op(&self, index: usize) -> Option<String> {
+        self.model.output_op(index).map(str::to_string)
+    }
+
     fn run(&self, input: &TensorF32) -> Result<Vec<TensorF32>, BackendError> {
         let t = Tensor::from_slice(&input.data, input.shape.as_slice(), &Device::Cpu)
-            .map_err(|e| BackendError::Shape(e.to_string()))?;
+            .map_err(|e| BackendError::Input(e.to_string()))?;
         let outs =
             self.model.run(&[(self.input.name.as_str(), t)]).map_err(|e| BackendError::Execution(e.to_string()))?;
         outs.into_iter()

@@ -54,6 +54,9 @@ impl ValueInfo {
 #[derive(Clone)]
 pub struct Model {
     plan: Arc<Plan>,
+    /// Per graph output, the op type of the node computing it in the graph as written (before
+    /// fusions): what callers read to learn, e.g., that a classifier already ends in Softmax.
+    output_ops: Vec<Option<String>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -75,8 +78,13 @@ impl Model {
 
     pub fn from_proto(proto: &ModelProto) -> Result<Model, LoadError> {
         let g = graph::load(proto)?;
+        let output_ops = g
+            .outputs
+            .iter()
+            .map(|(id, _)| g.nodes.iter().find(|n| n.outputs.contains(id)).map(|n| n.op_type.clone()))
+            .collect();
         let plan = plan::build(g, &PlanOptions { fuse: true, keep_live: HashSet::new() })?;
-        Ok(Model { plan: Arc::new(plan) })
+        Ok(Model { plan: Arc::new(plan), output_ops })
     }
 
     pub fn inputs(&self) -> Vec<ValueInfo> {
@@ -85,6 +93,12 @@ impl Model {
 
     pub fn outputs(&self) -> Vec<ValueInfo> {
         self.plan.graph.outputs.iter().map(|(_, v)| v.clone()).collect()
+    }
+
+    /// The op type of the node computing output `index` in the graph as written (None for an
+    /// output that is an input or a constant).
+    pub fn output_op(&self, index: usize) -> Option<&str> {
+        self.output_ops.get(index)?.as_deref()
     }
 
     /// The model's default-domain opset.

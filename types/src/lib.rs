@@ -18,7 +18,7 @@ pub mod model;
 pub mod prediction;
 pub mod serving;
 
-pub use model::{Decoder, InputSpec, Layout, OutputSpec, ResizeMode, Task};
+pub use model::{BoxFormat, ChannelOrder, ClassScores, Decoder, InputSpec, Layout, OutputSpec, ResizeMode, Task};
 
 #[cfg(test)]
 mod tests;

@@ -49,10 +49,68 @@ pub struct InputSpec {
     /// Per-channel standard deviation divided after subtracting the mean.
     #[serde(default = "default_std")]
     pub std: Vec<f32>,
-    /// How images are fitted to width x height: `stretch` (default) or `letterbox`
-    /// (keep the aspect ratio, pad with grey).
+    /// How images are fitted to width x height: `stretch` (default), `letterbox` (keep the
+    /// aspect ratio, pad with grey) or `centerCrop` (scale so the input is `cropFraction` of the
+    /// image's shorter side, keep the aspect ratio, cut out the centre).
     #[serde(default)]
     pub resize: ResizeMode,
+    /// Channel order the model expects: `rgb` (default) or `bgr` (OpenCV- and Paddle-trained
+    /// models).
+    #[serde(default, skip_serializing_if = "ChannelOrder::is_rgb")]
+    pub channel_order: ChannelOrder,
+    /// Factor applied to 0..255 pixel values before the mean is subtracted: 1/255 when absent
+    /// (values in 0..1), 1 keeps 0..255.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub pixel_scale: Option<f32>,
+    /// `centerCrop`: the fraction of the resized image the crop keeps (0.875 when absent:
+    /// resize to 256, crop 224, as torchvision evaluates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.1, max = 1.0))]
+    pub crop_fraction: Option<f32>,
+}
+
+impl InputSpec {
+    /// An input of `width` x `height` with every other field at its default.
+    pub fn new(width: u32, height: u32) -> Self {
+        Self {
+            width,
+            height,
+            channels: default_channels(),
+            layout: Layout::default(),
+            mean: default_mean(),
+            std: default_std(),
+            resize: ResizeMode::default(),
+            channel_order: ChannelOrder::default(),
+            pixel_scale: None,
+            crop_fraction: None,
+        }
+    }
+
+    /// `pixelScale`, or 1/255.
+    pub fn pixel_scale(&self) -> f32 {
+        self.pixel_scale.unwrap_or(1.0 / 255.0)
+    }
+
+    /// `cropFraction`, or 0.875.
+    pub fn crop_fraction(&self) -> f32 {
+        self.crop_fraction.unwrap_or(0.875)
+    }
+}
+
+/// Colour channel orders.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ChannelOrder {
+    #[default]
+    Rgb,
+    Bgr,
+}
+
+impl ChannelOrder {
+    pub fn is_rgb(&self) -> bool {
+        *self == Self::Rgb
+    }
 }
 
 fn default_channels() -> u32 {
@@ -79,21 +137,24 @@ pub enum Layout {
 
 /// Resize modes.
 // Stretch scales each axis independently to the input size; letterbox scales to fit keeping the
-// aspect ratio and pads with grey (114), as YOLO models expect.
+// aspect ratio and pads with grey (114), as YOLO models expect; centerCrop scales to cover and
+// cuts out the centre, as torchvision classifiers are evaluated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum ResizeMode {
     #[default]
     Stretch,
     Letterbox,
+    CenterCrop,
 }
 
-/// Post-processing: output tensors → shapes.
+/// Post-processing: output tensors → shapes. Every field has a default that fits the most
+/// common export; docs/models.md shows the settings per exporter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutputSpec {
     /// Output decoder: `logits` (classification), `yolo` ([N, 4 + classes, anchors] or
-    /// [N, anchors, 5 + classes]) or `boxesScores` (separate boxes and scores outputs).
+    /// [N, anchors, 4 or 5 + classes]) or `boxesScores` (separate boxes and scores outputs).
     #[serde(default)]
     pub decoder: Decoder,
     /// IoU above which overlapping boxes of one class are suppressed (detection).
@@ -104,6 +165,50 @@ pub struct OutputSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub top_k: Option<u32>,
+    /// Classification: `logits` (softmax applied) or `probabilities` (used as they are). When
+    /// absent, probabilities if the output comes out of a Softmax or Sigmoid node, else logits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_scores: Option<ClassScores>,
+    /// The output tensor the `logits` and `yolo` decoders read; the model's first when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub output: Option<String>,
+    /// YOLO: whether each anchor has an objectness field after its box; inferred from the
+    /// output's shape when absent ([N, anchors, 5 + classes] has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectness: Option<bool>,
+    /// YOLO: strides of a raw grid output (YOLOX without decoding in the graph, e.g.
+    /// [8, 16, 32]): anchors are each stride's cells, row-major, with x/y offsets in cells and
+    /// log width/height in strides. Empty: boxes are already decoded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strides: Vec<u32>,
+    /// boxesScores: the output holding [N, anchors, 4] boxes (default `boxes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub boxes_output: Option<String>,
+    /// boxesScores: the output holding [N, anchors, classes] (or [N, classes, anchors]) scores,
+    /// or [N, anchors] with `labelsOutput` (default `scores`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub scores_output: Option<String>,
+    /// boxesScores: an output of class ids [N, anchors], for exports with NMS inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub labels_output: Option<String>,
+    /// Box coordinates: `cxcywh` (centre, size), `xyxy` (corners) or `xywh` (corner, size);
+    /// cxcywh for `yolo` and xyxy for `boxesScores` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub box_format: Option<BoxFormat>,
+    /// Boxes are fractions of the input width and height rather than input pixels.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub normalized_boxes: bool,
+    /// Suppress overlapping boxes across classes, not only within one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub class_agnostic_nms: bool,
+    /// Boxes kept per image after non-maximum suppression (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_detections: Option<u32>,
 }
 
 fn default_iou() -> f64 {
@@ -113,18 +218,89 @@ fn default_iou() -> f64 {
 impl OutputSpec {
     /// Classes returned per image by `/v1/predict` when `topK` is not set.
     pub const DEFAULT_TOP_K: u32 = 5;
-    /// Boxes kept per image after non-maximum suppression.
+    /// Boxes kept per image after non-maximum suppression when `maxDetections` is not set.
     pub const MAX_DETECTIONS: usize = 100;
 
     /// `topK`, or its default.
     pub fn top_k(&self) -> usize {
         self.top_k.unwrap_or(Self::DEFAULT_TOP_K) as usize
     }
+
+    /// `maxDetections`, or its default.
+    pub fn max_detections(&self) -> usize {
+        self.max_detections.map_or(Self::MAX_DETECTIONS, |n| n as usize)
+    }
+
+    /// `boxFormat`, or the decoder's default.
+    pub fn box_format(&self) -> BoxFormat {
+        self.box_format.unwrap_or(match self.decoder {
+            Decoder::BoxesScores => BoxFormat::Xyxy,
+            _ => BoxFormat::Cxcywh,
+        })
+    }
+
+    /// `boxesOutput`, or its default.
+    pub fn boxes_output(&self) -> &str {
+        self.boxes_output.as_deref().unwrap_or("boxes")
+    }
+
+    /// `scoresOutput`, or its default.
+    pub fn scores_output(&self) -> &str {
+        self.scores_output.as_deref().unwrap_or("scores")
+    }
 }
 
 impl Default for OutputSpec {
     fn default() -> Self {
-        Self { decoder: Decoder::default(), nms_iou_threshold: default_iou(), top_k: None }
+        Self {
+            decoder: Decoder::default(),
+            nms_iou_threshold: default_iou(),
+            top_k: None,
+            class_scores: None,
+            output: None,
+            objectness: None,
+            strides: Vec::new(),
+            boxes_output: None,
+            scores_output: None,
+            labels_output: None,
+            box_format: None,
+            normalized_boxes: false,
+            class_agnostic_nms: false,
+            max_detections: None,
+        }
+    }
+}
+
+/// What a classifier's output holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ClassScores {
+    /// Raw scores; the server applies softmax.
+    Logits,
+    /// Scores that are already probabilities (the graph ends in Softmax or Sigmoid).
+    Probabilities,
+}
+
+/// Box coordinate conventions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum BoxFormat {
+    /// Centre x, centre y, width, height.
+    Cxcywh,
+    /// Left, top, right, bottom.
+    Xyxy,
+    /// Left, top, width, height.
+    Xywh,
+}
+
+impl BoxFormat {
+    /// Four coordinates in this format → [x1, y1, x2, y2].
+    pub fn to_xyxy(self, v: [f32; 4]) -> [f32; 4] {
+        match self {
+            Self::Cxcywh => [v[0] - v[2] / 2.0, v[1] - v[3] / 2.0, v[0] + v[2] / 2.0, v[1] + v[3] / 2.0],
+            Self::Xyxy => v,
+            Self::Xywh => [v[0], v[1], v[0] + v[2], v[1] + v[3]],
+        }
     }
 }
 

@@ -13,7 +13,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::dataset::DatasetFormat;
-pub use crate::model::{Decoder, InputSpec, Layout, OutputSpec, ResizeMode, Task};
+pub use crate::model::{
+    BoxFormat, ChannelOrder, ClassScores, Decoder, InputSpec, Layout, OutputSpec, ResizeMode, Task,
+};
 
 /// File name the operator uses for the serving config inside the mounted ConfigMap.
 pub const SERVING_CONFIG_FILE: &str = "serving.yaml";

@@ -19,13 +19,12 @@ fn serving_files_with_capital_layouts_still_read() {
 #[test]
 fn an_input_spec_writes_the_model_version_spelling() {
     let input = InputSpec {
-        width: 8,
-        height: 8,
         channels: 1,
         layout: Layout::Nhwc,
         mean: vec![0.5],
         std: vec![0.25],
         resize: ResizeMode::Stretch,
+        ..InputSpec::new(8, 8)
     };
     let text = serde_json::to_value(&input).unwrap();
     assert_eq!(text["layout"], "nhwc");

@@ -19,14 +19,25 @@ pub trait Candidate {
 
 /// Greedy per-class NMS, highest score first: a candidate is kept unless a kept one of its class
 /// overlaps it by more than `iou_threshold`; at most `max_detections` are kept.
-pub fn nms<T: Candidate>(mut dets: Vec<T>, iou_threshold: f32, max_detections: usize) -> Vec<T> {
+pub fn nms<T: Candidate>(dets: Vec<T>, iou_threshold: f32, max_detections: usize) -> Vec<T> {
+    nms_with(dets, iou_threshold, max_detections, false)
+}
+
+/// [`nms`], or across classes when `class_agnostic` (a kept box of any class suppresses).
+pub fn nms_with<T: Candidate>(
+    mut dets: Vec<T>,
+    iou_threshold: f32,
+    max_detections: usize,
+    class_agnostic: bool,
+) -> Vec<T> {
     dets.sort_by(|a, b| b.score().total_cmp(&a.score()));
     let mut kept: Vec<T> = Vec::new();
     for d in dets {
         if kept.len() >= max_detections {
             break;
         }
-        if kept.iter().all(|k| k.class() != d.class() || iou(k.bbox(), d.bbox()) <= iou_threshold) {
+        let rivals = |k: &T| class_agnostic || k.class() == d.class();
+        if kept.iter().all(|k| !rivals(k) || iou(k.bbox(), d.bbox()) <= iou_threshold) {
             kept.push(d);
         }
     }

@@ -114,32 +114,11 @@ pub fn xyxy(cx: f32, cy: f32, w: f32, h: f32) -> [f32; 4] {
 }
 
 /// Candidate boxes of one image (`layout.len()` values in the layout's order) whose score (best
-/// class score × objectness) reaches `threshold`. NaN scores never pass.
+/// class score × objectness) reaches `threshold`, boxes as centre and size in input pixels. NaN
+/// scores never pass. Other box conventions: [`crate::detect::decode_yolo_boxes`].
 pub fn decode_yolo(layout: &YoloLayout, data: &[f32], threshold: f32) -> Vec<Detection> {
-    let (fields, anchors) = (layout.fields(), layout.anchors);
     debug_assert!(data.len() >= layout.len(), "one image of the layout");
-    let at = |f: usize, a: usize| if layout.channels_first { data[f * anchors + a] } else { data[a * fields + f] };
-    let mut out = Vec::new();
-    for a in 0..anchors {
-        let obj = if layout.objectness { at(4, a) } else { 1.0 };
-        // Written so that a NaN objectness is skipped too.
-        if obj.is_nan() || obj < threshold {
-            continue;
-        }
-        let (mut best, mut best_score) = (0, f32::NEG_INFINITY);
-        for c in layout.class_offset()..fields {
-            let s = at(c, a);
-            if s > best_score {
-                best_score = s;
-                best = c - layout.class_offset();
-            }
-        }
-        let score = best_score * obj;
-        if score >= threshold {
-            out.push(Detection { bbox: xyxy(at(0, a), at(1, a), at(2, a), at(3, a)), class: best, score });
-        }
-    }
-    out
+    crate::detect::decode_yolo_boxes(layout, data, threshold, &crate::detect::BoxDecode::default())
 }
 
 /// Softmax of one row of logits.

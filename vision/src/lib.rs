@@ -5,10 +5,11 @@
 
 pub mod boxes;
 pub mod decode;
+pub mod detect;
 pub mod preprocess;
 pub mod quality;
 pub mod stats;
 
-pub use boxes::{BoxTransform, Candidate, InverseTransform, iou, nms};
+pub use boxes::{BoxTransform, Candidate, InverseTransform, iou, nms, nms_with};
 pub use preprocess::{Placement, UnsupportedInput, batch_shape, check_input, to_input};
 pub use stats::ImageStats;

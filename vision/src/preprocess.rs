@@ -1,12 +1,13 @@
-//! Image → model input: resize by `stretch` or `letterbox` (grey 114 padding), triangle filter,
-//! x = (p/255 - mean) / std per channel (grey = luma 0.299 R + 0.587 G + 0.114 B), NCHW or NHWC.
+//! Image → model input: resize by `stretch`, `letterbox` (grey 114 padding) or `centerCrop`,
+//! triangle filter, channels in RGB or BGR order, x = (p * pixelScale - mean) / std per channel
+//! (pixelScale 1/255 by default; grey = luma 0.299 R + 0.587 G + 0.114 B), NCHW or NHWC.
 //!
 //! The spec is the shared [`flywheel_types::InputSpec`], the one the ModelVersion CRD and the
 //! serving config both carry. Channel counts other than 1 or 3 are clamped into 1..=3 (see
 //! [`check_input`]); per-channel mean and standard deviation take a single value as applying to
 //! every channel, and an empty list as mean 0 / std 1.
 
-use flywheel_types::{InputSpec, Layout, ResizeMode};
+use flywheel_types::{ChannelOrder, InputSpec, Layout, ResizeMode};
 use image::RgbImage;
 use image::imageops::FilterType;
 
@@ -43,9 +44,10 @@ pub struct Placement {
     /// Size of the resized image inside the canvas.
     pub resized_width: u32,
     pub resized_height: u32,
-    /// Offset of the resized image (letterbox padding; 0 for stretch).
-    pub pad_x: u32,
-    pub pad_y: u32,
+    /// Offset of the resized image in the canvas: letterbox padding, 0 for stretch, negative
+    /// for a centre crop (the part cut off on the left and top).
+    pub pad_x: i32,
+    pub pad_y: i32,
 }
 
 impl Placement {
@@ -106,8 +108,27 @@ pub fn to_input(img: &RgbImage, spec: &InputSpec) -> (Vec<f32>, Placement) {
                 height: img.height(),
                 resized_width: nw,
                 resized_height: nh,
-                pad_x: px,
-                pad_y: py,
+                pad_x: px as i32,
+                pad_y: py as i32,
+            };
+            (canvas, placement)
+        }
+        ResizeMode::CenterCrop => {
+            // Cover (w, h) / cropFraction keeping the aspect ratio, then cut out the centre.
+            let f = spec.crop_fraction().clamp(0.1, 1.0);
+            let s = (w as f32 / f / img.width() as f32).max(h as f32 / f / img.height() as f32);
+            let nw = ((img.width() as f32 * s).round() as u32).max(w);
+            let nh = ((img.height() as f32 * s).round() as u32).max(h);
+            let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+            let (ox, oy) = (((nw - w) as f32 / 2.0).round() as u32, ((nh - h) as f32 / 2.0).round() as u32);
+            let canvas = image::imageops::crop_imm(&resized, ox, oy, w, h).to_image();
+            let placement = Placement {
+                width: img.width(),
+                height: img.height(),
+                resized_width: nw,
+                resized_height: nh,
+                pad_x: -(ox as i32),
+                pad_y: -(oy as i32),
             };
             (canvas, placement)
         }
@@ -119,7 +140,8 @@ fn normalise(img: &RgbImage, spec: &InputSpec) -> Vec<f32> {
     let c = effective_channels(spec);
     let mean = |k: usize| spec.mean.get(k).or(spec.mean.first()).copied().unwrap_or(0.0);
     let std = |k: usize| spec.std.get(k).or(spec.std.first()).copied().unwrap_or(1.0);
-    let scale: Vec<f32> = (0..c).map(|k| 1.0 / (255.0 * std(k))).collect();
+    let pixel_scale = spec.pixel_scale();
+    let scale: Vec<f32> = (0..c).map(|k| pixel_scale / std(k)).collect();
     let shift: Vec<f32> = (0..c).map(|k| mean(k) / std(k)).collect();
     let plane = (img.width() * img.height()) as usize;
     let mut out = vec![0f32; plane * c];
@@ -127,6 +149,8 @@ fn normalise(img: &RgbImage, spec: &InputSpec) -> Vec<f32> {
         let vals: [f32; 3] = if c == 1 {
             let l = 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
             [l, 0.0, 0.0]
+        } else if spec.channel_order == ChannelOrder::Bgr {
+            [p[2] as f32, p[1] as f32, p[0] as f32]
         } else {
             [p[0] as f32, p[1] as f32, p[2] as f32]
         };
@@ -156,13 +180,12 @@ mod tests {
 
     fn spec(side: u32, resize: ResizeMode) -> InputSpec {
         InputSpec {
-            width: side,
-            height: side,
             channels: 3,
             layout: Layout::Nchw,
             mean: vec![0.5],
             std: vec![0.5],
             resize,
+            ..InputSpec::new(side, side)
         }
     }
 
@@ -231,5 +254,43 @@ mod tests {
         let e = check_input(&InputSpec { channels: 2, ..spec(8, ResizeMode::Stretch) }).unwrap_err();
         assert_eq!(e.to_string(), "unsupported model input 8x8x2");
         assert!(check_input(&InputSpec { width: 0, ..spec(8, ResizeMode::Stretch) }).is_err());
+    }
+
+    #[test]
+    fn bgr_order_and_raw_pixel_scale() {
+        let img = RgbImage::from_pixel(2, 2, image::Rgb([200, 100, 50]));
+        let raw = InputSpec {
+            channel_order: ChannelOrder::Bgr,
+            pixel_scale: Some(1.0),
+            mean: vec![10.0, 20.0, 30.0],
+            std: vec![2.0, 2.0, 2.0],
+            ..spec(2, ResizeMode::Stretch)
+        };
+        let (t, _) = to_input(&img, &raw);
+        // Channel 0 is blue: (50 - 10) / 2; channel 2 is red: (200 - 30) / 2.
+        assert_eq!((t[0], t[4], t[8]), (20.0, 40.0, 85.0));
+    }
+
+    #[test]
+    fn center_crop_resizes_the_shorter_side_and_cuts_out_the_middle() {
+        // 64x32 → cover 16/0.5 = 32: 64x32 stays, crop the centre 16x16 at (24, 8).
+        let mut img = RgbImage::from_pixel(64, 32, image::Rgb([0, 0, 0]));
+        for y in 8..24 {
+            for x in 24..40 {
+                img.put_pixel(x, y, image::Rgb([255, 255, 255]));
+            }
+        }
+        let crop =
+            InputSpec { crop_fraction: Some(0.5), mean: vec![], std: vec![], ..spec(16, ResizeMode::CenterCrop) };
+        let (t, placement) = to_input(&img, &crop);
+        assert_eq!(t.len(), 3 * 16 * 16);
+        assert!(t.iter().all(|v| (v - 1.0).abs() < 1e-5), "the crop is the white centre");
+        assert_eq!((placement.pad_x, placement.pad_y), (-24, -8));
+        // A box over the whole input is the crop's window in the original image.
+        assert_eq!(placement.inverse().to_original([0.0, 0.0, 16.0, 16.0]), [24.0, 8.0, 40.0, 24.0]);
+        // torchvision's default: 224 of a shorter side of 256.
+        let tv = InputSpec { mean: vec![], std: vec![], ..spec(224, ResizeMode::CenterCrop) };
+        let (_, p) = to_input(&RgbImage::new(512, 300), &tv);
+        assert_eq!((p.resized_width, p.resized_height), (437, 256));
     }
 }

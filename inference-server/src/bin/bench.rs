@@ -118,13 +118,12 @@ fn served(model: &std::path::Path, name: &str) -> ServedModel {
         task: Task::Classification,
         labels: vec![],
         input: InputSpec {
-            width: 64,
-            height: 64,
             channels: 3,
             layout: Layout::Nchw,
             mean: vec![],
             std: vec![],
             resize: ResizeMode::Stretch,
+            ..InputSpec::new(64, 64)
         },
         output: OutputSpec { decoder: Decoder::Logits, top_k: Some(1), ..Default::default() },
     }

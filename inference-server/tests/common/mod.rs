@@ -37,7 +37,7 @@ pub fn model_file(name: &str) -> (String, String) {
 }
 
 pub fn input64(resize: ResizeMode) -> InputSpec {
-    InputSpec { width: 64, height: 64, channels: 3, layout: Layout::Nchw, mean: vec![], std: vec![], resize }
+    InputSpec { layout: Layout::Nchw, mean: vec![], std: vec![], resize, ..InputSpec::new(64, 64) }
 }
 
 pub fn classifier(name: &str, file: &str, version: &str) -> ServedModel {
@@ -64,7 +64,7 @@ pub fn detector(name: &str, version: &str) -> ServedModel {
         task: Task::Detection,
         labels: vec!["red".into(), "blue".into()],
         input: input64(ResizeMode::Letterbox),
-        output: OutputSpec { decoder: Decoder::Yolo, nms_iou_threshold: 0.45, top_k: None },
+        output: OutputSpec { decoder: Decoder::Yolo, nms_iou_threshold: 0.45, ..Default::default() },
     }
 }
 

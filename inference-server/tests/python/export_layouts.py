@@ -14,7 +14,7 @@ their outputs have exactly the shapes and semantics of:
 - ssd.onnx: SSD/RetinaNet-style separate outputs, `boxes` [N, A, 4] (x1, y1, x2, y2 as
   fractions of the input) and `scores` [N, A, C]
 
-expected.json holds, per model and image, the raw outputs' digest figures and the shapes the
+expected.json holds, per model and image, onnxruntime's raw outputs and the shapes the
 reference decoder (below, written from the exporters' documented post-processing, not from
 the server's code) keeps at the threshold.
 
@@ -272,7 +272,11 @@ def main():
         for k, img in imgs.items():
             x = (img.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
             outs = sess.run(None, {"images": x})
-            expected[name][k] = decode(name, outs)
+            names = [o.name for o in sess.get_outputs()]
+            expected[name][k] = {
+                "shapes": decode(name, outs),
+                "raw": {n: o[0].reshape(-1).tolist() for n, o in zip(names, outs)},
+            }
     with open(os.path.join(out, "expected.json.part"), "w") as f:
         json.dump(expected, f, indent=1)
     os.replace(os.path.join(out, "expected.json.part"), os.path.join(out, "expected.json"))

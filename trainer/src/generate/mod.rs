@@ -27,13 +27,12 @@ pub fn model_spec(task: Task, labels: &[String], size: u32, uri: &str, sha256: &
             credentials: None,
         },
         input: InputSpec {
-            width: size,
-            height: size,
             channels: 3,
             layout: Default::default(),
             mean: vec![0.0, 0.0, 0.0],
             std: vec![1.0, 1.0, 1.0],
             resize: Default::default(),
+            ..InputSpec::new(size, size)
         },
         output: OutputSpec {
             decoder: if task == Task::Detection { Decoder::Yolo } else { Decoder::Logits },

@@ -16,6 +16,7 @@ pub use session::Session;
 use std::collections::BTreeMap;
 
 use flywheel_api::common::StorageUri;
+use flywheel_api::model_version::{BoxFormat, Decoder};
 use flywheel_api::training::{MODEL_FILE, RESULT_FILE, TrainRequest, TrainResult};
 use flywheel_storage::Location;
 
@@ -34,6 +35,22 @@ fn validate(req: &TrainRequest) -> Result<()> {
     }
     if req.train.is_empty() {
         return Err(TrainerError::Request("no training datasets".into()));
+    }
+    let output = &req.base_model.spec.output;
+    let trainable = match output.decoder {
+        Decoder::Logits => true,
+        Decoder::Yolo => {
+            output.strides.is_empty() && output.box_format() == BoxFormat::Cxcywh && !output.normalized_boxes
+        }
+        Decoder::BoxesScores => false,
+    };
+    if !trainable {
+        return Err(TrainerError::Request(format!(
+            "model {} cannot be fine-tuned by the built-in trainer: it trains classifiers (logits) and detectors \
+             with one decoded YOLO output (centre/size boxes in input pixels), not raw grids or separate \
+             boxes/scores outputs (it can still be served)",
+            req.base_model.name
+        )));
     }
     let task = req.base_model.spec.task;
     for ds in req.train.iter().chain(req.eval.iter()) {

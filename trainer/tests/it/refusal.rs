@@ -44,3 +44,17 @@ async fn a_regressing_model_is_not_written() {
     let progress: Progress = serde_json::from_slice(&std::fs::read(out.join("progress.json")).unwrap()).unwrap();
     assert_eq!(progress.state, "rejected");
 }
+
+#[tokio::test]
+async fn a_model_whose_outputs_the_trainer_cannot_fine_tune_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dataset(dir.path(), "coco", Task::Detection, DatasetFormat::Coco, 10, 53).await;
+    let mut base = model(dir.path(), Task::Detection, 1);
+    base.spec.output.strides = vec![8, 16, 32];
+    let out = dir.path().join("run");
+    let req = request(base, vec![ds], &out, 1, 0.01);
+    let err = flywheel_trainer::train::run(&req).await.expect_err("a raw grid output must be refused");
+    assert!(matches!(err, TrainerError::Request(_)), "{err}");
+    assert!(err.to_string().contains("cannot be fine-tuned") && err.to_string().contains("raw grids"), "{err}");
+    assert!(!out.join("result.json").exists());
+}

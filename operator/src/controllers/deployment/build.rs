@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flywheel_api::model_version::Decoder;
 use flywheel_api::serving::{self, FeedbackDatasetConfig, PredictionLogConfig, ServedModel, ServingConfig};
 use flywheel_api::{DatasetVersion, FlywheelDeployment, ModelVersion};
 use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
@@ -68,12 +67,6 @@ fn served_model(mv: &ModelVersion) -> Result<ServedModel> {
         .as_ref()
         .and_then(|s| s.digest.clone())
         .ok_or_else(|| Error::InvalidSpec(format!("ModelVersion {} has no verified digest yet", mv.name_any())))?;
-    if spec.output.decoder == Decoder::BoxesScores {
-        return Err(Error::InvalidSpec(format!(
-            "ModelVersion {}: the boxesScores decoder is not served yet; export the model with a yolo or logits output",
-            mv.name_any()
-        )));
-    }
     Ok(ServedModel {
         name: spec.model.clone(),
         version: mv.name_any(),

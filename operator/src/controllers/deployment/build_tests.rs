@@ -180,17 +180,19 @@ fn autoscaling_makes_an_hpa_and_leaves_replicas_to_it() {
 }
 
 #[test]
-fn boxes_scores_decoder_is_refused_with_a_reason() {
+fn every_decoder_reaches_the_server_with_the_model_versions_output_spec() {
     let d = deployment("");
+    let champion = model("m-v1", Some("aa"), "boxesScores");
     let inputs = Inputs {
-        champion: &model("m-v1", Some("aa"), "boxesScores"),
+        champion: &champion,
         shadow: None,
         shadow_sample_rate: 1.0,
         feedback: None,
         reference_statistics_uri: None,
         server_image: "img",
     };
-    assert!(serving_config(&d, &inputs).unwrap_err().to_string().contains("boxesScores"));
+    let config = serving_config(&d, &inputs).unwrap();
+    assert_eq!(config.champion.output, champion.spec.output);
 }
 
 #[test]
