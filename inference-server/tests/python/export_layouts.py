@@ -212,15 +212,17 @@ def cxcywh(cx, cy, w, h):
     return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
 
 
-def decode_rows(rows, objectness):
+def decode_rows(rows, objectness, labels=LABELS, threshold=None):
+    """YOLO rows [A, 4 (+1) + C]: best class (times objectness), centre/size boxes, NMS."""
+    threshold = THRESHOLD if threshold is None else threshold
     dets = []
     for r in rows:
         obj = r[4] if objectness else 1.0
         cls = r[5:] if objectness else r[4:]
         c = int(np.argmax(cls))
         score = float(cls[c] * obj)
-        if score >= THRESHOLD:
-            dets.append({"label": LABELS[c], "confidence": score, "box": cxcywh(*map(float, r[:4]))})
+        if score >= threshold:
+            dets.append({"label": labels[c], "confidence": score, "box": cxcywh(*map(float, r[:4]))})
     return nms(dets)
 
 

@@ -1,0 +1,152 @@
+//! Real exported models that ship inside PyPI packages, on real photos that ship inside PyPI
+//! packages (tests/python/real_models.py): nudenet's Ultralytics YOLOv8n export on scikit-image's
+//! astronaut (a face) and coffee (none), and the `onnx` wheel's light ResNet-50, Inception v2 and
+//! ShuffleNet. Served through OIP (raw outputs against onnxruntime's within 1e-4) and
+//! `/v1/predict` (the detector's shapes against the reference decoder's).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::*;
+use flywheel_inference_server::fetch::sha256_hex;
+use flywheel_inference_server::serving::*;
+use serde_json::{Value, json};
+
+fn real_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+        let mut key = std::fs::read(here.join("real_models.py")).unwrap();
+        key.extend(std::fs::read(here.join("export_layouts.py")).unwrap());
+        let dir = cache_root().join("server-real-models").join(&sha256_hex(&key)[..16]);
+        if !dir.join("expected.json").exists() {
+            let script = here.join("real_models.py");
+            let out = std::process::Command::new(python()).arg(&script).arg(&dir).output().expect("running python");
+            assert!(out.status.success(), "fetching the real models failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        dir
+    })
+}
+
+fn expected() -> Value {
+    serde_json::from_slice(&std::fs::read(real_dir().join("expected.json")).unwrap()).unwrap()
+}
+
+fn served(
+    name: &str,
+    size: u32,
+    task: Task,
+    labels: Vec<String>,
+    output: OutputSpec,
+    resize: ResizeMode,
+) -> ServedModel {
+    let path = real_dir().join(format!("{name}.onnx"));
+    ServedModel {
+        name: name.replace('_', "-"),
+        version: "v1".into(),
+        uri: format!("file://{}", path.display()),
+        sha256: sha256_hex(&std::fs::read(&path).unwrap()),
+        task,
+        labels,
+        input: InputSpec { mean: vec![], std: vec![], resize, ..InputSpec::new(size, size) },
+        output,
+    }
+}
+
+fn tensor(png: &[u8]) -> (Vec<f32>, u32) {
+    let img = image::load_from_memory(png).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    let plane = (w * h) as usize;
+    let mut t = vec![0f32; 3 * plane];
+    for (i, p) in img.pixels().enumerate() {
+        for c in 0..3 {
+            t[c * plane + i] = p[c] as f32 / 255.0;
+        }
+    }
+    (t, w)
+}
+
+/// Serves `model` and checks every photo's raw outputs (and, when given, its shapes).
+async fn check(file: &str, model: ServedModel, size: u32, compare_shapes: bool) {
+    let want = &expected()[file];
+    let name = model.name.clone();
+    let mut cfg = config(model);
+    cfg.confidence_threshold = 0.25;
+    let s = TestServer::start(&cfg).await;
+    for photo in ["astronaut", "coffee"] {
+        let png = std::fs::read(real_dir().join(format!("{photo}_{size}.png"))).unwrap();
+        let (data, side) = tensor(&png);
+        let input = want["input"].as_str().unwrap();
+        let req = json!({"inputs": [{"name": input, "shape": [1, 3, side, side], "datatype": "FP32", "data": data}]});
+        let r = s.client.post(s.url(&format!("/v2/models/{name}/infer"))).json(&req).send().await.unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "{file} {photo}: {body}");
+        for out in body["outputs"].as_array().unwrap() {
+            let ours: Vec<f64> = serde_json::from_value(out["data"].clone()).unwrap();
+            let theirs: Vec<f64> =
+                serde_json::from_value(want[photo]["raw"][out["name"].as_str().unwrap()].clone()).unwrap();
+            assert_eq!(ours.len(), theirs.len(), "{file} {photo} {}", out["name"]);
+            // Relative to the output's scale: box coordinates run to ~320 pixels.
+            let scale = theirs.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            assert!(diff <= 1e-4 * scale, "{file} {photo} {}: max diff {diff} (scale {scale})", out["name"]);
+            eprintln!("{file} {photo} {}: max diff vs onnxruntime {diff:.2e} (values up to {scale:.1})", out["name"]);
+        }
+        if !compare_shapes {
+            continue;
+        }
+        let r: Value = s.client.post(s.url("/v1/predict")).body(png).send().await.unwrap().json().await.unwrap();
+        let ours = r["predictions"][0]["shapes"].as_array().unwrap().clone();
+        let theirs = want[photo]["shapes"].as_array().unwrap().clone();
+        assert_eq!(ours.len(), theirs.len(), "{file} {photo}: {ours:?}\nreference: {theirs:?}");
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_eq!(a["label"], b["label"], "{file} {photo}");
+            assert!((a["confidence"].as_f64().unwrap() - b["confidence"].as_f64().unwrap()).abs() <= 1e-4);
+            let (ab, bb): (Vec<f64>, Vec<f64>) =
+                (serde_json::from_value(a["box"].clone()).unwrap(), serde_json::from_value(b["box"].clone()).unwrap());
+            assert!(ab.iter().zip(&bb).all(|(x, y)| (x - y).abs() <= 1e-2), "{file} {photo}: {ab:?} vs {bb:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nudenets_yolov8n_export_finds_the_astronauts_face() {
+    let labels: Vec<String> = NUDENET_LABELS.iter().map(|s| s.to_string()).collect();
+    let output = OutputSpec { decoder: Decoder::Yolo, ..Default::default() };
+    check("320n", served("320n", 320, Task::Detection, labels, output, ResizeMode::Letterbox), 320, true).await;
+    let face = &expected()["320n"]["astronaut"]["shapes"][0];
+    assert_eq!(face["label"], "FACE_FEMALE", "the reference itself must see the face: {face}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_onnx_wheels_light_classifiers_match_onnxruntime() {
+    let labels: Vec<String> = (0..1000).map(|i| format!("class_{i}")).collect();
+    for name in ["light_resnet50", "light_inception_v2", "light_shufflenet"] {
+        let model = served(name, 224, Task::Classification, labels.clone(), OutputSpec::default(), ResizeMode::Stretch);
+        check(name, model, 224, false).await;
+    }
+}
+
+const NUDENET_LABELS: [&str; 18] = [
+    "FEMALE_GENITALIA_COVERED",
+    "FACE_FEMALE",
+    "BUTTOCKS_EXPOSED",
+    "FEMALE_BREAST_EXPOSED",
+    "FEMALE_GENITALIA_EXPOSED",
+    "MALE_BREAST_EXPOSED",
+    "ANUS_EXPOSED",
+    "FEET_EXPOSED",
+    "BELLY_COVERED",
+    "FEET_COVERED",
+    "ARMPITS_COVERED",
+    "ARMPITS_EXPOSED",
+    "FACE_MALE",
+    "BELLY_EXPOSED",
+    "MALE_GENITALIA_EXPOSED",
+    "ANUS_COVERED",
+    "FEMALE_BREAST_COVERED",
+    "BUTTOCKS_COVERED",
+];
