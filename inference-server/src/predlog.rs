@@ -90,7 +90,7 @@ async fn writer(
             }
             Err(e) => {
                 metrics.log_errors.inc();
-                tracing::warn!(error = %e, records = batch.len(), uri = %loc.uri(), "prediction log write failed");
+                tracing::warn!(error = %e, records = batch.len(), uri = %flywheel_storage::redact(loc.uri()), "prediction log write failed");
             }
         }
     }

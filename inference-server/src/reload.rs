@@ -158,7 +158,8 @@ async fn load_role(
         }
         Err(e) => {
             state.metrics.model_load_failures.get_or_create(&RoleLabel { role: role.into() }).inc();
-            let msg = format!("{role} {} {}: {e}", spec.name, spec.version);
+            // Shown in /status and the log: a URI's credentials must not be.
+            let msg = flywheel_storage::redact_text(&format!("{role} {} {}: {e}", spec.name, spec.version));
             tracing::error!(error = %msg, "model load failed; keeping the previous model");
             Err(msg)
         }
@@ -212,7 +213,7 @@ fn record(state: &AppState, errors: &[String]) {
     if errors.is_empty() {
         st.last_success = Some(now);
     }
-    st.errors = errors.to_vec();
+    st.errors = errors.iter().map(|e| flywheel_storage::redact_text(e)).collect();
 }
 
 /// Watches the config file (polling, because ConfigMap volumes update through a symlink swap

@@ -18,12 +18,14 @@
 //! half-written object visible.
 
 mod location;
+mod redact;
 mod uri;
 
 use sha2::{Digest, Sha256};
 
 pub use location::Location;
 pub use object_store;
+pub use redact::{redact, redact_text};
 
 /// Default mount root of PersistentVolumeClaims inside Flywheel pods.
 pub const DEFAULT_PVC_ROOT: &str = "/var/lib/flywheel/pvc";
@@ -51,20 +53,42 @@ impl std::fmt::Display for Op {
     }
 }
 
-/// Errors name the URI of the object (not the store-internal path).
+/// Errors name the URI of the object (not the store-internal path). Their messages are shown in
+/// statuses, conditions and logs, so credentials in a URI (`user:password@`, a presigned query
+/// string) never appear in them: see [`redact`].
 #[derive(Debug, thiserror::Error)]
+#[error("{}", redact_text(&self.message()))]
 pub enum StorageError {
-    #[error("invalid storage URI {uri:?}: {reason}")]
-    InvalidUri { uri: String, reason: String },
-    #[error("{uri} does not exist")]
-    NotFound { uri: String },
-    #[error("cannot {op} {uri}: {source}")]
-    Store { op: Op, uri: String, source: object_store::Error },
-    #[error("cannot write {uri}: {source}")]
-    Json { uri: String, source: serde_json::Error },
+    InvalidUri {
+        uri: String,
+        reason: String,
+    },
+    NotFound {
+        uri: String,
+    },
+    Store {
+        op: Op,
+        uri: String,
+        #[source]
+        source: object_store::Error,
+    },
+    Json {
+        uri: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl StorageError {
+    fn message(&self) -> String {
+        match self {
+            StorageError::InvalidUri { uri, reason } => format!("invalid storage URI {uri:?}: {reason}"),
+            StorageError::NotFound { uri } => format!("{uri} does not exist"),
+            StorageError::Store { op, uri, source } => format!("cannot {op} {uri}: {source}"),
+            StorageError::Json { uri, source } => format!("cannot write {uri}: {source}"),
+        }
+    }
+
     /// Errors the user must fix (as opposed to transient ones worth retrying).
     pub fn is_permanent(&self) -> bool {
         matches!(self, StorageError::InvalidUri { .. } | StorageError::NotFound { .. } | StorageError::Json { .. })

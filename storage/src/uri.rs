@@ -40,11 +40,15 @@ where
     };
     let resolved = resolve_pvc(&canonical, pvc_root).map_err(invalid)?;
     let url = url::Url::parse(&resolved).map_err(|e| invalid(e.to_string()))?;
-    let options: HashMap<String, String> = options
+    let mut options: HashMap<String, String> = options
         .into_iter()
         .map(|(k, v)| (k.as_ref().to_ascii_lowercase(), v.into()))
         .filter(|(k, _)| k.starts_with("aws_") || k.starts_with("google_") || k.starts_with("azure_"))
         .collect();
+    // object_store's client refuses plain http unless told: an http:// URI asks for it.
+    if url.scheme() == "http" {
+        options.insert("allow_http".into(), "true".into());
+    }
     let (store, path) = if url.scheme() == "file" {
         // Rooted at "/" so any absolute path works; from_url_path decodes %20 and friends
         // and, unlike from_filesystem_path, accepts paths that do not exist yet (outputs).

@@ -40,7 +40,7 @@ pub async fn status(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let model = |m: &crate::models::LoadedModel| {
         serde_json::json!({
             "name": m.spec.name, "version": m.spec.version, "sha256": m.spec.sha256,
-            "uri": m.spec.uri, "task": m.spec.task, "loadedAt": m.loaded_at,
+            "uri": flywheel_storage::redact(&m.spec.uri), "task": m.spec.task, "loadedAt": m.loaded_at,
         })
     };
     Json(serde_json::json!({
