@@ -24,6 +24,10 @@ struct Args {
     /// How often the config file is checked for changes, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     poll_ms: u64,
+    /// Longest a shutdown (SIGTERM) waits for requests in flight, the shadow and the prediction
+    /// log; keep it under the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "FLYWHEEL_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    shutdown_grace_seconds: u64,
 }
 
 #[tokio::main]
@@ -49,6 +53,15 @@ async fn main() -> anyhow::Result<()> {
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,
         _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight and writing the prediction log");
+    if running.shutdown(Duration::from_secs(args.shutdown_grace_seconds)).await {
+        tracing::info!("shut down cleanly");
+    } else {
+        tracing::warn!(
+            seconds = args.shutdown_grace_seconds,
+            "shutdown grace period over; exiting with work unfinished"
+        );
     }
     Ok(())
 }

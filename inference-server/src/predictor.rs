@@ -121,11 +121,11 @@ impl Predictor {
         let sampled = serving.shadow.is_some()
             && (serving.config.shadow_sample_rate >= 1.0 || rand::random::<f64>() < serving.config.shadow_sample_rate);
         let records = match (sampled, &serving.shadow_tx, a.shadow) {
-            (true, Some(tx), Some(input)) => match tx.try_send(ShadowJob { input, records }) {
+            (true, Some(queue), Some(input)) => match queue.try_send(ShadowJob { input, records }) {
                 Ok(()) => return a.preds,
-                Err(full) => {
+                Err(job) => {
                     state.metrics.shadow_dropped.inc();
-                    full.into_inner().records
+                    job.records
                 }
             },
             _ => records,

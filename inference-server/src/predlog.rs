@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use flywheel_storage::{Location, StorageError};
 use flywheel_types::prediction::records_path;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 use crate::record::{LogItem, PredictionRecord};
@@ -27,8 +27,14 @@ pub type WrittenRx = mpsc::UnboundedReceiver<Vec<PredictionRecord>>;
 pub struct PredictionLog {
     pub config: PredictionLogConfig,
     pub location: Location,
-    tx: mpsc::Sender<LogItem>,
+    tx: mpsc::Sender<Msg>,
     metrics: Arc<Metrics>,
+}
+
+/// What the writer receives: records, or a request to write everything queued before it now.
+enum Msg {
+    Item(Box<LogItem>),
+    Flush(oneshot::Sender<()>),
 }
 
 impl PredictionLog {
@@ -55,9 +61,18 @@ impl PredictionLog {
     /// Queues items for the writer (`None`s are items that were not sampled).
     pub fn submit(&self, items: impl IntoIterator<Item = Option<LogItem>>) {
         for item in items.into_iter().flatten() {
-            if self.tx.try_send(item).is_err() {
+            if self.tx.try_send(Msg::Item(Box::new(item))).is_err() {
                 self.metrics.log_dropped.inc();
             }
+        }
+    }
+
+    /// Writes every record queued so far (a shutdown's last step); returns once they are in
+    /// storage or their write failed (counted and logged like any other).
+    pub async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Msg::Flush(ack)).await.is_ok() {
+            let _ = done.await;
         }
     }
 }
@@ -65,19 +80,31 @@ impl PredictionLog {
 async fn writer(
     config: PredictionLogConfig,
     loc: Location,
-    mut rx: mpsc::Receiver<LogItem>,
+    mut rx: mpsc::Receiver<Msg>,
     metrics: Arc<Metrics>,
     written: Option<WrittenTx>,
 ) {
     let max = config.flush_records.max(1);
     let interval = Duration::from_millis(config.flush_interval_ms.max(1));
     loop {
-        let Some(first) = rx.recv().await else { return };
+        let first = match rx.recv().await {
+            None => return,
+            Some(Msg::Flush(ack)) => {
+                let _ = ack.send(());
+                continue;
+            }
+            Some(Msg::Item(item)) => *item,
+        };
         let mut batch = vec![first];
+        let mut acks = Vec::new();
         let deadline = tokio::time::Instant::now() + interval;
         while batch.len() < max {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(item)) => batch.push(item),
+                Ok(Some(Msg::Item(item))) => batch.push(*item),
+                Ok(Some(Msg::Flush(ack))) => {
+                    acks.push(ack);
+                    break;
+                }
                 Ok(None) | Err(_) => break,
             }
         }
@@ -92,6 +119,9 @@ async fn writer(
                 metrics.log_errors.inc();
                 tracing::warn!(error = %e, records = batch.len(), uri = %flywheel_storage::redact(loc.uri()), "prediction log write failed");
             }
+        }
+        for ack in acks {
+            let _ = ack.send(());
         }
     }
 }

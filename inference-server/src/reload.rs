@@ -109,13 +109,15 @@ pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> 
         Some(o) if o.config.auth.token_file == config.auth.token_file => o.token.clone(),
         _ => TokenSource::from_file(config.auth.token_file.as_ref().map(PathBuf::from)),
     };
-    let (shadow_tx, shadow_rx) = match &shadow {
-        Some(_) => {
-            let (tx, rx) = mpsc::channel(config.batching.shadow_queue_capacity.max(1));
-            (Some(tx), Some(rx))
-        }
-        None => (None, None),
-    };
+    let shadow_tx = shadow.clone().map(|model| {
+        let runner = ShadowRunner {
+            model,
+            threshold: config.confidence_threshold,
+            log: log.clone(),
+            metrics: state.metrics.clone(),
+        };
+        runner.start(config.batching.shadow_queue_capacity)
+    });
     let serving = Arc::new(Serving {
         limiter: Arc::new(Semaphore::new(config.batching.max_concurrent_requests.max(1))),
         config: Arc::new(config),
@@ -126,15 +128,6 @@ pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> 
         reviews,
         token,
     });
-    if let (Some(model), Some(rx)) = (shadow, shadow_rx) {
-        let runner = ShadowRunner {
-            model,
-            threshold: serving.config.confidence_threshold,
-            log: serving.log.clone(),
-            metrics: state.metrics.clone(),
-        };
-        runner.start(rx);
-    }
     publish_model_info(state, &serving);
     state.serving.store(Some(serving));
     record(state, &errors);

@@ -22,6 +22,34 @@ pub struct Options {
 pub struct Running {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    http: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Shuts down as Kubernetes expects within its grace period: stop accepting connections,
+    /// let the requests in flight finish, let the shadow finish its queue (it completes their
+    /// log records) and write every record queued for the log. Returns whether all of it
+    /// finished within `grace`.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        let _ = self.stop.send(());
+        let state = self.state;
+        let http = self.http;
+        let drained = tokio::time::timeout(grace, async move {
+            let _ = http.await;
+            let Some(serving) = state.serving.load_full() else { return };
+            if let Some(queue) = &serving.shadow_tx {
+                while queue.pending() > 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            if let Some(log) = &serving.log {
+                log.flush().await;
+            }
+        })
+        .await;
+        drained.is_ok()
+    }
 }
 
 pub async fn start(opts: Options, factory: BackendFactory) -> std::io::Result<Running> {
@@ -30,11 +58,15 @@ pub async fn start(opts: Options, factory: BackendFactory) -> std::io::Result<Ru
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
     let app = crate::http::router(state.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        let graceful = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
     tracing::info!(%addr, "listening");
-    Ok(Running { addr, state })
+    Ok(Running { addr, state, stop, http })
 }

@@ -2,6 +2,7 @@
 //! shadow on the same input, records its metrics and completes the log records.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -29,6 +30,30 @@ pub struct ShadowJob {
     pub records: Vec<Option<LogItem>>,
 }
 
+/// The sending side of a snapshot's shadow queue; it counts the jobs not finished yet, so a
+/// shutdown can wait for them (their log records are completed by the shadow).
+#[derive(Clone)]
+pub struct ShadowQueue {
+    tx: mpsc::Sender<ShadowJob>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl ShadowQueue {
+    /// Queues a job, or hands it back when the queue is full.
+    pub fn try_send(&self, job: ShadowJob) -> Result<(), ShadowJob> {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.tx.try_send(job).map_err(|e| {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            e.into_inner()
+        })
+    }
+
+    /// Jobs queued or running.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+}
+
 /// The shadow of one serving snapshot and where its results go.
 pub struct ShadowRunner {
     pub model: Arc<LoadedModel>,
@@ -38,15 +63,22 @@ pub struct ShadowRunner {
 }
 
 impl ShadowRunner {
-    /// Runs the queue's jobs until every sender is dropped (the snapshot was replaced) and the
-    /// queue is drained.
-    pub fn start(self, rx: mpsc::Receiver<ShadowJob>) {
+    /// Starts running the jobs of a new queue of `capacity`, until every sender is dropped (the
+    /// snapshot was replaced) and the queue is drained.
+    pub fn start(self, capacity: usize) -> ShadowQueue {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let pending = Arc::new(AtomicUsize::new(0));
         let runner = Arc::new(self);
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|j| (j, rx)) });
+        let done = pending.clone();
         tokio::spawn(stream.for_each_concurrent(CONCURRENCY, move |job| {
-            let runner = runner.clone();
-            async move { runner.run(job).await }
+            let (runner, done) = (runner.clone(), done.clone());
+            async move {
+                runner.run(job).await;
+                done.fetch_sub(1, Ordering::SeqCst);
+            }
         }));
+        ShadowQueue { tx, pending }
     }
 
     async fn run(&self, mut job: ShadowJob) {

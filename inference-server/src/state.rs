@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 use crate::auth::TokenSource;
 use crate::drift::DriftMonitor;
@@ -15,7 +15,7 @@ use crate::models::{BackendFactory, LoadedModel};
 use crate::predlog::PredictionLog;
 use crate::review::ReviewStore;
 use crate::serving::ServingConfig;
-use crate::shadow::ShadowJob;
+use crate::shadow::ShadowQueue;
 
 pub struct Serving {
     pub config: Arc<ServingConfig>,
@@ -23,7 +23,7 @@ pub struct Serving {
     pub shadow: Option<Arc<LoadedModel>>,
     /// Requests in flight; `try_acquire` failing means 429.
     pub limiter: Arc<Semaphore>,
-    pub shadow_tx: Option<mpsc::Sender<ShadowJob>>,
+    pub shadow_tx: Option<ShadowQueue>,
     pub log: Option<Arc<PredictionLog>>,
     pub reviews: Option<Arc<ReviewStore>>,
     pub token: TokenSource,
