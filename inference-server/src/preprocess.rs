@@ -11,6 +11,11 @@ use crate::serving::InputSpec;
 
 /// Largest width or height accepted, to bound memory per request.
 pub const MAX_IMAGE_SIDE: u32 = 8192;
+/// Most pixels one request may decode (about 200 MB as RGB): a batch of small files that each
+/// declare a huge image is refused before anything is decoded.
+pub const MAX_REQUEST_PIXELS: u64 = 64 * 1024 * 1024;
+/// Most pixels being decoded at once over the whole server; beyond it requests get 429.
+pub const MAX_PIXELS_IN_FLIGHT: u64 = 3 * MAX_REQUEST_PIXELS;
 
 /// A decoded request image, kept with its original encoding for the prediction log.
 pub struct DecodedImage {
@@ -22,6 +27,26 @@ pub struct DecodedImage {
 pub struct ImageInput {
     pub bytes: Bytes,
     pub decoded: DecodedImage,
+}
+
+/// The pixel count PNG or JPEG bytes declare, read from the header only.
+pub fn image_pixels(bytes: &[u8]) -> Result<u64, ServerError> {
+    let format = image::guess_format(bytes)
+        .map_err(|_| ServerError::UnsupportedMediaType("body is not a PNG or JPEG image".into()))?;
+    if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg) {
+        return Err(ServerError::UnsupportedMediaType(format!(
+            "{format:?} images are not supported; send PNG or JPEG"
+        )));
+    }
+    let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| ServerError::bad_request(format!("cannot read the {format:?} header: {e}")))?;
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return Err(ServerError::PayloadTooLarge(format!(
+            "a {w}x{h} image is larger than {MAX_IMAGE_SIDE} pixels on a side"
+        )));
+    }
+    Ok(w as u64 * h as u64)
 }
 
 /// Decodes PNG or JPEG bytes; anything else is a 4xx with the reason.

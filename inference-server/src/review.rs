@@ -22,6 +22,9 @@ use crate::serving::Task;
 use flywheel_types::prediction::review_path;
 use flywheel_vision::iou;
 
+/// Most shapes one review may hold (a correction's work is bounded, and so is the lock it holds).
+pub const MAX_REVIEW_SHAPES: usize = 1000;
+
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReviewStatus {
@@ -236,6 +239,9 @@ impl ReviewStore {
     }
 
     fn ground_truth(&self, item: &Item, sub: &ReviewSubmission) -> Result<Vec<Shape>, ServerError> {
+        if sub.shapes.as_ref().is_some_and(|s| s.len() > MAX_REVIEW_SHAPES) {
+            return Err(ServerError::bad_request(format!("a review holds at most {MAX_REVIEW_SHAPES} shapes")));
+        }
         let mut shapes = match sub.decision {
             Decision::Accept => {
                 if sub.shapes.is_some() {

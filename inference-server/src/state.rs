@@ -49,7 +49,12 @@ pub struct AppState {
     pub factory: BackendFactory,
     /// Inference requests being handled (see `batcher::InFlight`).
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Pixels being decoded, in units of [`PIXEL_UNIT`] (see `preprocess::MAX_PIXELS_IN_FLIGHT`).
+    decoding: Arc<Semaphore>,
 }
+
+/// Pixels per permit of the decode budget.
+const PIXEL_UNIT: u64 = 4096;
 
 impl AppState {
     pub fn new(cache_dir: PathBuf, factory: BackendFactory) -> Arc<Self> {
@@ -61,11 +66,19 @@ impl AppState {
             cache_dir,
             factory,
             in_flight: Default::default(),
+            decoding: Arc::new(Semaphore::new((crate::preprocess::MAX_PIXELS_IN_FLIGHT / PIXEL_UNIT) as usize)),
         })
     }
 
     pub fn current(&self) -> Result<Arc<Serving>, crate::error::ServerError> {
         self.serving.load_full().ok_or_else(|| crate::error::ServerError::NotReady("no model loaded yet".into()))
+    }
+
+    /// Reserves decoding `pixels` against the server's budget until the guard drops; 429 when
+    /// other requests hold it.
+    pub fn decode_budget(&self, pixels: u64) -> Result<tokio::sync::OwnedSemaphorePermit, crate::error::ServerError> {
+        let units = pixels.div_ceil(PIXEL_UNIT).max(1) as u32;
+        self.decoding.clone().try_acquire_many_owned(units).map_err(|_| crate::error::ServerError::Overloaded)
     }
 
     /// Publishes the KS and outlier gauges (called before every scrape).

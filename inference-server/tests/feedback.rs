@@ -92,3 +92,20 @@ async fn an_unreadable_coco_index_is_kept_and_review_resumes_once_it_is_repaired
     assert_eq!(files, vec!["images/earlier.png".to_string(), format!("images/{id}.png")]);
     assert_eq!(coco["annotations"][0]["category_id"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correction_with_more_boxes_than_a_review_may_hold_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = reviewed_detector(dir.path(), DatasetFormat::Coco);
+    let s = TestServer::start_in(dir, &cfg).await;
+    let id = one_logged_prediction(&s).await;
+    let shape = json!({"label": "red", "classId": 0, "confidence": 1, "box": [1, 1, 2, 2]});
+    let body = json!({"decision": "correct", "shapes": vec![shape; 1001]});
+    let r =
+        s.client.post(s.url(&format!("/v1/review/items/{id}"))).bearer_auth(TOKEN).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let err = r.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_string();
+    assert!(err.contains("at most 1000 shapes"), "{err}");
+    // The prediction is still there to review properly.
+    assert_eq!(correct(&s, &id).await.status(), 200);
+}

@@ -20,6 +20,20 @@ use crate::state::AppState;
 /// Largest request body (a batch of images or a large tensor).
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
+/// Reads a request body of at most [`MAX_BODY`] bytes (inference handlers read it only after
+/// admission, so a rejected request never buffers its upload).
+pub async fn read_body(body: axum::body::Body) -> Result<bytes::Bytes, crate::error::ServerError> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_large {
+            crate::error::ServerError::PayloadTooLarge(format!("the body is larger than {MAX_BODY} bytes"))
+        } else {
+            crate::error::ServerError::bad_request(format!("reading the body: {e}"))
+        }
+    })
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v2", get(oip::server_metadata))

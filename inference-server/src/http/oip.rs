@@ -3,8 +3,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -106,18 +104,18 @@ pub async fn infer(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ServerError> {
-    run_infer(state, name, None, headers, body?).await
+    run_infer(state, name, None, headers, body).await
 }
 
 pub async fn infer_version(
     State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ServerError> {
-    run_infer(state, name, Some(version), headers, body?).await
+    run_infer(state, name, Some(version), headers, body).await
 }
 
 async fn run_infer(
@@ -125,10 +123,11 @@ async fn run_infer(
     name: String,
     version: Option<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ServerError> {
     let predictor = Predictor::admit(&state, &headers)?;
     let (model, role) = resolve(&predictor.serving, &name, version.as_deref())?;
+    let body = super::read_body(body).await?;
     let header_len = match headers.get(HEADER_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -139,7 +138,8 @@ async fn run_infer(
         ),
     };
     let req = oip_codec::parse_request(&body, header_len)?;
-    let tensor = input_tensor(&model, req.inputs)?;
+    let max_batch = super::predict::MAX_IMAGES.max(predictor.serving.config.batching.max_batch_size);
+    let tensor = input_tensor(&model, req.inputs, max_batch)?;
 
     // Which outputs, and which of them binary.
     let all_binary =
@@ -203,7 +203,13 @@ async fn run_infer(
 }
 
 /// Validates the single image input against the model and builds the batch tensor.
-fn input_tensor(model: &LoadedModel, inputs: Vec<oip_codec::InferInput>) -> Result<TensorF32, ServerError> {
+/// `max_batch` bounds what one request may ask of the server (merging into model batches is
+/// the batcher's business).
+fn input_tensor(
+    model: &LoadedModel,
+    inputs: Vec<oip_codec::InferInput>,
+    max_batch: usize,
+) -> Result<TensorF32, ServerError> {
     let info = model.backend.input();
     let [input]: [oip_codec::InferInput; 1] = inputs.try_into().map_err(|v: Vec<_>| {
         ServerError::bad_request(format!("the model takes exactly one input ({:?}), got {}", info.name, v.len()))
@@ -224,6 +230,12 @@ fn input_tensor(model: &LoadedModel, inputs: Vec<oip_codec::InferInput>) -> Resu
             "input shape {:?} does not match the model's [-1, {:?}]",
             shape,
             &expected[1..]
+        )));
+    }
+    if shape[0] > max_batch {
+        return Err(ServerError::PayloadTooLarge(format!(
+            "a request holds at most {max_batch} items; this one holds {}",
+            shape[0]
         )));
     }
     if shape[0] > model.backend.max_batch() {

@@ -6,14 +6,13 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use serde::Deserialize;
 
 use crate::error::ServerError;
 use crate::predictor::Predictor;
-use crate::preprocess::{ImageInput, decode_image};
+use crate::preprocess::{ImageInput, MAX_REQUEST_PIXELS, decode_image, image_pixels};
 use crate::state::AppState;
 
 /// Images per request at most.
@@ -28,10 +27,10 @@ struct Batch {
 pub async fn predict(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ServerError> {
     let predictor = Predictor::admit(&state, &headers)?;
-    let body = body?;
+    let body = super::read_body(body).await?;
     if body.is_empty() {
         return Err(ServerError::bad_request("empty body: send PNG/JPEG bytes or {\"images\": [base64...]}"));
     }
@@ -59,25 +58,37 @@ pub async fn predict(
     } else {
         vec![body]
     };
-    // Decoding is CPU work proportional to the image size: keep big images off the I/O threads.
-    let large = raw.iter().map(Bytes::len).sum::<usize>() > 256 * 1024;
+    let name = move |i: usize, m: String| if is_json { format!("images[{i}]: {m}") } else { m };
+    // Pixels are what decoding costs: bounded per request (413) and over the server (429),
+    // read from the headers before anything is decoded.
+    let mut pixels = 0u64;
+    for (i, bytes) in raw.iter().enumerate() {
+        pixels += image_pixels(bytes).map_err(|e| match e {
+            ServerError::BadRequest(m) => ServerError::BadRequest(name(i, m)),
+            ServerError::UnsupportedMediaType(m) => ServerError::UnsupportedMediaType(name(i, m)),
+            e => e,
+        })?;
+    }
+    if pixels > MAX_REQUEST_PIXELS {
+        return Err(ServerError::PayloadTooLarge(format!(
+            "the images hold {pixels} pixels; a request may decode at most {MAX_REQUEST_PIXELS}"
+        )));
+    }
+    let _budget = state.decode_budget(pixels)?;
+    // Decoding and resizing are CPU work: never on the I/O threads, which answer liveness.
     let decode_all = move || -> Result<Vec<ImageInput>, ServerError> {
         raw.into_iter()
             .enumerate()
             .map(|(i, bytes)| {
                 let decoded = decode_image(&bytes).map_err(|e| match e {
-                    ServerError::BadRequest(m) if is_json => ServerError::BadRequest(format!("images[{i}]: {m}")),
+                    ServerError::BadRequest(m) => ServerError::BadRequest(name(i, m)),
                     e => e,
                 })?;
                 Ok(ImageInput { bytes, decoded })
             })
             .collect()
     };
-    let images = if large {
-        tokio::task::spawn_blocking(decode_all).await.map_err(|e| ServerError::Internal(e.to_string()))??
-    } else {
-        decode_all()?
-    };
+    let images = tokio::task::spawn_blocking(decode_all).await.map_err(|e| ServerError::Internal(e.to_string()))??;
     let preds = predictor.predict_images(images).await?;
     let serving = &predictor.serving;
     Ok(Json(serde_json::json!({

@@ -1,0 +1,37 @@
+//! Requests that would make the server decode or hold far more than they send are refused
+//! before the work: a batch of small files that declare huge images, an OIP request with more
+//! items than any batch, a review with tens of thousands of boxes.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use serde_json::{Value, json};
+
+async fn error_of(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    (status, body["error"].as_str().unwrap_or_default().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_pixels_and_oip_batches_are_bounded_per_request() {
+    let s = TestServer::start(&config(classifier("colour", "colour_classifier.onnx", "v1"))).await;
+    // Each PNG is a few hundred KB but declares 8192 x 8192 pixels (200 MB decoded).
+    let bomb = base64::engine::general_purpose::STANDARD.encode(png(8192, 8192, [0, 0, 0], None));
+    let r = s.client.post(s.url("/v1/predict")).json(&json!({"images": [bomb.clone(), bomb]})).send().await.unwrap();
+    let (status, err) = error_of(r).await;
+    assert_eq!(status, 413, "{err}");
+    assert!(err.contains("pixels"), "{err}");
+    // The server still answers, quickly.
+    let t0 = std::time::Instant::now();
+    assert_eq!(s.client.get(s.url("/v2/health/live")).send().await.unwrap().status(), 200);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+
+    let n = 65;
+    let req = json!({"inputs": [{"name": "images", "shape": [n, 3, 64, 64], "datatype": "FP32", "data": vec![0.0f32; n * 3 * 64 * 64]}]});
+    let (status, err) =
+        error_of(s.client.post(s.url("/v2/models/colour/infer")).json(&req).send().await.unwrap()).await;
+    assert_eq!(status, 413, "{err}");
+    assert!(err.contains("at most 64 items"), "{err}");
+}
