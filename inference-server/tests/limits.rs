@@ -35,3 +35,16 @@ async fn declared_pixels_and_oip_batches_are_bounded_per_request() {
     assert_eq!(status, 413, "{err}");
     assert!(err.contains("at most 64 items"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_axum_writes_itself_are_json_too() {
+    let s = TestServer::start(&config(classifier("colour", "colour_classifier.onnx", "v1"))).await;
+    let r = s.client.post(s.url("/v2/health/live")).send().await.unwrap();
+    assert!(r.headers().contains_key("allow"));
+    let (status, err) = error_of(r).await;
+    assert_eq!((status, err.as_str()), (405, "method not allowed"));
+    // %FF is not UTF-8: axum's own rejection, now in the documented shape.
+    let (status, err) = error_of(s.client.get(s.url("/v2/models/%FF")).send().await.unwrap()).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(!err.is_empty());
+}
