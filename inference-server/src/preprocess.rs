@@ -29,8 +29,8 @@ pub struct ImageInput {
     pub decoded: DecodedImage,
 }
 
-/// The pixel count PNG or JPEG bytes declare, read from the header only.
-pub fn image_pixels(bytes: &[u8]) -> Result<u64, ServerError> {
+/// PNG or JPEG, from the bytes' signature; anything else is a 415 with the reason.
+fn served_format(bytes: &[u8]) -> Result<ImageFormat, ServerError> {
     let format = image::guess_format(bytes)
         .map_err(|_| ServerError::UnsupportedMediaType("body is not a PNG or JPEG image".into()))?;
     if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg) {
@@ -38,6 +38,12 @@ pub fn image_pixels(bytes: &[u8]) -> Result<u64, ServerError> {
             "{format:?} images are not supported; send PNG or JPEG"
         )));
     }
+    Ok(format)
+}
+
+/// The pixel count PNG or JPEG bytes declare, read from the header only.
+pub fn image_pixels(bytes: &[u8]) -> Result<u64, ServerError> {
+    let format = served_format(bytes)?;
     let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
         .into_dimensions()
         .map_err(|e| ServerError::bad_request(format!("cannot read the {format:?} header: {e}")))?;
@@ -51,13 +57,7 @@ pub fn image_pixels(bytes: &[u8]) -> Result<u64, ServerError> {
 
 /// Decodes PNG or JPEG bytes; anything else is a 4xx with the reason.
 pub fn decode_image(bytes: &[u8]) -> Result<DecodedImage, ServerError> {
-    let format = image::guess_format(bytes)
-        .map_err(|_| ServerError::UnsupportedMediaType("body is not a PNG or JPEG image".into()))?;
-    if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg) {
-        return Err(ServerError::UnsupportedMediaType(format!(
-            "{format:?} images are not supported; send PNG or JPEG"
-        )));
-    }
+    let format = served_format(bytes)?;
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);

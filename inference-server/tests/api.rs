@@ -14,13 +14,7 @@ const TOKEN: &str = "review-token-123";
 
 fn with_log_and_review(mut cfg: ServingConfig, dir: &std::path::Path) -> ServingConfig {
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
-    cfg.prediction_log = Some(PredictionLogConfig {
-        uri: format!("file://{}/log", dir.display()),
-        sample_rate: 1.0,
-        retention_days: 30,
-        flush_records: 8,
-        flush_interval_ms: 20,
-    });
+    cfg.prediction_log = Some(test_log(dir));
     cfg.feedback_dataset =
         Some(FeedbackDatasetConfig { uri: format!("file://{}/feedback", dir.display()), format: None, labels: vec![] });
     cfg.auth = AuthConfig { token_file: Some(dir.join("token").display().to_string()), require_for_inference: false };

@@ -18,16 +18,7 @@ const IMAGES: [&str; 4] = ["red_square", "red_and_blue", "reddish", "bluish"];
 /// The models, images and expectations, generated once per version of the script.
 fn layouts_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/export_layouts.py");
-        let digest = sha256_hex(&std::fs::read(&script).expect("generator script"));
-        let dir = cache_root().join("server-export-layouts").join(&digest[..16]);
-        if !dir.join("expected.json").exists() {
-            let out = std::process::Command::new(python()).arg(&script).arg(&dir).output().expect("running python");
-            assert!(out.status.success(), "layout generation failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        dir
-    })
+    DIR.get_or_init(|| generated(&["export_layouts.py"], "server-export-layouts", "expected.json"))
 }
 
 fn served(file: &str, output: OutputSpec) -> ServedModel {

@@ -12,13 +12,7 @@ const TOKEN: &str = "feedback-token";
 fn reviewed_detector(dir: &std::path::Path, format: DatasetFormat) -> ServingConfig {
     std::fs::write(dir.join("token"), TOKEN).unwrap();
     let mut cfg = config(detector("squares", "d1"));
-    cfg.prediction_log = Some(PredictionLogConfig {
-        uri: format!("file://{}/log", dir.display()),
-        sample_rate: 1.0,
-        retention_days: 30,
-        flush_records: 8,
-        flush_interval_ms: 20,
-    });
+    cfg.prediction_log = Some(test_log(dir));
     cfg.feedback_dataset = Some(FeedbackDatasetConfig {
         uri: format!("file://{}/feedback", dir.display()),
         format: Some(format),

@@ -16,18 +16,7 @@ use serde_json::{Value, json};
 
 fn real_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
-        let mut key = std::fs::read(here.join("real_models.py")).unwrap();
-        key.extend(std::fs::read(here.join("export_layouts.py")).unwrap());
-        let dir = cache_root().join("server-real-models").join(&sha256_hex(&key)[..16]);
-        if !dir.join("expected.json").exists() {
-            let script = here.join("real_models.py");
-            let out = std::process::Command::new(python()).arg(&script).arg(&dir).output().expect("running python");
-            assert!(out.status.success(), "fetching the real models failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        dir
-    })
+    DIR.get_or_init(|| generated(&["real_models.py", "export_layouts.py"], "server-real-models", "expected.json"))
 }
 
 fn expected() -> Value {

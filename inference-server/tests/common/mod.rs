@@ -15,19 +15,38 @@ pub fn python() -> PathBuf {
     flywheel_test_support::venv_bin("python")
 }
 
+/// What `tests/python/<script>` writes into a directory of the test cache, run once per version
+/// of the scripts it depends on (`scripts`, itself first) until `done` exists there.
+pub fn generated(scripts: &[&str], cache: &str, done: &str) -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let mut key = Vec::new();
+    for s in scripts {
+        key.extend(std::fs::read(here.join(s)).expect("generator script"));
+    }
+    let dir = cache_root().join(cache).join(&sha256_hex(&key)[..16]);
+    if !dir.join(done).exists() {
+        let out =
+            std::process::Command::new(python()).arg(here.join(scripts[0])).arg(&dir).output().expect("running python");
+        assert!(out.status.success(), "{} failed: {}", scripts[0], String::from_utf8_lossy(&out.stderr));
+    }
+    dir
+}
+
 /// Directory with the generated test models (generated once per generator version).
 pub fn models_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/gen_models.py");
-        let digest = sha256_hex(&std::fs::read(&script).expect("generator script"));
-        let dir = cache_root().join("server-test-models").join(&digest[..16]);
-        if !dir.join("cnn64.onnx").exists() {
-            let out = std::process::Command::new(python()).arg(&script).arg(&dir).output().expect("running python");
-            assert!(out.status.success(), "model generation failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        dir
-    })
+    DIR.get_or_init(|| generated(&["gen_models.py"], "server-test-models", "cnn64.onnx"))
+}
+
+/// A prediction log under `dir` that keeps every prediction and flushes within 20 ms.
+pub fn test_log(dir: &Path) -> PredictionLogConfig {
+    PredictionLogConfig {
+        uri: format!("file://{}/log", dir.display()),
+        sample_rate: 1.0,
+        retention_days: 30,
+        flush_records: 8,
+        flush_interval_ms: 20,
+    }
 }
 
 pub fn model_file(name: &str) -> (String, String) {
