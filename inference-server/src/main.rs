@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
             cache_dir: args.cache_dir,
             poll: Duration::from_millis(args.poll_ms.max(10)),
             token_file: args.review_token_file,
+            retry: Duration::from_secs(10),
         },
         default_factory()?,
     )

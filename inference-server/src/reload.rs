@@ -63,8 +63,10 @@ pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> 
             (c.champion.task, &c.champion.labels)
         )
     });
-    let reviews = if same_reviews {
-        old.as_ref().and_then(|o| o.reviews.clone())
+    // A part that failed before is tried again even when its settings did not change.
+    let old_reviews = old.as_ref().and_then(|o| o.reviews.clone());
+    let reviews = if same_reviews && (config.prediction_log.is_none() || old_reviews.is_some()) {
+        old_reviews
     } else {
         match open_reviews(&config).await {
             Ok(r) => r,
@@ -75,7 +77,8 @@ pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> 
         }
     };
     // A new review store needs a log that tells it, not the old store, what was written.
-    let same_log = same(|c| format!("{:?}", c.prediction_log)) && same_reviews;
+    let same_log = same(|c| format!("{:?}", c.prediction_log))
+        && old.as_ref().and_then(|o| o.reviews.as_ref()).map(Arc::as_ptr) == reviews.as_ref().map(Arc::as_ptr);
     let log = match &config.prediction_log {
         None => None,
         Some(_) if same_log && old.as_ref().is_some_and(|o| o.log.is_some()) => {
@@ -96,7 +99,8 @@ pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> 
             }
         },
     };
-    if !same(|c| format!("{:?}", c.reference_statistics_uri)) {
+    let drift_missing = config.reference_statistics_uri.is_some() && state.drift.lock().expect("drift lock").is_none();
+    if !same(|c| format!("{:?}", c.reference_statistics_uri)) || drift_missing {
         match &config.reference_statistics_uri {
             None => *state.drift.lock().expect("drift lock") = None,
             Some(uri) => match load_reference(uri).await {

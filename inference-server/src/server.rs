@@ -16,6 +16,8 @@ pub struct Options {
     /// Overrides the config's `auth.tokenFile`: a path set by the pod (mounted Secret), so the
     /// ConfigMap need not know where the kubelet put the Secret.
     pub token_file: Option<PathBuf>,
+    /// How often a config whose apply failed (in part) is applied again.
+    pub retry: Duration,
 }
 
 /// A running server; dropping it does not stop it (the tasks live on the runtime).
@@ -54,7 +56,7 @@ impl Running {
 
 pub async fn start(opts: Options, factory: BackendFactory) -> std::io::Result<Running> {
     let state = AppState::new(opts.cache_dir, factory);
-    tokio::spawn(crate::reload::watch(state.clone(), opts.config, opts.token_file, opts.poll, Duration::from_secs(10)));
+    tokio::spawn(crate::reload::watch(state.clone(), opts.config, opts.token_file, opts.poll, opts.retry));
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
     let app = crate::http::router(state.clone());

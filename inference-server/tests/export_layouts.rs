@@ -145,6 +145,7 @@ async fn an_output_spec_that_does_not_fit_the_model_keeps_it_from_loading() {
             cache_dir: dir.path().join("cache"),
             poll: std::time::Duration::from_millis(50),
             token_file: None,
+            retry: std::time::Duration::from_millis(200),
         },
         flywheel_inference_server::runtime_backend::factory(),
     )

@@ -48,3 +48,26 @@ async fn errors_axum_writes_itself_are_json_too() {
     assert_eq!(status, 400, "{err}");
     assert!(!err.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_that_failed_at_the_first_apply_is_retried_and_reported_until_it_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference.json");
+    let mut cfg = config(classifier("colour", "colour_classifier.onnx", "v1"));
+    cfg.reference_statistics_uri = Some(format!("file://{}", reference.display()));
+    let s = TestServer::start_in(dir, &cfg).await;
+    let status = || async { s.client.get(s.url("/status")).send().await.unwrap().json::<Value>().await.unwrap() };
+    // The champion serves; the missing reference statistics are reported.
+    let st = status().await;
+    assert_eq!(st["driftMonitoring"], false);
+    assert!(st["reload"]["errors"][0].as_str().unwrap().contains("reference statistics"), "{st}");
+    // The profiling Job writes them later: the next retry picks them up, nothing else changed.
+    let stats =
+        json!({"version": 1, "sampleCount": 2, "features": [{"name": "brightness", "sortedValues": [0.1, 0.2]}]});
+    std::fs::write(&reference, stats.to_string()).unwrap();
+    wait_until("the reference statistics are loaded", || async {
+        let st = status().await;
+        st["driftMonitoring"] == true && st["reload"]["errors"].as_array().is_some_and(|e| e.is_empty())
+    })
+    .await;
+}

@@ -151,6 +151,7 @@ async fn start_server(dir: &std::path::Path, model: &std::path::Path, shadow: bo
             cache_dir: dir.join("cache"),
             poll: Duration::from_millis(100),
             token_file: None,
+            retry: Duration::from_secs(10),
         },
         flywheel_inference_server::runtime_backend::factory(),
     )

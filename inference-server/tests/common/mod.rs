@@ -133,6 +133,7 @@ impl TestServer {
                 cache_dir: dir.path().join("cache"),
                 poll: Duration::from_millis(50),
                 token_file: None,
+                retry: Duration::from_millis(200),
             },
             flywheel_inference_server::runtime_backend::factory(),
         )
