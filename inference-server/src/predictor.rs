@@ -46,7 +46,7 @@ impl Predictor {
     /// Images in, the champion's shapes out (above the confidence threshold).
     pub async fn predict_images(&self, images: Vec<ImageInput>) -> Result<Vec<ImagePrediction>, ServerError> {
         let champion = &self.serving.champion;
-        let (tensor, invs) = champion.prepare(&images)?;
+        let (images, tensor, invs) = prepare_off_runtime(champion.clone(), images).await?;
         let shadow_tensor = self.shadow_takes_champion_input().then(|| tensor.clone());
         let predicted = champion.predict(tensor, &invs, self.serving.config.confidence_threshold).await?;
         let preds: Vec<ImagePrediction> = images
@@ -135,6 +135,22 @@ impl Predictor {
         }
         a.preds
     }
+}
+
+/// `model.prepare(images)` (resizing is CPU work) on a blocking thread, never on the I/O threads
+/// that answer liveness; hands the images back.
+async fn prepare_off_runtime(
+    model: Arc<LoadedModel>,
+    images: Vec<ImageInput>,
+) -> Result<(Vec<ImageInput>, TensorF32, Vec<InverseTransform>), ServerError> {
+    let (images, prepared) = tokio::task::spawn_blocking(move || {
+        let prepared = model.prepare(&images);
+        (images, prepared)
+    })
+    .await
+    .map_err(|e| ServerError::Internal(format!("pre-processing stopped: {e}")))?;
+    let (tensor, invs) = prepared?;
+    Ok((images, tensor, invs))
 }
 
 /// The champion's answer to one request, as the step after it consumes it.

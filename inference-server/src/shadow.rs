@@ -85,7 +85,13 @@ impl ShadowRunner {
         let model = &self.model;
         let prepared = match job.input {
             ShadowInput::Tensor(t, invs) => Ok((t, invs)),
-            ShadowInput::Images(images) => model.prepare(&images),
+            // Resizing is CPU work: on a blocking thread, like the champion's.
+            ShadowInput::Images(images) => {
+                let model = model.clone();
+                tokio::task::spawn_blocking(move || model.prepare(&images))
+                    .await
+                    .unwrap_or_else(|e| Err(crate::error::ServerError::Internal(e.to_string())))
+            }
         };
         let result = match prepared {
             Ok((tensor, invs)) => model.predict(tensor, &invs, self.threshold).await.map(|p| (p, invs)),
