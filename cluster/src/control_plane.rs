@@ -55,9 +55,18 @@ impl CommandLine {
     }
 }
 
-fn free_port() -> Result<u16, ClusterError> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(ClusterError::io("127.0.0.1:0"))?;
-    Ok(l.local_addr().map_err(ClusterError::io("127.0.0.1:0"))?.port())
+/// `N` distinct free loopback ports. Every listener is held until all are chosen: a port
+/// released at once can be handed out again by the next bind, and two components given the same
+/// port fail with "address already in use".
+fn free_ports<const N: usize>() -> Result<[u16; N], ClusterError> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(ClusterError::io("127.0.0.1:0")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ports = [0u16; N];
+    for (port, l) in ports.iter_mut().zip(&listeners) {
+        *port = l.local_addr().map_err(ClusterError::io("127.0.0.1:0"))?.port();
+    }
+    Ok(ports)
 }
 
 pub fn random_token() -> String {
@@ -103,7 +112,7 @@ impl ControlPlane {
         let tokens = pki_dir.join("tokens.csv");
         write(&tokens, &format!("{admin_token},admin,admin,\"system:masters\"\n"))?;
 
-        let (etcd_client, etcd_peer, api_port) = (free_port()?, free_port()?, free_port()?);
+        let [etcd_client, etcd_peer, api_port] = free_ports::<3>()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
         let peer_url = format!("http://127.0.0.1:{etcd_peer}");
         let mut etcd_cmd = Command::new(&bins.etcd);
