@@ -4,7 +4,7 @@
 //! be read stops the writer with an error: it is never replaced, which would drop its samples.
 
 use bytes::Bytes;
-use flywheel_storage::Location;
+use flywheel_storage::{Location, StorageError};
 use flywheel_types::dataset::coco::{ANNOTATIONS_FILE, CocoDocument};
 use flywheel_types::dataset::{self, DatasetFormat, LabelledImage, yolo};
 use tokio::sync::Mutex;
@@ -46,7 +46,18 @@ impl FeedbackWriter {
         };
         let image_path = dataset::image_path(self.format, &labelled);
         match self.format {
-            DatasetFormat::Imagefolder => self.location.put(&image_path, s.image.clone()).await?,
+            DatasetFormat::Imagefolder => {
+                // A retried review may carry another label than an attempt that stopped after
+                // its write: the image must end up under one label only.
+                for other in self.labels.iter().filter(|l| Some(l.as_str()) != labelled.label) {
+                    let stale = LabelledImage { label: Some(other.as_str()), ..labelled.clone() };
+                    match self.location.delete(&dataset::image_path(self.format, &stale)).await {
+                        Ok(()) | Err(StorageError::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                self.location.put(&image_path, s.image.clone()).await?
+            }
             DatasetFormat::Yolo => {
                 let text = yolo::label_file(&labelled, &self.labels).map_err(|e| ServerError::bad_request(e.0))?;
                 self.location.put(&image_path, s.image.clone()).await?;
@@ -80,5 +91,30 @@ impl FeedbackWriter {
         self.location.put(ANNOTATIONS_FILE, Bytes::from(doc.to_bytes())).await?;
         *guard = Some(doc);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(label: &str) -> Shape {
+        Shape { label: label.into(), class_id: 0, confidence: 1.0, bbox: None }
+    }
+
+    #[tokio::test]
+    async fn an_imagefolder_sample_written_again_with_another_label_is_filed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::open(&format!("file://{}", dir.path().display())).unwrap();
+        let labels = vec!["cat".to_string(), "dog".to_string()];
+        let writer = FeedbackWriter::new(loc, DatasetFormat::Imagefolder, labels);
+        let sample =
+            |shapes| Sample { id: "p1", ext: "png", image: Bytes::from_static(b"png"), width: 4, height: 4, shapes };
+        let (cat, dog) = ([shape("cat")], [shape("dog")]);
+        writer.write(&sample(&cat)).await.unwrap();
+        // The review is retried (its marker was never written) with another label.
+        writer.write(&sample(&dog)).await.unwrap();
+        assert!(!dir.path().join("cat/p1.png").exists(), "the first label's copy must go");
+        assert!(dir.path().join("dog/p1.png").exists());
     }
 }

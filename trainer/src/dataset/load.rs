@@ -31,7 +31,9 @@ async fn load_one(r: SampleRef) -> Result<Sample> {
             b.rect = [b.rect[0] / w, b.rect[1] / h, b.rect[2] / w, b.rect[3] / h];
             b.normalised = true;
         }
-        if b.rect[2] > 1.001 || b.rect[3] > 1.001 {
+        // The same tolerance on every edge: a box past the left or top is as wrong as one past
+        // the right or bottom, and neither is clamped silently.
+        if b.rect[0] < -0.001 || b.rect[1] < -0.001 || b.rect[2] > 1.001 || b.rect[3] > 1.001 {
             return Err(TrainerError::dataset(
                 &r.annotation_file,
                 format!("a box of {uri} extends beyond the {}x{} image", image.width(), image.height()),

@@ -68,3 +68,15 @@ async fn an_undecodable_image_fails_the_binary_with_the_file_name() {
     assert!(stderr.contains(&format!("{}", broken.display())) && stderr.contains("cannot decode image"), "{stderr}");
     assert!(!out.join("result.json").exists());
 }
+
+#[tokio::test]
+async fn a_yolo_box_past_the_left_edge_is_refused_like_one_past_the_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dataset(dir.path(), "yolo", Task::Detection, DatasetFormat::Yolo, 20, 11).await;
+    let bad = dir.path().join("yolo/labels/000002.txt");
+    // Centre 0.05, width 0.3: the box starts at x = -0.1.
+    std::fs::write(&bad, "0 0.05 0.5 0.3 0.2\n").unwrap();
+    let req = request(model(dir.path(), Task::Detection, 1), vec![ds], &dir.path().join("run"), 1, 0.01);
+    let err = train_error(&req).await;
+    assert!(err.contains(&format!("{}", bad.display())) && err.contains("extends beyond"), "{err}");
+}
