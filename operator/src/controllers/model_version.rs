@@ -7,6 +7,7 @@ use flywheel_api::condition::{self, FALSE, TRUE};
 use flywheel_api::model_version::{ModelPhase, conditions};
 use flywheel_api::{ModelVersion, ModelVersionStatus};
 use flywheel_storage::StorageError;
+use flywheel_types::model::check_contract;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
@@ -20,9 +21,17 @@ pub const KIND: &str = "ModelVersion";
 /// The outcome of checking an artifact, before it is written into status.
 #[derive(Debug, PartialEq)]
 pub enum Verification {
-    Verified { digest: String, size: u64 },
+    /// The spec contradicts itself (e.g. a std of 0): nothing is fetched until it changes.
+    InvalidSpec(String),
+    Verified {
+        digest: String,
+        size: u64,
+    },
     Missing(String),
-    DigestMismatch { expected: String, actual: String },
+    DigestMismatch {
+        expected: String,
+        actual: String,
+    },
     Unreachable(String),
 }
 
@@ -41,6 +50,7 @@ pub fn status_for(
             status.size_bytes = Some(*size);
             (ModelPhase::Ready, TRUE, "Verified", format!("artifact found, {size} bytes, sha256 {digest}"))
         }
+        Verification::InvalidSpec(msg) => (ModelPhase::Failed, FALSE, "InvalidSpec", msg.clone()),
         Verification::Missing(msg) => (ModelPhase::Failed, FALSE, "ArtifactNotFound", msg.clone()),
         Verification::DigestMismatch { expected, actual } => (
             ModelPhase::Failed,
@@ -65,6 +75,7 @@ pub fn status_for(
 pub fn notice_for(verification: &Verification) -> Notice {
     let (warning, reason, message) = match verification {
         Verification::Verified { digest, .. } => (false, "Ready", format!("artifact verified, sha256 {digest}")),
+        Verification::InvalidSpec(m) => (true, "InvalidSpec", m.clone()),
         Verification::Missing(m) => (true, "ArtifactNotFound", m.clone()),
         Verification::DigestMismatch { actual, .. } => (true, "DigestMismatch", format!("artifact sha256 is {actual}")),
         Verification::Unreachable(m) => (true, "StorageUnreachable", m.clone()),
@@ -99,10 +110,14 @@ pub async fn reconcile(mv: Arc<ModelVersion>, ctx: Arc<Context>) -> Result<Actio
         // Artifacts are immutable per generation; re-check rarely in case storage lost it.
         return Ok(Action::requeue(Duration::from_secs(600)));
     }
-    let verification = match verify(&mv, &ctx).await {
-        Ok(v) => v,
-        Err(e) if e.is_user_error() => Verification::Missing(e.to_string()),
-        Err(e) => return Err(e),
+    let spec = &mv.spec;
+    let verification = match check_contract(spec.task, &spec.labels, &spec.input, &spec.output) {
+        Err(message) => Verification::InvalidSpec(message),
+        Ok(()) => match verify(&mv, &ctx).await {
+            Ok(v) => v,
+            Err(e) if e.is_user_error() => Verification::Missing(e.to_string()),
+            Err(e) => return Err(e),
+        },
     };
     let (new_status, changed) = status_for(&mv, &verification, now());
     let api: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &mv.namespace().unwrap_or_default());
@@ -114,7 +129,7 @@ pub async fn reconcile(mv: Arc<ModelVersion>, ctx: Arc<Context>) -> Result<Actio
         Verification::Verified { .. } => Action::requeue(Duration::from_secs(600)),
         // The file may be uploaded later or storage may come back: look again with backoff.
         Verification::Missing(_) | Verification::Unreachable(_) => Action::requeue(Duration::from_secs(15)),
-        Verification::DigestMismatch { .. } => Action::await_change(),
+        Verification::DigestMismatch { .. } | Verification::InvalidSpec(_) => Action::await_change(),
     })
 }
 
@@ -157,6 +172,23 @@ mod tests {
         assert_eq!(ready.status, FALSE);
         assert_eq!(ready.reason, "ArtifactNotFound");
         assert!(ready.message.contains("s3://b/m.onnx"));
+    }
+
+    #[test]
+    fn a_contradictory_spec_fails_before_anything_is_fetched() {
+        let mut mv = model();
+        mv.spec.input.std = vec![0.5, 0.0, 0.5];
+        let spec = &mv.spec;
+        let message = check_contract(spec.task, &spec.labels, &spec.input, &spec.output).unwrap_err();
+        let (status, changed) = status_for(&mv, &Verification::InvalidSpec(message), at(1));
+        assert!(changed);
+        assert_eq!(status.phase, Some(ModelPhase::Failed));
+        let ready = condition::find(&status.conditions, conditions::READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), (FALSE, "InvalidSpec"));
+        assert!(ready.message.contains("input.std holds 0"), "{}", ready.message);
+        let mut fine = model().spec;
+        fine.output.decoder = flywheel_api::model_version::Decoder::Yolo;
+        assert!(check_contract(fine.task, &fine.labels, &fine.input, &fine.output).is_ok());
     }
 
     #[test]
