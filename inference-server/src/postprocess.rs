@@ -94,7 +94,8 @@ impl OutputPlan {
         })
     }
 
-    /// Whether classification scores get a softmax (for /status and tests).
+    /// Whether classification scores get a softmax.
+    #[cfg(test)]
     pub fn applies_softmax(&self) -> bool {
         matches!(self.kind, Kind::Classify { softmax: true, .. })
     }
@@ -166,9 +167,6 @@ fn yolo_layout(out: &TensorF32, classes: usize, objectness: Option<bool>) -> Res
     }
     YoloLayout::detect(&out.shape, classes, objectness).map_err(|e| ServerError::Backend(e.to_string()))
 }
-
-pub use flywheel_vision::decode::softmax;
-pub use flywheel_vision::{iou, nms};
 
 #[cfg(test)]
 mod tests;

@@ -50,18 +50,6 @@ fn shapes(v: &Value) -> Vec<(String, f64, Vec<f64>)> {
     out
 }
 
-/// The OIP tensor of a 64x64 PNG as onnxruntime got it: pixels / 255, NCHW.
-fn tensor(png: &[u8]) -> Vec<f32> {
-    let img = image::load_from_memory(png).unwrap().to_rgb8();
-    let mut t = vec![0f32; 3 * 64 * 64];
-    for (i, p) in img.pixels().enumerate() {
-        for c in 0..3 {
-            t[c * 64 * 64 + i] = p[c] as f32 / 255.0;
-        }
-    }
-    t
-}
-
 async fn check(file: &str, output: OutputSpec) {
     let expected: Value = serde_json::from_slice(&std::fs::read(layouts_dir().join("expected.json")).unwrap()).unwrap();
     let model = served(file, output);
@@ -74,8 +62,7 @@ async fn check(file: &str, output: OutputSpec) {
         let png = std::fs::read(layouts_dir().join(format!("{image}.png"))).unwrap();
 
         // Raw outputs through OIP against onnxruntime's.
-        let req =
-            json!({"inputs": [{"name": "images", "shape": [1, 3, 64, 64], "datatype": "FP32", "data": tensor(&png)}]});
+        let req = json!({"inputs": [{"name": "images", "shape": [1, 3, 64, 64], "datatype": "FP32", "data": png_tensor(&png).0}]});
         let r: Value = s
             .client
             .post(s.url(&format!("/v2/models/{name}/infer")))

@@ -44,19 +44,6 @@ fn served(
     }
 }
 
-fn tensor(png: &[u8]) -> (Vec<f32>, u32) {
-    let img = image::load_from_memory(png).unwrap().to_rgb8();
-    let (w, h) = img.dimensions();
-    let plane = (w * h) as usize;
-    let mut t = vec![0f32; 3 * plane];
-    for (i, p) in img.pixels().enumerate() {
-        for c in 0..3 {
-            t[c * plane + i] = p[c] as f32 / 255.0;
-        }
-    }
-    (t, w)
-}
-
 /// Serves `model` and checks every photo's raw outputs (and, when given, its shapes).
 async fn check(file: &str, model: ServedModel, size: u32, compare_shapes: bool) {
     let want = &expected()[file];
@@ -66,7 +53,7 @@ async fn check(file: &str, model: ServedModel, size: u32, compare_shapes: bool) 
     let s = TestServer::start(&cfg).await;
     for photo in ["astronaut", "coffee"] {
         let png = std::fs::read(real_dir().join(format!("{photo}_{size}.png"))).unwrap();
-        let (data, side) = tensor(&png);
+        let (data, side, _) = png_tensor(&png);
         let input = want["input"].as_str().unwrap();
         let req = json!({"inputs": [{"name": input, "shape": [1, 3, side, side], "datatype": "FP32", "data": data}]});
         let r = s.client.post(s.url(&format!("/v2/models/{name}/infer"))).json(&req).send().await.unwrap();

@@ -209,3 +209,18 @@ pub fn metric_value(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
         .find(|l| needles.iter().all(|n| l.contains(n)))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// A PNG as onnxruntime gets it in the Python oracles: pixels / 255, NCHW; with its width and
+/// height.
+pub fn png_tensor(png: &[u8]) -> (Vec<f32>, u32, u32) {
+    let img = image::load_from_memory(png).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    let plane = (w * h) as usize;
+    let mut t = vec![0f32; 3 * plane];
+    for (i, p) in img.pixels().enumerate() {
+        for c in 0..3 {
+            t[c * plane + i] = p[c] as f32 / 255.0;
+        }
+    }
+    (t, w, h)
+}
