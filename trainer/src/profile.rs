@@ -10,6 +10,7 @@
 //! combination of the colour means, which would make the covariance singular).
 
 use flywheel_api::common::Task;
+use flywheel_api::model_version::InputSpec;
 use flywheel_api::serving::{FeatureDistribution, MultivariateReference, ReferenceStatistics};
 use flywheel_api::training::{NamedDataset, NamedModel, ProfileRequest, REFERENCE_STATISTICS_FILE};
 use flywheel_storage::Location;
@@ -30,31 +31,53 @@ pub async fn run(req: &ProfileRequest, model: Option<&NamedModel>) -> Result<Ref
     Ok(stats)
 }
 
+/// What profiling keeps of one image: its statistics (computed on the full-resolution pixels,
+/// as the inference server computes them live), its boxes' areas and, when a model is given,
+/// its model input. The decoded image itself is dropped once these are computed.
+pub struct ProfiledImage {
+    pub stats: [f64; 5],
+    /// Box areas as fractions of the image (detection).
+    pub box_areas: Vec<f64>,
+    pub input: Option<Vec<f32>>,
+}
+
+impl ProfiledImage {
+    pub fn new(sample: &Sample, input: Option<&InputSpec>) -> Self {
+        ProfiledImage {
+            stats: ImageStats::compute(&sample.image).values(),
+            box_areas: sample
+                .boxes
+                .iter()
+                .map(|b| ((b.rect[2] - b.rect[0]) * (b.rect[3] - b.rect[1])) as f64)
+                .collect(),
+            input: input.map(|spec| flywheel_vision::to_input(&sample.image, spec).0),
+        }
+    }
+}
+
 pub async fn profile_dataset(ds: &NamedDataset, model: Option<&NamedModel>) -> Result<ReferenceStatistics> {
     let refs = dataset::read_dataset(ds, &ds.spec.labels).await?;
-    let samples = dataset::load_images(&refs).await?;
-    if samples.is_empty() {
+    let input = model.map(|m| m.spec.input.clone());
+    let images = dataset::load_images(&refs, move |s| Ok(ProfiledImage::new(&s, input.as_ref()))).await?;
+    if images.is_empty() {
         return Err(TrainerError::dataset(ds.spec.uri.as_str(), "no images to profile"));
     }
     let confidences = match model {
-        Some(m) => Some(confidences(m, &samples).await?),
+        Some(m) => Some(confidences(m, &images).await?),
         None => None,
     };
-    Ok(statistics(ds.spec.task, &samples, confidences))
+    Ok(statistics(ds.spec.task, &images, confidences))
 }
 
-pub fn statistics(task: Task, samples: &[Sample], confidences: Option<Vec<f64>>) -> ReferenceStatistics {
-    let per_image: Vec<[f64; 5]> = samples.iter().map(|s| ImageStats::compute(&s.image).values()).collect();
+pub fn statistics(task: Task, images: &[ProfiledImage], confidences: Option<Vec<f64>>) -> ReferenceStatistics {
+    let per_image: Vec<[f64; 5]> = images.iter().map(|s| s.stats).collect();
     let mut features: Vec<FeatureDistribution> = ImageStats::NAMES
         .iter()
         .enumerate()
         .map(|(k, name)| distribution(name, per_image.iter().map(|v| v[k]).collect()))
         .collect();
     if task == Task::Detection {
-        let areas = samples
-            .iter()
-            .flat_map(|s| s.boxes.iter().map(|b| ((b.rect[2] - b.rect[0]) * (b.rect[3] - b.rect[1])) as f64))
-            .collect();
+        let areas = images.iter().flat_map(|s| s.box_areas.iter().copied()).collect();
         features.push(distribution("boxArea", areas));
     }
     if let Some(c) = confidences {
@@ -65,7 +88,7 @@ pub fn statistics(task: Task, samples: &[Sample], confidences: Option<Vec<f64>>)
     let (mean, covariance) = mean_and_covariance(&multivariate);
     ReferenceStatistics {
         version: 1,
-        sample_count: samples.len() as u64,
+        sample_count: images.len() as u64,
         features,
         image_statistics: Some(MultivariateReference {
             features: ImageStats::NAMES[1..].iter().map(|s| s.to_string()).collect(),
@@ -111,7 +134,7 @@ pub fn mean_and_covariance<const K: usize>(rows: &[[f64; K]]) -> (Vec<f64>, Vec<
 }
 
 /// Confidences of the shapes the model would return for each sample.
-async fn confidences(model: &NamedModel, samples: &[Sample]) -> Result<Vec<f64>> {
+async fn confidences(model: &NamedModel, images: &[ProfiledImage]) -> Result<Vec<f64>> {
     let bytes = crate::model::fetch_model(model).await?;
     let uri = model.spec.artifact.uri.to_string();
     let m = flywheel_runtime::Model::from_bytes(&bytes)
@@ -123,9 +146,10 @@ async fn confidences(model: &NamedModel, samples: &[Sample]) -> Result<Vec<f64>>
         .ok_or_else(|| TrainerError::Model { uri: uri.clone(), reason: "no input".into() })?;
     let spec = &model.spec;
     let mut out = Vec::new();
-    for s in samples {
-        let (values, _) = flywheel_vision::to_input(&s.image, &spec.input);
-        let x = candle_core::Tensor::from_vec(
+    for image in images {
+        let values =
+            image.input.as_deref().ok_or_else(|| TrainerError::Training("no model input was prepared".into()))?;
+        let x = candle_core::Tensor::from_slice(
             values,
             flywheel_vision::batch_shape(&spec.input, 1),
             &candle_core::Device::Cpu,

@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let bytes = generate::detector(labels.len(), args.size, 1).map_err(anyhow::Error::msg)?;
     let spec = generate::model_spec(Task::Detection, &labels, args.size, "file:///bench.onnx", &sha256_hex(&bytes));
     let refs = dataset::read_dataset(&NamedDataset { name: "bench".into(), spec: ds_spec }, &labels).await?;
-    let data = prepare(dataset::load_images(&refs).await?, &spec).await?;
+    let data = prepare(&refs, &spec).await?;
     std::fs::remove_dir_all(&dir).ok();
     let idx: Vec<usize> = (0..data.len()).collect();
 

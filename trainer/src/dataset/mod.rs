@@ -8,7 +8,7 @@ mod load;
 mod split;
 mod yolo;
 
-pub use load::load_images;
+pub use load::{CONCURRENT_DECODES, MAX_IMAGE_PIXELS, check_pixels, decode, load_images};
 pub use split::{DEFAULT_EVAL_FRACTION, split_train_eval};
 
 use flywheel_api::dataset_version::{DatasetFormat, DatasetVersionSpec};
@@ -47,7 +47,8 @@ impl SampleRef {
     }
 }
 
-/// A sample with its decoded pixels; boxes are normalised to 0..1.
+/// A sample with its decoded full-resolution pixels; boxes are normalised to 0..1. Only exists
+/// while [`load_images`] reduces it to what the caller keeps.
 #[derive(Clone, Debug)]
 pub struct Sample {
     pub uri: String,

@@ -1,31 +1,33 @@
-//! Decoded samples → model inputs and targets (in input pixels), computed once per run.
+//! Samples → model inputs and targets (in input pixels), computed once per run. Each image is
+//! pre-processed as soon as it is decoded and its full-resolution pixels are dropped, so a run
+//! holds one model input per sample, whatever the images' resolution.
 
 use flywheel_api::common::Task;
 use flywheel_api::model_version::ModelVersionSpec;
 
 use super::objective::Prepared;
-use crate::dataset::Sample;
+use crate::dataset::{self, SampleRef};
 use crate::error::{Result, TrainerError};
 
-pub async fn prepare(samples: Vec<Sample>, spec: &ModelVersionSpec) -> Result<Prepared> {
-    let task = spec.task;
-    for s in &samples {
-        if task == Task::Classification && s.label.is_none() {
-            return Err(TrainerError::dataset(&s.uri, "a classification sample needs a label"));
-        }
+pub async fn prepare(refs: &[SampleRef], spec: &ModelVersionSpec) -> Result<Prepared> {
+    if spec.task == Task::Classification
+        && let Some(r) = refs.iter().find(|r| r.label.is_none())
+    {
+        return Err(TrainerError::dataset(r.uri(), "a classification sample needs a label"));
     }
     let input = spec.input.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut p = Prepared { inputs: Vec::with_capacity(samples.len()), labels: Vec::new(), boxes: Vec::new() };
-        for s in &samples {
-            let (values, placement) = flywheel_vision::to_input(&s.image, &input);
-            let t = placement.box_transform();
-            p.inputs.push(values);
-            p.labels.push(s.label.unwrap_or(0));
-            p.boxes.push(s.boxes.iter().map(|b| (b.class, t.to_input(b.rect))).collect());
-        }
-        p
+    let rows = dataset::load_images(refs, move |s| {
+        let (values, placement) = flywheel_vision::to_input(&s.image, &input);
+        let t = placement.box_transform();
+        let boxes: Vec<(usize, [f32; 4])> = s.boxes.iter().map(|b| (b.class, t.to_input(b.rect))).collect();
+        Ok((values, s.label.unwrap_or(0), boxes))
     })
-    .await
-    .map_err(|e| TrainerError::Training(e.to_string()))
+    .await?;
+    let mut p = Prepared { inputs: Vec::with_capacity(rows.len()), labels: Vec::new(), boxes: Vec::new() };
+    for (values, label, boxes) in rows {
+        p.inputs.push(values);
+        p.labels.push(label);
+        p.boxes.push(boxes);
+    }
+    Ok(p)
 }

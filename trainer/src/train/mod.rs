@@ -92,8 +92,8 @@ pub async fn run(req: &TrainRequest) -> Result<TrainResult> {
         )));
     }
     let spec = &req.base_model.spec;
-    let train = prepare(dataset::load_images(&train_refs).await?, spec).await?;
-    let eval = prepare(dataset::load_images(&eval_refs).await?, spec).await?;
+    let train = prepare(&train_refs, spec).await?;
+    let eval = prepare(&eval_refs, spec).await?;
     tracing::info!(train = train.len(), eval = eval.len(), "datasets loaded");
 
     let mut session = Session::new(&base_bytes, spec, &req.hyperparameters, &eval)?;

@@ -5,6 +5,7 @@ mod common;
 mod errors;
 mod finetune;
 mod killed;
+mod memory;
 mod onnxruntime;
 mod profile;
 mod pvc;
