@@ -14,8 +14,9 @@
 //! claims there, so every component resolves the same URI to the same file.
 //!
 //! Every write is a single `put`: object stores publish it atomically, and the local file
-//! system store writes a temporary file and renames it, so a crash never leaves a
-//! half-written object visible.
+//! system store writes a temporary file, fsyncs it, renames it and fsyncs the directory, so a
+//! crash never leaves a half-written object visible and a node crash keeps every acknowledged
+//! write.
 
 mod location;
 mod redact;

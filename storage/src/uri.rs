@@ -52,7 +52,9 @@ where
     let (store, path) = if url.scheme() == "file" {
         // Rooted at "/" so any absolute path works; from_url_path decodes %20 and friends
         // and, unlike from_filesystem_path, accepts paths that do not exist yet (outputs).
-        let local = object_store::local::LocalFileSystem::new();
+        // fsync: a write is acknowledged only once the file and its directory entry are on
+        // stable storage, as an object store's put is; a node crash keeps what was acknowledged.
+        let local = object_store::local::LocalFileSystem::new().with_fsync(true);
         let path = Path::from_url_path(url.path()).map_err(|e| invalid(e.to_string()))?;
         (Box::new(local) as Box<dyn ObjectStore>, path)
     } else {
