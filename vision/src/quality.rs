@@ -90,6 +90,20 @@ pub fn detection_quality<K: Ord + Clone>(images: &[ImageBoxes<K>]) -> Option<Det
     })
 }
 
+/// mAP@.5 alone, as [`detection_quality`] computes it but at one threshold instead of ten (the
+/// live figure a server recomputes as reviews arrive); `None` without ground truth.
+pub fn map50<K: Ord + Clone>(images: &[ImageBoxes<K>]) -> Option<f64> {
+    let mut classes: BTreeMap<K, usize> = BTreeMap::new();
+    for t in images.iter().flat_map(|i| &i.truth) {
+        *classes.entry(t.class.clone()).or_default() += 1;
+    }
+    if classes.is_empty() {
+        return None;
+    }
+    let n = classes.len() as f64;
+    Some(classes.iter().map(|(class, &truths)| class_ap(images, class, truths, IOU_THRESHOLDS[0])).sum::<f64>() / n)
+}
+
 /// AP of `class` at one IoU threshold: COCO's 101-point interpolated precision.
 fn class_ap<K: PartialEq>(images: &[ImageBoxes<K>], class: &K, truths: usize, threshold: f64) -> f64 {
     // (score, true positive) of every kept prediction, images in order, each by descending score:
@@ -209,6 +223,19 @@ mod tests {
         )])
         .unwrap();
         assert!((q.map50 - 51.0 / 101.0).abs() < 1e-9, "{q:?}");
+    }
+
+    #[test]
+    fn map50_alone_agrees_with_the_full_figures() {
+        let images = [
+            image(
+                &[(0, 0.9, [0., 0., 10., 10.]), (1, 0.8, [20., 20., 31., 30.]), (0, 0.3, [50., 50., 60., 60.])],
+                &[(0, [0., 0., 10., 10.]), (1, [20., 20., 30., 30.])],
+            ),
+            image(&[(1, 0.7, [0., 0., 5., 5.])], &[(1, [40., 40., 50., 50.])]),
+        ];
+        assert_eq!(map50(&images), Some(detection_quality(&images).unwrap().map50));
+        assert_eq!(map50::<usize>(&[]), None);
     }
 
     #[test]
