@@ -172,8 +172,13 @@ async fn retention(days: u32, loc: Location, alive: std::sync::Weak<PredictionLo
     }
 }
 
+/// The first day a retention of `days` keeps at `now`.
+pub fn retention_cutoff(days: u32, now: DateTime<Utc>) -> NaiveDate {
+    now.date_naive() - chrono::Days::new(days as u64)
+}
+
 pub async fn delete_expired(loc: &Location, days: u32, now: DateTime<Utc>) -> Result<usize, StorageError> {
-    let cutoff = now.date_naive() - chrono::Days::new(days as u64);
+    let cutoff = retention_cutoff(days, now);
     let mut deleted = 0;
     for prefix in ["images", "records"] {
         for (path, _) in loc.list(prefix).await? {

@@ -33,7 +33,7 @@ pub fn map50(pairs: &[Pair]) -> Option<f64> {
             truth: truth.iter().filter_map(|s| Some(Truth { class: s.label.as_str(), bbox: s.bbox? })).collect(),
         })
         .collect();
-    quality::detection_quality(&images).map(|q| q.map50)
+    quality::map50(&images)
 }
 
 #[cfg(test)]

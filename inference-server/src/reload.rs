@@ -58,7 +58,7 @@ pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> 
     let same_reviews = same(|c| {
         format!(
             "{:?}{:?}{:?}",
-            c.prediction_log.as_ref().map(|l| &l.uri),
+            c.prediction_log.as_ref().map(|l| (&l.uri, l.retention_days)),
             c.feedback_dataset,
             (c.champion.task, &c.champion.labels)
         )
@@ -177,7 +177,7 @@ async fn open_reviews(config: &ServingConfig) -> Result<Option<Arc<ReviewStore>>
             Some(FeedbackWriter::new(loc, format, labels))
         }
     };
-    ReviewStore::open(log_loc, task, config.champion.labels.clone(), feedback)
+    ReviewStore::open(log_loc, task, config.champion.labels.clone(), feedback, log.retention_days)
         .await
         .map(Some)
         .map_err(|e| format!("reading the prediction log: {e}"))

@@ -13,7 +13,7 @@ use crate::drift::DriftMonitor;
 use crate::metrics::Metrics;
 use crate::models::{BackendFactory, LoadedModel};
 use crate::predlog::PredictionLog;
-use crate::review::ReviewStore;
+use crate::review::{Pair, ReviewStore, Served};
 use crate::serving::ServingConfig;
 use crate::shadow::ShadowQueue;
 
@@ -27,6 +27,14 @@ pub struct Serving {
     pub log: Option<Arc<PredictionLog>>,
     pub reviews: Option<Arc<ReviewStore>>,
     pub token: TokenSource,
+}
+
+impl Serving {
+    /// The models the reviewed-quality figures compare now.
+    pub fn quality_pair(&self) -> Pair {
+        let served = |m: &LoadedModel| Served::new(&m.spec.name, &m.spec.version);
+        Pair { champion: served(&self.champion), shadow: self.shadow.as_deref().map(served) }
+    }
 }
 
 /// What the last (re)load did, for /status.

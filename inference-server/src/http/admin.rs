@@ -14,9 +14,11 @@ use crate::state::AppState;
 /// text format (what promtool and most tools parse).
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
     state.refresh_drift_gauges();
+    // The latest figure: a scrape never waits for reviews being scored.
     if let Some(serving) = state.serving.load_full()
-        && let Some(q) = quality(&serving).await
+        && let Some(reviews) = &serving.reviews
     {
+        let q = reviews.latest_quality(&serving.quality_pair()).await;
         crate::review::export_quality(&q, serving.config.champion.task, &state.metrics);
     }
     let text = state.metrics.encode();
@@ -59,15 +61,10 @@ pub async fn status(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 /// Champion and shadow quality on reviewed samples (mAP@0.5 or accuracy) of the models served
-/// now, as the operator's promotion gate reads it. None without a prediction log to review.
+/// now, covering every review applied so far, as the operator's promotion gate reads it. None
+/// without a prediction log to review.
 async fn quality(serving: &crate::state::Serving) -> Option<crate::review::Quality> {
-    let reviews = serving.reviews.as_ref()?;
-    let champion = served(&serving.champion);
-    let shadow = serving.shadow.as_deref().map(served);
-    fn served(m: &crate::models::LoadedModel) -> crate::review::Served<'_> {
-        crate::review::Served { model: &m.spec.name, version: &m.spec.version }
-    }
-    Some(reviews.quality(champion, shadow).await)
+    Some(serving.reviews.as_ref()?.quality(&serving.quality_pair()).await)
 }
 
 pub async fn not_found() -> ServerError {

@@ -3,9 +3,17 @@
 //! and then creates `reviews/<id>.json` with a create-only put: the marker is the single point
 //! where TO_REVIEW becomes REVIEWED, so a review is applied at most once, and a failure before
 //! it leaves the prediction TO_REVIEW to be submitted again (never lost).
+//!
+//! The index's lock is only ever held for in-memory work: a review claims its id, writes
+//! without the lock, and then marks the item; a second decision on a claimed or reviewed id is
+//! a 409. The index holds what the log holds: records older than the log's retention leave it
+//! when retention deletes their files. Quality figures are computed off the lock (`quality`).
 
-use std::collections::HashMap;
+mod quality;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -15,12 +23,13 @@ use tokio::sync::Mutex;
 
 use crate::error::ServerError;
 use crate::feedback::{FeedbackWriter, Sample};
-use crate::metrics::{Metrics, RoleLabel};
+use crate::metrics::Metrics;
 use crate::predlog::WrittenRx;
-use crate::record::{ModelOutput, PredictionRecord, Shape};
+use crate::record::{PredictionRecord, Shape};
 use crate::serving::Task;
 use flywheel_types::prediction::review_path;
 use flywheel_vision::iou;
+pub use quality::{Pair, Quality, Served, export_quality};
 
 /// Most shapes one review may hold (a correction's work is bounded, and so is the lock it holds).
 pub const MAX_REVIEW_SHAPES: usize = 1000;
@@ -91,7 +100,26 @@ pub struct ReviewStore {
     pub task: Task,
     pub labels: Vec<String>,
     feedback: Option<FeedbackWriter>,
+    /// The prediction log's retention; 0 keeps records forever.
+    retention_days: u32,
     items: Mutex<HashMap<String, Item>>,
+    /// Ids whose review is being written (held without the index lock).
+    claims: std::sync::Mutex<HashSet<String>>,
+    /// Bumped after every change to the reviewed samples.
+    generation: AtomicU64,
+    quality: quality::QualityCache,
+}
+
+/// Releases a review claim however the review ends.
+struct Claim<'a> {
+    store: &'a ReviewStore,
+    id: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.store.claims.lock().expect("claims lock").remove(&self.id);
+    }
 }
 
 impl ReviewStore {
@@ -101,8 +129,19 @@ impl ReviewStore {
         task: Task,
         labels: Vec<String>,
         feedback: Option<FeedbackWriter>,
+        retention_days: u32,
     ) -> Result<Arc<Self>, StorageError> {
-        let store = Arc::new(Self { log: log.clone(), task, labels, feedback, items: Mutex::new(HashMap::new()) });
+        let store = Arc::new(Self {
+            log: log.clone(),
+            task,
+            labels,
+            feedback,
+            retention_days,
+            items: Mutex::new(HashMap::new()),
+            claims: Default::default(),
+            generation: AtomicU64::new(0),
+            quality: Default::default(),
+        });
         let records = crate::predlog::read_all(&log).await?;
         store.add(records).await;
         let mut items = store.items.lock().await;
@@ -116,17 +155,51 @@ impl ReviewStore {
             }
         }
         drop(items);
+        store.prune(Utc::now()).await;
         Ok(store)
     }
 
-    /// Adds every batch the prediction log reports written, until the log stops.
+    /// Adds every batch the prediction log reports written, until the log stops, and drops
+    /// expired records hourly, as the log's retention deletes their files.
     pub fn listen(self: &Arc<Self>, mut written: WrittenRx) {
         let store = self.clone();
         tokio::spawn(async move {
-            while let Some(records) = written.recv().await {
-                store.add(records).await;
+            let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    records = written.recv() => match records {
+                        Some(records) => store.add(records).await,
+                        None => return,
+                    },
+                    _ = hourly.tick() => {
+                        store.prune(Utc::now()).await;
+                    }
+                }
             }
         });
+    }
+
+    /// Drops the items whose records are older than the log's retention (their image is gone
+    /// or about to be); returns how many.
+    pub async fn prune(&self, now: DateTime<Utc>) -> usize {
+        if self.retention_days == 0 {
+            return 0;
+        }
+        let cutoff = crate::predlog::retention_cutoff(self.retention_days, now);
+        let mut items = self.items.lock().await;
+        let before = items.len();
+        items.retain(|_, i| i.record.time.date_naive() >= cutoff);
+        let pruned = before - items.len();
+        drop(items);
+        if pruned > 0 {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        pruned
+    }
+
+    /// Items in the index.
+    pub async fn items(&self) -> usize {
+        self.items.lock().await.len()
     }
 
     /// Adds freshly logged records (only those with an image can be reviewed).
@@ -210,30 +283,41 @@ impl ReviewStore {
         let feedback = self.feedback.as_ref().ok_or_else(|| {
             ServerError::Conflict("this deployment has no feedback dataset configured; reviews cannot be stored".into())
         })?;
-        // Holding the lock across the writes serialises reviews: a second submission of the
-        // same id waits and then sees REVIEWED.
-        let mut items = self.items.lock().await;
-        let item = items.get(id).ok_or_else(|| ServerError::NotFound(format!("no prediction {id:?} to review")))?;
-        if item.status == ReviewStatus::Reviewed {
-            return Err(ServerError::Conflict(format!("prediction {id:?} was already reviewed")));
-        }
-        let shapes = self.ground_truth(item, &sub)?;
-        let path = item.record.image.clone().expect("reviewable items have images");
+        // Check and claim under the index lock, write without it: listing, scraping and other
+        // reviews go on meanwhile, and a second decision on this id is refused, not queued.
+        let (claim, shapes, path, width, height) = {
+            let items = self.items.lock().await;
+            let item = items.get(id).ok_or_else(|| ServerError::NotFound(format!("no prediction {id:?} to review")))?;
+            if item.status == ReviewStatus::Reviewed {
+                return Err(ServerError::Conflict(format!("prediction {id:?} was already reviewed")));
+            }
+            let shapes = self.ground_truth(item, &sub)?;
+            if !self.claims.lock().expect("claims lock").insert(id.to_string()) {
+                return Err(ServerError::Conflict(format!("a review of prediction {id:?} is being stored")));
+            }
+            let claim = Claim { store: self, id: id.to_string() };
+            let path = item.record.image.clone().expect("reviewable items have images");
+            (claim, shapes, path, item.record.width, item.record.height)
+        };
         let image = self.log.get(&path).await.map_err(|e| match e {
             StorageError::NotFound { .. } => ServerError::Conflict(format!("image of {id:?} is no longer retained")),
             e => e.into(),
         })?;
         let ext = if path.ends_with(".png") { "png" } else { "jpg" };
-        let sample = Sample { id, ext, image, width: item.record.width, height: item.record.height, shapes: &shapes };
+        let sample = Sample { id, ext, image, width, height, shapes: &shapes };
         feedback.write(&sample).await?;
         let review = Review { id: id.to_string(), decision: sub.decision, shapes, time: Utc::now() };
         let body = Bytes::from(serde_json::to_vec(&review).expect("json"));
         if !self.log.put_if_absent(&review_path(id), body).await? {
             return Err(ServerError::Conflict(format!("prediction {id:?} was already reviewed")));
         }
-        let item = items.get_mut(id).expect("checked above");
-        item.status = ReviewStatus::Reviewed;
-        item.review = Some(review.clone());
+        // The item may have expired meanwhile; the review is stored either way.
+        if let Some(item) = self.items.lock().await.get_mut(id) {
+            item.status = ReviewStatus::Reviewed;
+            item.review = Some(review.clone());
+        }
+        drop(claim);
+        self.generation.fetch_add(1, Ordering::SeqCst);
         metrics.reviews.inc();
         Ok(review)
     }
@@ -308,93 +392,46 @@ fn disagree(task: Task, a: &[Shape], b: &[Shape]) -> bool {
     }
 }
 
-/// A served model as prediction records name it.
-#[derive(Clone, Copy, Debug)]
-pub struct Served<'a> {
-    pub model: &'a str,
-    pub version: &'a str,
-}
-
-impl Served<'_> {
-    fn made(&self, out: &ModelOutput) -> bool {
-        out.model == self.model && out.version == self.version
-    }
-}
-
-/// Champion and shadow quality on the same reviewed samples.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Quality {
-    /// `mAP50` (detection) or `accuracy` (classification).
-    pub metric: &'static str,
-    /// Reviewed samples both scores are computed on.
-    pub reviewed_samples: usize,
-    /// None until a sample is scored, never 0 for "unknown".
-    pub champion: Option<f64>,
-    pub shadow: Option<f64>,
-}
-
 impl ReviewStore {
-    /// Quality of the models served now. Only reviewed samples that the current champion
-    /// (and, with a shadow, the current shadow) predicted count: a comparison must not mix in
-    /// predictions of a model that is no longer served, or a freshly deployed shadow would
-    /// inherit its predecessor's score.
-    pub async fn quality(&self, champion: Served<'_>, shadow: Option<Served<'_>>) -> Quality {
-        let items = self.items.lock().await;
-        quality(self.task, items.values(), champion, shadow)
-    }
-}
-
-/// Pure: the scores over `items` (see [`ReviewStore::quality`]).
-pub fn quality<'a>(
-    task: Task,
-    items: impl Iterator<Item = &'a Item>,
-    champion: Served<'_>,
-    shadow: Option<Served<'_>>,
-) -> Quality {
-    let scored: Vec<(&Item, &Review)> = items
-        .filter_map(|i| Some((i, i.review.as_ref()?)))
-        .filter(|(i, _)| champion.made(&i.record.champion))
-        .filter(|(i, _)| match shadow {
-            Some(s) => i.record.shadow.as_ref().is_some_and(|o| s.made(o)),
-            None => true,
-        })
-        .collect();
-    let score = |pred: &dyn Fn(&Item) -> Option<&[Shape]>| {
-        let pairs: Vec<(&[Shape], &[Shape])> =
-            scored.iter().filter_map(|(i, r)| Some((pred(i)?, r.shapes.as_slice()))).collect();
-        match task {
-            Task::Classification => crate::quality::accuracy(&pairs),
-            Task::Detection => crate::quality::map50(&pairs),
+    /// Quality of `pair` covering every review applied before the call (the promotion gate's
+    /// figure). Computed on a snapshot off the index lock, at most one computation at a time;
+    /// callers that arrive meanwhile reuse its result when it is recent enough.
+    pub async fn quality(&self, pair: &Pair) -> Quality {
+        let wanted = self.generation.load(Ordering::SeqCst);
+        if let Some(q) = self.quality.fresh(pair, wanted) {
+            return q;
         }
-    };
-    Quality {
-        metric: match task {
-            Task::Classification => "accuracy",
-            Task::Detection => "mAP50",
-        },
-        reviewed_samples: scored.len(),
-        champion: score(&|i: &Item| Some(i.record.champion.shapes.as_slice())),
-        shadow: shadow.and_then(|_| score(&|i: &Item| i.record.shadow.as_ref().map(|o| o.shapes.as_slice()))),
+        let _computing = self.quality.computing.lock().await;
+        if let Some(q) = self.quality.fresh(pair, wanted) {
+            return q;
+        }
+        // Read before the snapshot: a review applied during it bumps past this generation, so
+        // the result is never taken for newer than it is.
+        let generation = self.generation.load(Ordering::SeqCst);
+        let scored = quality::select(self.items.lock().await.values(), pair);
+        let (task, with_shadow) = (self.task, pair.shadow.is_some());
+        let q = tokio::task::spawn_blocking(move || quality::quality(task, &scored, with_shadow))
+            .await
+            .expect("quality computation");
+        self.quality.store(pair.clone(), generation, q.clone());
+        q
     }
-}
 
-/// Sets the reviewed-quality gauges from `q`; a role without a score loses its series.
-pub fn export_quality(q: &Quality, task: Task, metrics: &Metrics) {
-    metrics.reviewed_samples.set(q.reviewed_samples as i64);
-    let family = match task {
-        Task::Classification => &metrics.reviewed_accuracy,
-        Task::Detection => &metrics.reviewed_map50,
-    };
-    for (role, value) in [("champion", q.champion), ("shadow", q.shadow)] {
-        let label = RoleLabel { role: role.into() };
-        match value {
-            Some(v) => {
-                family.get_or_create(&label).set(v);
+    /// The latest figure for `pair` without waiting for reviews that arrived since (for
+    /// `/metrics`, which must answer at once during a review burst); a stale figure starts a
+    /// recomputation in the background. Only the first call for new models waits.
+    pub async fn latest_quality(self: &Arc<Self>, pair: &Pair) -> Quality {
+        match self.quality.any(pair) {
+            Some((q, generation)) => {
+                // One refresh at a time: while one runs, later scrapes keep the figure they have.
+                let idle = self.quality.computing.try_lock().is_ok();
+                if generation < self.generation.load(Ordering::SeqCst) && idle {
+                    let (store, pair) = (self.clone(), pair.clone());
+                    tokio::spawn(async move { store.quality(&pair).await });
+                }
+                q
             }
-            None => {
-                family.remove(&label);
-            }
+            None => self.quality(pair).await,
         }
     }
 }
@@ -402,60 +439,35 @@ pub fn export_quality(q: &Quality, task: Task, metrics: &Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::ModelOutput;
 
-    fn label(l: &str) -> Vec<Shape> {
-        vec![Shape { label: l.into(), class_id: 0, confidence: 0.9, bbox: None }]
-    }
-
-    fn out(version: &str, l: &str) -> ModelOutput {
-        ModelOutput { model: "m".into(), version: version.into(), shapes: label(l), latency_ms: 1.0 }
-    }
-
-    /// A reviewed classification item: champion `c` said `cl`, shadow `s` said `sl`, truth `truth`.
-    fn item(c: &str, cl: &str, s: Option<(&str, &str)>, truth: &str) -> Item {
-        let record = PredictionRecord {
+    fn record(days_ago: i64) -> PredictionRecord {
+        let shapes = vec![Shape { label: "cat".into(), class_id: 0, confidence: 0.9, bbox: None }];
+        PredictionRecord {
             id: uuid::Uuid::new_v4().to_string(),
-            time: Utc::now(),
+            time: Utc::now() - chrono::Duration::days(days_ago),
             deployment: "d".into(),
             task: Task::Classification,
-            image: Some("x.png".into()),
+            image: Some("images/x.png".into()),
             width: 8,
             height: 8,
-            champion: out(c, cl),
-            shadow: s.map(|(v, l)| out(v, l)),
-        };
-        let review =
-            Review { id: record.id.clone(), decision: Decision::Correct, shapes: label(truth), time: Utc::now() };
-        Item { status: ReviewStatus::Reviewed, disagreement: false, min_confidence: 0.9, record, review: Some(review) }
+            champion: ModelOutput { model: "m".into(), version: "v1".into(), shapes, latency_ms: 1.0 },
+            shadow: None,
+        }
     }
 
-    const V1: Served = Served { model: "m", version: "v1" };
-    const V2: Served = Served { model: "m", version: "v2" };
-    const V3: Served = Served { model: "m", version: "v3" };
-
-    #[test]
-    fn a_new_shadow_is_scored_only_on_its_own_predictions() {
-        let items = [
-            // The previous shadow v2 was right twice.
-            item("v1", "cat", Some(("v2", "cat")), "cat"),
-            item("v1", "dog", Some(("v2", "cat")), "cat"),
-            // The current shadow v3 was wrong once, on a sample where the champion was right.
-            item("v1", "cat", Some(("v3", "dog")), "cat"),
-            // Not reviewed: never counts.
-            Item { review: None, status: ReviewStatus::ToReview, ..item("v1", "cat", Some(("v3", "cat")), "cat") },
-        ];
-        let q = quality(Task::Classification, items.iter(), V1, Some(V3));
-        assert_eq!(q, Quality { metric: "accuracy", reviewed_samples: 1, champion: Some(1.0), shadow: Some(0.0) });
-        let q = quality(Task::Classification, items.iter(), V1, Some(V2));
-        assert_eq!((q.reviewed_samples, q.champion, q.shadow), (2, Some(0.5), Some(1.0)));
-    }
-
-    #[test]
-    fn without_a_shadow_every_champion_sample_counts_and_a_new_champion_starts_empty() {
-        let items = [item("v1", "cat", None, "cat"), item("v1", "cat", Some(("v2", "dog")), "dog")];
-        let q = quality(Task::Classification, items.iter(), V1, None);
-        assert_eq!((q.reviewed_samples, q.champion, q.shadow), (2, Some(0.5), None));
-        let q = quality(Task::Classification, items.iter(), V2, None);
-        assert_eq!((q.reviewed_samples, q.champion, q.shadow), (0, None, None));
+    #[tokio::test]
+    async fn records_past_the_log_retention_leave_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Location::open(&dir.path().display().to_string()).unwrap();
+        let store = ReviewStore::open(log, Task::Classification, vec!["cat".into()], None, 30).await.unwrap();
+        store.add([record(0), record(29), record(31), record(400)]).await;
+        assert_eq!(store.prune(Utc::now()).await, 2);
+        assert_eq!(store.items().await, 2);
+        // Without retention nothing expires.
+        let log = Location::open(&dir.path().display().to_string()).unwrap();
+        let forever = ReviewStore::open(log, Task::Classification, vec![], None, 0).await.unwrap();
+        forever.add([record(400)]).await;
+        assert_eq!((forever.prune(Utc::now()).await, forever.items().await), (0, 1));
     }
 }
