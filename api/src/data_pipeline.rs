@@ -8,7 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ObjectName, StorageUri};
+use crate::common::{OBJECT_NAME_PATTERN, ObjectName, StorageUri};
 
 /// Profiles training data, collects reviewed predictions, retrains at a threshold and
 /// places the new model per policy.
@@ -33,7 +33,7 @@ use crate::common::{ObjectName, StorageUri};
 #[serde(rename_all = "camelCase")]
 pub struct DataPipelineSpec {
     /// Name of the Flywheel Deployment (deployments.flywheel.dev) this pipeline improves.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub deployment: ObjectName,
     /// The dataset the served model was trained on; profiled for drift and outlier metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,7 +58,7 @@ pub struct DataPipelineSpec {
 #[serde(rename_all = "camelCase")]
 pub struct TrainingData {
     /// Name of a DatasetVersion in the same namespace.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub dataset_version: ObjectName,
 }
 
@@ -69,8 +69,9 @@ pub struct FeedbackLoop {
     /// Collect reviews.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Name of the feedback DatasetVersion (with `feedback: true`) reviewed samples are written to.
-    #[schemars(length(min = 1))]
+    /// Name of the feedback DatasetVersion (with `feedback: true`) reviewed samples are written
+    /// to; not the training data.
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub dataset_version: ObjectName,
 }
 
@@ -82,13 +83,14 @@ fn default_true() -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContinuousTraining {
-    /// Retrain automatically.
+    /// Retrain automatically (the trigger counts reviews, so this needs `feedbackLoop`).
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// When a run starts.
     pub trigger: Trigger,
     /// ModelVersion to fine-tune; defaults to the Deployment's current champion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub base_model_version: Option<ObjectName>,
     /// Datasets to train and evaluate on; defaults to training data + feedback.
     #[serde(default)]
@@ -111,7 +113,7 @@ pub struct Trigger {
     pub reviewed_samples: u32,
     /// Minimum time between two runs, e.g. `30m`, `1h`, `90s`.
     #[serde(default = "default_cooldown")]
-    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(s|m|h))+$"))]
     pub cooldown: String,
 }
 
@@ -119,15 +121,55 @@ fn default_cooldown() -> String {
     "0s".to_string()
 }
 
+/// Parses a cooldown such as `90s`, `10m`, `1h30m`; Err names what is wrong (an unknown unit,
+/// a number without a unit, a duration too long to count).
+pub fn parse_cooldown(text: &str) -> Result<std::time::Duration, String> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    let too_long = || format!("invalid cooldown {text:?}: too long");
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = match number.parse() {
+            Ok(n) => n,
+            Err(_) if number.is_empty() => {
+                return Err(format!("invalid cooldown {text:?}: expected e.g. 30m, 1h, 90s"));
+            }
+            Err(_) => return Err(too_long()),
+        };
+        number.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(format!("invalid cooldown {text:?}: unknown unit {c:?} (use s, m or h)")),
+        };
+        total = n.checked_mul(unit).and_then(|s| total.checked_add(s)).ok_or_else(too_long)?;
+    }
+    if !number.is_empty() {
+        return Err(format!("invalid cooldown {text:?}: a number needs a unit (s, m or h)"));
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
 /// Train/eval datasets.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingDatasets {
-    /// DatasetVersions merged for training. Empty: training data plus the feedback dataset.
+    /// DatasetVersions merged for training, each once. Empty: training data plus the feedback
+    /// dataset.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        inner(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
     pub train: Vec<ObjectName>,
-    /// DatasetVersion to evaluate on. Empty: a deterministic split of the training data.
+    /// DatasetVersion to evaluate on, not one of `train`. Empty: a deterministic split of the
+    /// training data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub eval: Option<ObjectName>,
 }
 
@@ -139,9 +181,9 @@ pub struct Hyperparameters {
     #[serde(default = "default_epochs")]
     #[schemars(range(min = 1, max = 1000))]
     pub epochs: u32,
-    /// Step size.
+    /// Step size, above 0.
     #[serde(default = "default_learning_rate")]
-    #[schemars(range(min = 0.0, max = 10.0))]
+    #[schemars(range(min = 0.0, max = 10.0), extend("exclusiveMinimum" = true))]
     pub learning_rate: f64,
     /// Images per step.
     #[serde(default = "default_batch_size")]
@@ -234,7 +276,7 @@ pub struct ContinuousDeployment {
     /// champion; `manual`: it stays in the registry and status names it as a candidate.
     #[serde(default)]
     pub policy: Policy,
-    /// Promote a shadow that beats the champion on reviewed data.
+    /// Promote a shadow that beats the champion on reviewed data (needs `feedbackLoop`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion_gate: Option<PromotionGate>,
 }

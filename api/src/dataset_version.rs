@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{CredentialsRef, ObjectName, StorageUri, Task};
+use crate::common::{CredentialsRef, OBJECT_NAME_PATTERN, ObjectName, StorageUri, Task};
 
 /// A versioned dataset in COCO, YOLO or ImageFolder layout. Feedback datasets receive
 /// human-reviewed production predictions.
@@ -37,11 +37,12 @@ pub struct DatasetVersionSpec {
     pub format: DatasetFormat,
     /// `classification` or `detection`.
     pub task: Task,
-    /// Class names; for COCO and YOLO the order gives the class indices.
-    #[schemars(length(min = 1))]
+    /// Class names, each once; for COCO and YOLO the order gives the class indices.
+    #[schemars(length(min = 1), inner(length(min = 1)), extend("x-kubernetes-list-type" = "set"))]
     pub labels: Vec<String>,
     /// The DatasetVersion this one extends, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub parent: Option<ObjectName>,
     /// True for a dataset that receives reviewed production predictions.
     #[serde(default)]

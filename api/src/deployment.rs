@@ -10,7 +10,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ObjectName, StorageUri};
+use crate::common::{OBJECT_NAME_PATTERN, ObjectName, StorageUri};
 
 /// Serves a champion ModelVersion, optionally mirrors traffic to a shadow, and exports
 /// monitoring metrics.
@@ -72,7 +72,7 @@ fn default_replicas() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct ChampionSpec {
     /// Name of a ModelVersion in the same namespace. It must be Ready.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub model_version: ObjectName,
 }
 
@@ -80,8 +80,8 @@ pub struct ChampionSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShadowSpec {
-    /// Name of a ModelVersion in the same namespace.
-    #[schemars(length(min = 1))]
+    /// Name of a ModelVersion in the same namespace, other than the champion.
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub model_version: ObjectName,
     /// Fraction of requests also sent to the shadow.
     #[serde(default = "default_sample_rate")]
@@ -97,14 +97,15 @@ fn default_sample_rate() -> f64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Autoscaling {
-    /// Lower bound of replicas.
+    /// Lower bound of replicas, at most `maxReplicas`.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1))]
     pub min_replicas: i32,
     /// Upper bound of replicas.
     #[schemars(range(min = 1))]
     pub max_replicas: i32,
-    /// Target average CPU utilisation in percent of the request.
+    /// Target average CPU utilisation in percent of the request (`resources.requests.cpu`,
+    /// which autoscaling needs).
     #[serde(default = "default_cpu_target")]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,

@@ -14,11 +14,12 @@ pub mod dataset_version;
 pub mod deployment;
 pub mod model_version;
 pub mod training;
+pub mod validation;
 
 /// The serving config and reference statistics, Kubernetes-free in `flywheel-types`.
 pub use flywheel_types::serving;
 
-pub use common::{CredentialsRef, StorageUri, Task};
+pub use common::{CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE, CredentialsRef, StorageUri, Task};
 pub use data_pipeline::{DataPipeline, DataPipelineSpec, DataPipelineStatus};
 pub use dataset_version::{DatasetVersion, DatasetVersionSpec, DatasetVersionStatus};
 pub use deployment::{DeploymentSpec, DeploymentStatus, FlywheelDeployment};

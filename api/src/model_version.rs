@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{CredentialsRef, ObjectName, StorageUri, Task};
+use crate::common::{CredentialsRef, OBJECT_NAME_PATTERN, ObjectName, StorageUri, Task};
 
 /// The model contract the spec carries, shared with the serving config and the pre-processing.
 pub use flywheel_types::model::{
@@ -43,8 +43,8 @@ pub struct ModelVersionSpec {
     pub version: String,
     /// What the model predicts: `classification` or `detection`.
     pub task: Task,
-    /// Class names, in the order of the model's output indices.
-    #[schemars(length(min = 1))]
+    /// Class names, in the order of the model's output indices; each once.
+    #[schemars(length(min = 1), inner(length(min = 1)), extend("x-kubernetes-list-type" = "set"))]
     pub labels: Vec<String>,
     /// Where the model file is and how to verify it.
     pub artifact: Artifact,
@@ -93,15 +93,22 @@ pub enum ModelFormat {
 pub struct Provenance {
     /// The ModelVersion this one was fine-tuned from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub parent: Option<ObjectName>,
     /// DatasetVersions it was trained and evaluated on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        inner(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
     pub dataset_versions: Vec<ObjectName>,
     /// The DataPipeline that produced it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub pipeline: Option<ObjectName>,
     /// The training Job that produced it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub job: Option<String>,
     /// Hyperparameters of the training run.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -99,3 +99,32 @@ fn no_enum_lists_null() {
         assert!(!text.contains(r#""enum":[null"#) && !text.contains(",null]"), "{name} has null in an enum");
     }
 }
+
+#[test]
+fn references_sets_and_exclusive_minimums_are_in_the_schema() {
+    let spec_of = |file: &str| {
+        let (_, crd) = crate::crds().into_iter().find(|(name, _)| *name == file).unwrap();
+        serde_json::to_value(crd).unwrap()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]
+            .clone()
+    };
+    let name_pattern = serde_json::json!(crate::common::OBJECT_NAME_PATTERN);
+    let mv = spec_of("modelversions.yaml");
+    assert_eq!(mv["labels"]["x-kubernetes-list-type"], "set");
+    assert_eq!(mv["artifact"]["properties"]["credentials"]["properties"]["secretName"]["pattern"], name_pattern);
+    let std = &mv["input"]["properties"]["std"]["items"];
+    assert_eq!((std["minimum"].as_f64(), &std["exclusiveMinimum"]), (Some(0.0), &serde_json::json!(true)));
+    assert_eq!(mv["input"]["properties"]["channels"]["enum"], serde_json::json!([1, 3]));
+    let d = spec_of("deployments.yaml");
+    assert_eq!(d["champion"]["properties"]["modelVersion"]["pattern"], name_pattern);
+    assert_eq!(d["shadow"]["properties"]["modelVersion"]["pattern"], name_pattern);
+    let cpu = &d["resources"]["properties"]["requests"]["additionalProperties"];
+    assert_eq!(cpu["pattern"], serde_json::json!(crate::common::QUANTITY_PATTERN));
+    let p = spec_of("datapipelines.yaml");
+    let train = &p["continuousTraining"]["properties"]["datasets"]["properties"]["train"];
+    assert_eq!(
+        (&train["x-kubernetes-list-type"], &train["items"]["pattern"]),
+        (&serde_json::json!("set"), &name_pattern)
+    );
+    assert_eq!(spec_of("datasetversions.yaml")["labels"]["x-kubernetes-list-type"], "set");
+}

@@ -1,10 +1,12 @@
 //! examples/: every quickstart object deserialises into the Rust types without losing a
-//! field, passes the generated openAPIV3Schema, and every file in examples/invalid/ is
-//! rejected by that schema.
+//! field, passes the generated openAPIV3Schema and the operator's checks
+//! (`flywheel_api::validation`), and every file in examples/invalid/ is rejected where it says:
+//! by that schema (`# Rejected at: /spec/...`, the API server refuses it) or, for what the
+//! schema cannot say, by the operator's checks (`# Refused by the operator at: spec....`).
 
 use std::path::{Path, PathBuf};
 
-use flywheel_api::{DataPipeline, DatasetVersion, FlywheelDeployment, ModelVersion};
+use flywheel_api::{DataPipeline, DatasetVersion, FlywheelDeployment, ModelVersion, validation};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -46,7 +48,47 @@ fn schema_for(kind: &str) -> Value {
     };
     let (_, crd) = flywheel_api::crds().into_iter().find(|(name, _)| *name == file).unwrap();
     let schema = crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap();
-    serde_json::to_value(schema).unwrap()
+    let mut schema = serde_json::to_value(schema).unwrap();
+    as_json_schema(&mut schema);
+    schema
+}
+
+/// The Kubernetes (OpenAPI v3.0) spelling of what JSON Schema 2020-12 says otherwise:
+/// `exclusiveMinimum: true` beside `minimum: x` is `exclusiveMinimum: x`, and a list with
+/// `x-kubernetes-list-type: set` (which the API server checks for duplicates) has unique items.
+fn as_json_schema(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (flag, bound) in [("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")] {
+                if let Some(Value::Bool(exclusive)) = map.get(flag).cloned() {
+                    map.remove(flag);
+                    if exclusive && let Some(b) = map.remove(bound) {
+                        map.insert(flag.into(), b);
+                    }
+                }
+            }
+            if map.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set") {
+                map.insert("uniqueItems".into(), Value::Bool(true));
+            }
+            map.values_mut().for_each(as_json_schema);
+        }
+        Value::Array(items) => items.iter_mut().for_each(as_json_schema),
+        _ => {}
+    }
+}
+
+/// The operator's checks of what the schema cannot say, as the reconcile runs them.
+fn operator_check(doc: &Value) -> Result<(), String> {
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    let spec = doc["spec"].clone();
+    let parse = |e: serde_json::Error| format!("does not deserialise: {e}");
+    match doc["kind"].as_str().unwrap() {
+        "ModelVersion" => validation::model_version(&serde_json::from_value(spec).map_err(parse)?),
+        "DatasetVersion" => validation::dataset_version(name, &serde_json::from_value(spec).map_err(parse)?),
+        "Deployment" => validation::deployment(name, &serde_json::from_value(spec).map_err(parse)?),
+        "DataPipeline" => validation::data_pipeline(&serde_json::from_value(spec).map_err(parse)?),
+        other => panic!("not a Flywheel kind: {other}"),
+    }
 }
 
 /// Schema violations as (instance path, message).
@@ -107,6 +149,7 @@ fn quickstart_objects_deserialise_and_pass_the_schema() {
             }
             let errors = schema_errors(&doc);
             assert!(errors.is_empty(), "{}: rejected by the schema: {errors:?}", path.display());
+            assert_eq!(operator_check(&doc), Ok(()), "{}: refused by the operator", path.display());
             kinds.push(kind);
         }
     }
@@ -123,27 +166,52 @@ fn per_exporter_model_examples_deserialise_and_pass_the_schema() {
             round_trip::<ModelVersion>(&doc, &path);
             let errors = schema_errors(&doc);
             assert!(errors.is_empty(), "{}: rejected by the schema: {errors:?}", path.display());
+            assert_eq!(operator_check(&doc), Ok(()), "{}: refused by the operator", path.display());
         }
     }
 }
 
 #[test]
-fn every_invalid_example_is_rejected_by_the_schema() {
+fn every_invalid_example_is_rejected_where_it_says() {
+    let (mut by_schema, mut by_operator) = (0, 0);
     for path in yaml_files(&examples_dir().join("invalid")) {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# Invalid:"), "{}: must start with a comment saying what is wrong", path.display());
         let docs = documents(&path);
         assert_eq!(docs.len(), 1, "{}: one object per file", path.display());
         let errors = schema_errors(&docs[0]);
-        assert!(!errors.is_empty(), "{}: the schema accepts it", path.display());
-        let expected_path = text
-            .lines()
-            .find_map(|l| l.strip_prefix("# Rejected at: "))
-            .unwrap_or_else(|| panic!("{}: needs a '# Rejected at: /spec/...' line", path.display()));
-        assert!(
-            errors.iter().all(|(p, _)| p == expected_path),
-            "{}: rejected for another reason than the one it states ({expected_path}): {errors:?}",
-            path.display()
-        );
+        let header = |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix).map(str::to_string));
+        match (header("# Rejected at: "), header("# Refused by the operator at: ")) {
+            (Some(expected_path), None) => {
+                assert!(!errors.is_empty(), "{}: the schema accepts it", path.display());
+                assert!(
+                    errors.iter().all(|(p, _)| *p == expected_path),
+                    "{}: rejected for another reason than the one it states ({expected_path}): {errors:?}",
+                    path.display()
+                );
+                by_schema += 1;
+            }
+            (None, Some(field)) => {
+                // The API server stores it: only the operator can refuse it, naming the field.
+                assert!(
+                    errors.is_empty(),
+                    "{}: the schema rejects it, say so with '# Rejected at:': {errors:?}",
+                    path.display()
+                );
+                let message =
+                    operator_check(&docs[0]).expect_err(&format!("{}: the operator accepts it", path.display()));
+                assert!(
+                    message.starts_with(&field),
+                    "{}: refused for another reason than the one it states ({field}): {message}",
+                    path.display()
+                );
+                by_operator += 1;
+            }
+            _ => panic!(
+                "{}: needs one '# Rejected at: /spec/...' (the schema) or '# Refused by the operator at: spec....' line",
+                path.display()
+            ),
+        }
     }
+    assert!(by_schema > 0 && by_operator > 0, "{by_schema} schema and {by_operator} operator cases");
 }

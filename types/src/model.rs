@@ -41,16 +41,20 @@ pub struct InputSpec {
     pub height: u32,
     /// Colour channels: 3 (RGB) or 1 (grey).
     #[serde(default = "default_channels")]
-    #[schemars(range(min = 1, max = 3))]
+    #[schemars(range(min = 1, max = 3), extend("enum" = [1, 3]))]
     pub channels: u32,
     /// Tensor layout: `nchw` (default) or `nhwc`.
     #[serde(default)]
     pub layout: Layout,
-    /// Per-channel mean subtracted after scaling pixels to [0, 1].
+    /// Per-channel mean subtracted after scaling pixels to [0, 1]: one value per channel, or
+    /// one for all.
     #[serde(default = "default_mean")]
+    #[schemars(length(max = 3))]
     pub mean: Vec<f32>,
-    /// Per-channel standard deviation divided after subtracting the mean.
+    /// Per-channel standard deviation divided after subtracting the mean, each above 0: one
+    /// value per channel, or one for all.
     #[serde(default = "default_std")]
+    #[schemars(length(max = 3), transform = items_above_zero)]
     pub std: Vec<f32>,
     /// How images are fitted to width x height: `stretch` (default), `letterbox` (keep the
     /// aspect ratio, pad with grey) or `centerCrop` (scale so the input is `cropFraction` of the
@@ -64,7 +68,7 @@ pub struct InputSpec {
     /// Factor applied to 0..255 pixel values before the mean is subtracted: 1/255 when absent
     /// (values in 0..1), 1 keeps 0..255.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0), extend("exclusiveMinimum" = true))]
     pub pixel_scale: Option<f32>,
     /// `centerCrop`: the fraction of the resized image the crop keeps (0.875 when absent:
     /// resize to 256, crop 224, as torchvision evaluates).
@@ -113,6 +117,15 @@ pub enum ChannelOrder {
 impl ChannelOrder {
     pub fn is_rgb(&self) -> bool {
         *self == Self::Rgb
+    }
+}
+
+/// Schema: every item of an array is above 0 (`minimum: 0` with `exclusiveMinimum: true`, the
+/// OpenAPI v3.0 form Kubernetes reads).
+fn items_above_zero(schema: &mut schemars::Schema) {
+    if let Some(items) = schema.get_mut("items").and_then(|i| i.as_object_mut()) {
+        items.insert("minimum".into(), 0.0.into());
+        items.insert("exclusiveMinimum".into(), true.into());
     }
 }
 
@@ -184,6 +197,7 @@ pub struct OutputSpec {
     /// [8, 16, 32]): anchors are each stride's cells, row-major, with x/y offsets in cells and
     /// log width/height in strides. Empty: boxes are already decoded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(range(min = 1)))]
     pub strides: Vec<u32>,
     /// boxesScores: the output holding [N, anchors, 4] boxes (default `boxes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
