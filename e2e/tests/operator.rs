@@ -22,6 +22,8 @@ fn start_operator(client: kube::Client, ns: &str, output: &Path) -> tokio::task:
         trainer_image: "flywheel/trainer".into(),
         default_output_uri: Some(format!("file://{}", output.display())),
         namespace: Some(ns.to_string()),
+        // The tests' models and datasets are files in temporary directories.
+        allow_local_files: true,
     };
     let ctx = Context::new(client, Metrics::default(), settings);
     tokio::spawn(flywheel_operator::controllers::run(ctx, std::future::pending()))

@@ -21,6 +21,9 @@ pub struct Settings {
     pub default_output_uri: Option<String>,
     /// Watch only this namespace (all namespaces when None).
     pub namespace: Option<String>,
+    /// Resolve `file://` URIs of ModelVersions, DatasetVersions and DataPipelines on the
+    /// operator's own file system (`--allow-local-files`); off by default (docs/security.md).
+    pub allow_local_files: bool,
 }
 
 impl Default for Settings {
@@ -31,6 +34,7 @@ impl Default for Settings {
             trainer_image: format!("flywheel/trainer:{version}"),
             default_output_uri: None,
             namespace: None,
+            allow_local_files: false,
         }
     }
 }
@@ -66,14 +70,21 @@ impl Context {
         }
     }
 
+    /// A credentials Secret a spec names, when Flywheel may use it: it exists and is labelled
+    /// `flywheel.dev/credentials: "true"` (otherwise `MissingReference` / `SecretNotAllowed`).
+    pub async fn credentials_secret(&self, namespace: &str, name: &str) -> Result<Secret> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = api.get_opt(name).await?;
+        match crate::controllers::trust::secret_refusal(name, secret.as_ref()) {
+            Some(refusal) => Err(refusal),
+            None => Ok(secret.expect("a Secret that is not refused exists")),
+        }
+    }
+
     /// Key/value pairs of a credentials Secret, for the storage layer.
     pub async fn secret_options(&self, namespace: &str, secret: Option<&str>) -> Result<Vec<(String, String)>> {
         let Some(name) = secret else { return Ok(Vec::new()) };
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let secret = api
-            .get_opt(name)
-            .await?
-            .ok_or_else(|| crate::Error::MissingReference { kind: "Secret", name: name.to_string() })?;
+        let secret = self.credentials_secret(namespace, name).await?;
         // stringData is write-only: the API server returns everything in data.
         Ok(secret
             .data

@@ -11,6 +11,15 @@ pub enum Error {
     InvalidSpec(String),
     #[error("{kind} {name:?} not found")]
     MissingReference { kind: &'static str, name: String },
+    /// A Secret without the label that allows Flywheel to use it (docs/security.md).
+    #[error(
+        "Secret {name:?} is not labelled flywheel.dev/credentials=true; label it to allow Flywheel to use it \
+         (kubectl label secret {name} flywheel.dev/credentials=true)"
+    )]
+    SecretNotAllowed { name: String },
+    /// Two credentials Secrets one pod would need (their variables have the same names).
+    #[error("{0}")]
+    ConflictingCredentials(String),
     #[error("serialisation: {0}")]
     Serialization(String),
 }
@@ -19,9 +28,21 @@ impl Error {
     /// Errors only the user can fix: wait for a change of the spec instead of retrying.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Error::InvalidSpec(_) | Error::MissingReference { .. } => true,
+            Error::InvalidSpec(_)
+            | Error::MissingReference { .. }
+            | Error::SecretNotAllowed { .. }
+            | Error::ConflictingCredentials(_) => true,
             Error::Storage(e) => e.is_permanent(),
             Error::Kube(_) | Error::Serialization(_) => false,
+        }
+    }
+
+    /// The condition reason of an error only the user can fix.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::SecretNotAllowed { .. } => crate::controllers::trust::CREDENTIALS_NOT_ALLOWED,
+            Error::ConflictingCredentials(_) => crate::controllers::trust::CONFLICTING_CREDENTIALS,
+            _ => "InvalidSpec",
         }
     }
 
@@ -36,6 +57,8 @@ impl Error {
             Error::Storage(_) => "storage",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::MissingReference { .. } => "missing_reference",
+            Error::SecretNotAllowed { .. } => "secret_not_allowed",
+            Error::ConflictingCredentials(_) => "conflicting_credentials",
             Error::Serialization(_) => "serialization",
         }
     }

@@ -183,6 +183,8 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
         trainer_image: "flywheel/trainer".into(),
         default_output_uri: Some(format!("file://{}/pipelines", dir.path().display())),
         namespace: Some(ns.name.clone()),
+        // The test's models and datasets are files in a temporary directory.
+        allow_local_files: true,
     };
     let operator = tokio::spawn(flywheel_operator::controllers::run(
         Context::new(client.clone(), metrics, settings),

@@ -26,6 +26,10 @@ struct Args {
     /// Where DataPipelines without spec.outputUri write profiles and models.
     #[arg(long, env = "FLYWHEEL_DEFAULT_OUTPUT_URI")]
     default_output_uri: Option<String>,
+    /// Read `file://` URIs of ModelVersions, DatasetVersions and DataPipelines from this
+    /// process's own file system (development and tests; off by default, see docs/security.md).
+    #[arg(long, env = "FLYWHEEL_ALLOW_LOCAL_FILES")]
+    allow_local_files: bool,
     /// Watch only this namespace instead of the whole cluster.
     #[arg(long, env = "FLYWHEEL_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
@@ -56,6 +60,10 @@ async fn main() -> anyhow::Result<()> {
     settings.trainer_image = args.trainer_image.unwrap_or(settings.trainer_image);
     settings.default_output_uri = args.default_output_uri;
     settings.namespace = args.watch_namespace;
+    settings.allow_local_files = args.allow_local_files;
+    if settings.allow_local_files {
+        tracing::warn!("--allow-local-files: user objects may name files on this operator's file system");
+    }
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flywheel_api::dataset_version::{DatasetFormat, conditions};
+use flywheel_api::validation;
 use flywheel_api::{DatasetVersion, DatasetVersionStatus};
 use flywheel_storage::Location;
 use k8s_openapi::jiff::Timestamp;
@@ -13,17 +14,48 @@ use kube::{Api, ResourceExt};
 
 use super::recorder::{Notice, StatusRecorder, publish};
 use super::status::{apply_status, now};
-use crate::Result;
+use super::trust;
 use crate::context::Context;
+use crate::{Error, Result};
 use flywheel_types::dataset::coco::{ANNOTATIONS_FILE, CocoDocument};
 use flywheel_types::dataset::{Counts, imagefolder, yolo};
 
 pub const KIND: &str = "DatasetVersion";
 
-async fn count(ds: &DatasetVersion, root: &Location) -> Result<Result<Counts, String>> {
-    if let Err(e) = ds.spec.format.check_holds(ds.spec.task) {
-        return Ok(Err(e.0));
+/// Why a dataset has no count: a condition reason and its message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Uncounted {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Uncounted {
+    fn invalid_dataset(message: String) -> Self {
+        Self { reason: "InvalidDataset", message }
     }
+}
+
+/// What the reconcile does next for an outcome: refusals only a change of the spec fixes
+/// wait for it; a Secret may be labelled at any time (Secrets are not watched).
+fn next(ds: &DatasetVersion, counted: &Result<Counts, Uncounted>) -> Action {
+    match counted {
+        Err(Uncounted { reason: "InvalidSpec" | trust::LOCAL_FILES_NOT_ALLOWED, .. }) => Action::await_change(),
+        Err(Uncounted { reason: trust::CREDENTIALS_NOT_ALLOWED, .. }) => Action::requeue(Duration::from_secs(30)),
+        // Storage is not watched: feedback datasets grow with every review, so look often.
+        _ => Action::requeue(Duration::from_secs(if ds.spec.feedback { 5 } else { 120 })),
+    }
+}
+
+/// Pure: what stops counting before anything is read: a spec that contradicts itself, then
+/// a dataset on the operator's own file system.
+pub fn check(ds: &DatasetVersion, allow_local_files: bool) -> Result<(), Uncounted> {
+    validation::dataset_version(&ds.name_any(), &ds.spec)
+        .map_err(|message| Uncounted { reason: "InvalidSpec", message })?;
+    trust::local_file("spec.uri", &ds.spec.uri, allow_local_files)
+        .map_err(|message| Uncounted { reason: trust::LOCAL_FILES_NOT_ALLOWED, message })
+}
+
+async fn count(ds: &DatasetVersion, root: &Location) -> Result<Result<Counts, String>> {
     Ok(match ds.spec.format {
         DatasetFormat::Coco => match root.get(ANNOTATIONS_FILE).await {
             Ok(bytes) => CocoDocument::parse(&bytes).and_then(|doc| doc.counts()).map_err(|e| e.0),
@@ -62,7 +94,7 @@ async fn open_and_count(ds: &DatasetVersion, ctx: &Context, ns: &str) -> Result<
 /// `Ready`.
 pub fn status_for(
     ds: &DatasetVersion,
-    counted: &Result<Counts, String>,
+    counted: &Result<Counts, Uncounted>,
     at: Timestamp,
 ) -> (DatasetVersionStatus, Vec<Notice>) {
     let mut status: DatasetVersionStatus = ds.status.clone().unwrap_or_default();
@@ -75,7 +107,7 @@ pub fn status_for(
     let mut rec = StatusRecorder::new(&mut status.conditions, generation, at, "CountSamples");
     match counted {
         Ok(counts) => rec.ok(conditions::READY, "Counted", format!("{} samples", counts.samples)).announce(),
-        Err(message) => rec.fail(conditions::READY, "InvalidDataset", message.clone()).announce(),
+        Err(Uncounted { reason, message }) => rec.fail(conditions::READY, reason, message.clone()).announce(),
     };
     let notices = rec.into_notices();
     status.observed_generation = generation;
@@ -85,9 +117,16 @@ pub fn status_for(
 pub async fn reconcile(ds: Arc<DatasetVersion>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(KIND);
     let ns = ds.namespace().unwrap_or_default();
-    let counted = match open_and_count(&ds, &ctx, &ns).await {
-        Err(e) if e.is_user_error() => Err(e.to_string()),
-        other => other?,
+    let counted = match check(&ds, ctx.settings.allow_local_files) {
+        Err(refused) => Err(refused),
+        Ok(()) => match open_and_count(&ds, &ctx, &ns).await {
+            Err(e @ Error::SecretNotAllowed { .. }) => {
+                Err(Uncounted { reason: trust::CREDENTIALS_NOT_ALLOWED, message: e.to_string() })
+            }
+            Err(e) if e.is_user_error() => Err(Uncounted::invalid_dataset(e.to_string())),
+            Ok(result) => result.map_err(Uncounted::invalid_dataset),
+            Err(e) => return Err(e),
+        },
     };
     let (status, notices) = status_for(&ds, &counted, now());
     if Some(&status) != ds.status.as_ref() {
@@ -95,9 +134,7 @@ pub async fn reconcile(ds: Arc<DatasetVersion>, ctx: Arc<Context>) -> Result<Act
         apply_status(&api, &ds, &status).await?;
     }
     publish(&ctx, ds.as_ref(), notices).await;
-    // Storage is not watched: feedback datasets grow with every review, so look often.
-    let period = if ds.spec.feedback { 5 } else { 120 };
-    Ok(Action::requeue(Duration::from_secs(period)))
+    Ok(next(&ds, &counted))
 }
 
 #[cfg(test)]
@@ -138,10 +175,37 @@ mod tests {
     fn an_invalid_dataset_is_announced_once_and_keeps_its_last_count() {
         let mut ds = dataset(false);
         ds.status = Some(status_for(&ds, &Ok(Counts { samples: 7, ..Default::default() }), at(1)).0);
-        let (status, notices) = status_for(&ds, &Err("s3://b/fb/annotations.json not found".into()), at(2));
+        let missing = |m: &str| Err(Uncounted::invalid_dataset(m.into()));
+        let (status, notices) = status_for(&ds, &missing("s3://b/fb/annotations.json not found"), at(2));
         assert_eq!(status.sample_count, Some(7));
         assert_eq!((notices[0].warning, notices[0].reason.as_str()), (true, "InvalidDataset"));
         ds.status = Some(status);
-        assert!(status_for(&ds, &Err("still missing".into()), at(3)).1.is_empty());
+        assert!(status_for(&ds, &missing("still missing"), at(3)).1.is_empty());
+    }
+
+    #[test]
+    fn a_contradictory_or_local_dataset_is_refused_before_anything_is_read() {
+        let mut ds = dataset(false);
+        assert_eq!(check(&ds, false), Ok(()));
+        ds.spec.format = DatasetFormat::Imagefolder;
+        let refused = check(&ds, false).unwrap_err();
+        assert_eq!(refused.reason, "InvalidSpec");
+        assert!(refused.message.starts_with("spec.format"), "{}", refused.message);
+        let (status, notices) = status_for(&ds, &Err(refused.clone()), at(1));
+        let ready = flywheel_api::condition::find(&status.conditions, conditions::READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+        assert_eq!((notices[0].warning, notices[0].reason.as_str()), (true, "InvalidSpec"));
+        assert_eq!(next(&ds, &Err(refused)), Action::await_change());
+
+        let mut ds = dataset(true);
+        ds.spec.uri = flywheel_api::StorageUri("file:///var/lib/secret-data/".into());
+        let refused = check(&ds, false).unwrap_err();
+        assert_eq!(refused.reason, "LocalFilesNotAllowed");
+        assert!(refused.message.contains("--allow-local-files"), "{}", refused.message);
+        assert_eq!(next(&ds, &Err(refused)), Action::await_change());
+        assert_eq!(check(&ds, true), Ok(()));
+        let unlabelled = Uncounted { reason: trust::CREDENTIALS_NOT_ALLOWED, message: String::new() };
+        assert_eq!(next(&ds, &Err(unlabelled)), Action::requeue(Duration::from_secs(30)));
+        assert_eq!(next(&ds, &Ok(Counts::default())), Action::requeue(Duration::from_secs(5)));
     }
 }

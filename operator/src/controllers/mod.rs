@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod model_version;
 pub mod recorder;
 pub mod status;
+pub mod trust;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,16 +5,17 @@ use std::time::Duration;
 
 use flywheel_api::condition::{self, FALSE, TRUE};
 use flywheel_api::model_version::{ModelPhase, conditions};
+use flywheel_api::validation;
 use flywheel_api::{ModelVersion, ModelVersionStatus};
 use flywheel_storage::StorageError;
-use flywheel_types::model::check_contract;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::recorder::{Notice, StatusRecorder, publish};
 use super::status::{apply_status, now};
-use crate::Result;
+use super::trust;
 use crate::context::Context;
+use crate::{Error, Result};
 
 pub const KIND: &str = "ModelVersion";
 
@@ -23,6 +24,13 @@ pub const KIND: &str = "ModelVersion";
 pub enum Verification {
     /// The spec contradicts itself (e.g. a std of 0): nothing is fetched until it changes.
     InvalidSpec(String),
+    /// The operator may not read the artifact for this object: a `file://` URI without
+    /// `--allow-local-files` ([`trust::LOCAL_FILES_NOT_ALLOWED`]), or a credentials Secret without
+    /// the `flywheel.dev/credentials` label ([`trust::CREDENTIALS_NOT_ALLOWED`]).
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
     Verified {
         digest: String,
         size: u64,
@@ -51,6 +59,7 @@ pub fn status_for(
             (ModelPhase::Ready, TRUE, "Verified", format!("artifact found, {size} bytes, sha256 {digest}"))
         }
         Verification::InvalidSpec(msg) => (ModelPhase::Failed, FALSE, "InvalidSpec", msg.clone()),
+        Verification::Refused { reason, message } => (ModelPhase::Failed, FALSE, *reason, message.clone()),
         Verification::Missing(msg) => (ModelPhase::Failed, FALSE, "ArtifactNotFound", msg.clone()),
         Verification::DigestMismatch { expected, actual } => (
             ModelPhase::Failed,
@@ -76,6 +85,7 @@ pub fn notice_for(verification: &Verification) -> Notice {
     let (warning, reason, message) = match verification {
         Verification::Verified { digest, .. } => (false, "Ready", format!("artifact verified, sha256 {digest}")),
         Verification::InvalidSpec(m) => (true, "InvalidSpec", m.clone()),
+        Verification::Refused { reason, message } => (true, *reason, message.clone()),
         Verification::Missing(m) => (true, "ArtifactNotFound", m.clone()),
         Verification::DigestMismatch { actual, .. } => (true, "DigestMismatch", format!("artifact sha256 is {actual}")),
         Verification::Unreachable(m) => (true, "StorageUnreachable", m.clone()),
@@ -110,11 +120,13 @@ pub async fn reconcile(mv: Arc<ModelVersion>, ctx: Arc<Context>) -> Result<Actio
         // Artifacts are immutable per generation; re-check rarely in case storage lost it.
         return Ok(Action::requeue(Duration::from_secs(600)));
     }
-    let spec = &mv.spec;
-    let verification = match check_contract(spec.task, &spec.labels, &spec.input, &spec.output) {
-        Err(message) => Verification::InvalidSpec(message),
-        Ok(()) => match verify(&mv, &ctx).await {
+    let verification = match check(&mv, ctx.settings.allow_local_files) {
+        Some(refusal) => refusal,
+        None => match verify(&mv, &ctx).await {
             Ok(v) => v,
+            Err(e @ Error::SecretNotAllowed { .. }) => {
+                Verification::Refused { reason: trust::CREDENTIALS_NOT_ALLOWED, message: e.to_string() }
+            }
             Err(e) if e.is_user_error() => Verification::Missing(e.to_string()),
             Err(e) => return Err(e),
         },
@@ -129,8 +141,25 @@ pub async fn reconcile(mv: Arc<ModelVersion>, ctx: Arc<Context>) -> Result<Actio
         Verification::Verified { .. } => Action::requeue(Duration::from_secs(600)),
         // The file may be uploaded later or storage may come back: look again with backoff.
         Verification::Missing(_) | Verification::Unreachable(_) => Action::requeue(Duration::from_secs(15)),
-        Verification::DigestMismatch { .. } | Verification::InvalidSpec(_) => Action::await_change(),
+        // Labelling the Secret does not touch this object (Secrets are not watched): look again.
+        Verification::Refused { reason: trust::CREDENTIALS_NOT_ALLOWED, .. } => {
+            Action::requeue(Duration::from_secs(30))
+        }
+        Verification::DigestMismatch { .. } | Verification::InvalidSpec(_) | Verification::Refused { .. } => {
+            Action::await_change()
+        }
     })
+}
+
+/// Pure: what stops verification before anything is read: a spec that contradicts itself
+/// (`flywheel_api::validation`), then an artifact on the operator's own file system.
+pub fn check(mv: &ModelVersion, allow_local_files: bool) -> Option<Verification> {
+    if let Err(message) = validation::model_version(&mv.spec) {
+        return Some(Verification::InvalidSpec(message));
+    }
+    trust::local_file("spec.artifact.uri", &mv.spec.artifact.uri, allow_local_files)
+        .err()
+        .map(|message| Verification::Refused { reason: trust::LOCAL_FILES_NOT_ALLOWED, message })
 }
 
 #[cfg(test)]
@@ -177,18 +206,46 @@ mod tests {
     #[test]
     fn a_contradictory_spec_fails_before_anything_is_fetched() {
         let mut mv = model();
+        mv.spec.output.decoder = flywheel_api::model_version::Decoder::Yolo;
+        assert_eq!(check(&mv, false), None, "a sound spec on s3:// is verified");
         mv.spec.input.std = vec![0.5, 0.0, 0.5];
-        let spec = &mv.spec;
-        let message = check_contract(spec.task, &spec.labels, &spec.input, &spec.output).unwrap_err();
-        let (status, changed) = status_for(&mv, &Verification::InvalidSpec(message), at(1));
+        let verification = check(&mv, false).unwrap();
+        let (status, changed) = status_for(&mv, &verification, at(1));
         assert!(changed);
         assert_eq!(status.phase, Some(ModelPhase::Failed));
         let ready = condition::find(&status.conditions, conditions::READY).unwrap();
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), (FALSE, "InvalidSpec"));
-        assert!(ready.message.contains("input.std holds 0"), "{}", ready.message);
-        let mut fine = model().spec;
-        fine.output.decoder = flywheel_api::model_version::Decoder::Yolo;
-        assert!(check_contract(fine.task, &fine.labels, &fine.input, &fine.output).is_ok());
+        assert!(ready.message.starts_with("spec.input.std holds 0"), "{}", ready.message);
+        mv.spec.input.std = vec![1.0];
+        mv.spec.labels = vec!["a".into(), "a".into()];
+        assert!(matches!(check(&mv, false), Some(Verification::InvalidSpec(m)) if m.starts_with("spec.labels")));
+    }
+
+    #[test]
+    fn a_local_artifact_is_refused_unless_local_files_are_allowed() {
+        let mut mv = model();
+        mv.spec.output.decoder = flywheel_api::model_version::Decoder::Yolo;
+        mv.spec.artifact.uri = flywheel_api::StorageUri("file:///etc/shadow".into());
+        let refused = check(&mv, false).unwrap();
+        let (status, _) = status_for(&mv, &refused, at(1));
+        assert_eq!(status.phase, Some(ModelPhase::Failed));
+        let ready = condition::find(&status.conditions, conditions::READY).unwrap();
+        assert_eq!(ready.reason, "LocalFilesNotAllowed");
+        assert!(ready.message.contains("--allow-local-files"), "{}", ready.message);
+        assert_eq!(status.digest, None, "nothing about the file is revealed");
+        let n = notice_for(&refused);
+        assert_eq!((n.warning, n.reason.as_str()), (true, "LocalFilesNotAllowed"));
+        assert_eq!(check(&mv, true), None);
+    }
+
+    #[test]
+    fn an_unlabelled_secret_fails_the_model_naming_the_label() {
+        let message = Error::SecretNotAllowed { name: "storage".into() }.to_string();
+        let refused = Verification::Refused { reason: trust::CREDENTIALS_NOT_ALLOWED, message };
+        let (status, _) = status_for(&model(), &refused, at(1));
+        let ready = condition::find(&status.conditions, conditions::READY).unwrap();
+        assert_eq!((status.phase, ready.reason.as_str()), (Some(ModelPhase::Failed), "CredentialsNotAllowed"));
+        assert!(ready.message.contains("flywheel.dev/credentials=true"), "{}", ready.message);
     }
 
     #[test]

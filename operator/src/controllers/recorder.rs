@@ -34,6 +34,8 @@ pub struct StatusRecorder<'a> {
 pub struct Transition<'r, 'a> {
     recorder: &'r mut StatusRecorder<'a>,
     changed: bool,
+    /// The status or the reason changed (or the condition is new).
+    reason_changed: bool,
     warning: bool,
     reason: String,
     message: String,
@@ -73,9 +75,18 @@ impl<'a> StatusRecorder<'a> {
     /// Sets a condition to `status` (`True`, `False` or `Unknown`).
     pub fn set(&mut self, type_: &str, status: &str, reason: &str, message: impl Into<String>) -> Transition<'_, 'a> {
         let message = message.into();
+        let previous_reason = condition::find(self.conditions, type_).map(|c| c.reason.clone());
         let changed =
             condition::set_condition(self.conditions, type_, status, reason, message.clone(), self.generation, self.at);
-        Transition { recorder: self, changed, warning: status != TRUE, reason: reason.to_string(), message }
+        let reason_changed = changed || previous_reason.as_deref() != Some(reason);
+        Transition {
+            recorder: self,
+            changed,
+            reason_changed,
+            warning: status != TRUE,
+            reason: reason.to_string(),
+            message,
+        }
     }
 
     /// Queues an Event whatever the conditions say.
@@ -126,6 +137,15 @@ impl Transition<'_, '_> {
             self.recorder.notice(warning, reason, message);
         }
         self.changed
+    }
+
+    /// When the status or the reason changed, queues an Event with the condition's reason and
+    /// message: a refusal that replaces another (`False` for a new reason) is announced too.
+    pub fn announce_reason(mut self) -> bool {
+        let changed = self.reason_changed;
+        self.changed = changed;
+        let reason = self.reason.clone();
+        self.announce_as(&reason)
     }
 
     /// On a change to anything but `True`, queues a Warning under another reason.
@@ -195,6 +215,21 @@ mod tests {
         );
         assert_eq!(conditions.len(), 5);
         assert!(condition::find(&conditions, "ShadowReady").is_some_and(|c| c.status == FALSE));
+    }
+
+    #[test]
+    fn a_new_reason_for_the_same_status_can_be_announced() {
+        let mut conditions = Vec::new();
+        let mut r = StatusRecorder::new(&mut conditions, Some(1), at(1), "Reconcile");
+        assert!(r.fail("Ready", "NoReadyReplicas", "waiting").announce_reason());
+        assert!(!r.fail("Ready", "NoReadyReplicas", "still waiting").announce_reason());
+        assert!(!r.fail("Ready", "InvalidSpec", "spec.x is wrong").changed(), "same status");
+        assert!(!r.fail("Ready", "InvalidSpec", "spec.x is wrong").announce_reason(), "same reason again");
+        assert!(r.fail("Ready", "ConflictingCredentials", "two Secrets").announce_reason());
+        assert_eq!(
+            r.notices(),
+            &[notice(true, "NoReadyReplicas", "waiting"), notice(true, "ConflictingCredentials", "two Secrets")]
+        );
     }
 
     #[test]

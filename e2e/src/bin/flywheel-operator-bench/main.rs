@@ -285,7 +285,8 @@ fn start_operator(
 ) -> anyhow::Result<ManagedChild> {
     let mut cmd = tokio::process::Command::new(bin);
     let listen = format!("127.0.0.1:{metrics_port}");
-    cmd.args(["--watch-namespace", ns, "--no-leader-election", "--listen", &listen])
+    // The bench's ModelVersion is a file:// artifact.
+    cmd.args(["--watch-namespace", ns, "--no-leader-election", "--listen", &listen, "--allow-local-files"])
         .env("KUBECONFIG", cluster.kubeconfig_path())
         .env("RUST_LOG", "info,kube=warn");
     Ok(ManagedChild::spawn("flywheel-operator", cmd, cluster.id(), log)?)

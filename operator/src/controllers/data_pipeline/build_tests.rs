@@ -139,3 +139,70 @@ fn trained_model_keeps_the_contract_and_records_provenance() {
     assert_eq!(provenance.dataset_versions, vec!["train", "fb"]);
     assert_eq!(provenance.hyperparameters["epochs"], "2");
 }
+
+fn refs(training: Option<DatasetVersion>, feedback: Option<DatasetVersion>) -> super::read::Refs {
+    let deployment = object(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: Deployment\nmetadata: {name: shapes}\nspec: {champion: {modelVersion: m-v1}}",
+    );
+    super::read::Refs { deployment, training, feedback, output_base: Some("s3://b/out".into()) }
+}
+
+fn feedback_dataset(secret: &str) -> DatasetVersion {
+    object(&format!(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: DatasetVersion\nmetadata: {{name: fb, namespace: ns}}\nspec: {{uri: 's3://b/fb/', format: coco, task: detection, labels: [a], feedback: true, credentials: {{secretName: {secret}}}}}"
+    ))
+}
+
+#[test]
+fn a_job_gets_the_credentials_of_one_secret_or_is_refused_naming_both() {
+    use super::read::job_secret_uses;
+    use crate::controllers::trust::one_secret;
+    let train = dataset("train", "s3://b/t/");
+    let same = refs(Some(train.clone()), Some(feedback_dataset("store")));
+    let mut base_model = base();
+    assert_eq!(one_secret(&job_secret_uses(&same, &[&train], Some(&base_model))), Ok(Some("store".into())));
+
+    let other = refs(Some(train.clone()), Some(feedback_dataset("feedback-store")));
+    let clash = one_secret(&job_secret_uses(&other, &[&train], None)).unwrap_err();
+    assert!(
+        clash.starts_with(
+            "feedback DatasetVersion \"fb\" (spec.credentials) names Secret \"feedback-store\" and DatasetVersion \
+             \"train\" (spec.credentials) names Secret \"store\""
+        ),
+        "{clash}"
+    );
+    base_model.spec.artifact.credentials = Some(flywheel_api::CredentialsRef { secret_name: "models".into() });
+    let clash = one_secret(&job_secret_uses(&same, &[&train], Some(&base_model))).unwrap_err();
+    assert!(
+        clash.contains("base ModelVersion \"m-v1\" (spec.artifact.credentials) names Secret \"models\""),
+        "{clash}"
+    );
+}
+
+#[test]
+fn a_pipeline_is_checked_before_anything_is_read_and_against_what_it_names() {
+    use super::validate::{references, spec};
+    let p = pipeline();
+    assert_eq!(spec(&p, false), Ok(()));
+    let mut local = pipeline();
+    local.spec.output_uri = Some(flywheel_api::StorageUri("file:///home/operator".into()));
+    let (reason, message) = spec(&local, false).unwrap_err();
+    assert_eq!(reason, "LocalFilesNotAllowed");
+    assert!(message.starts_with("spec.outputUri is a file:// URI"), "{message}");
+    assert_eq!(spec(&local, true), Ok(()));
+    let mut same = pipeline();
+    same.spec.feedback_loop.as_mut().unwrap().dataset_version = "train".into();
+    let (reason, message) = spec(&same, false).unwrap_err();
+    assert_eq!(reason, "InvalidSpec");
+    assert!(message.starts_with("spec.feedbackLoop.datasetVersion"), "{message}");
+
+    let train = dataset("train", "s3://b/t/");
+    assert_eq!(references(&refs(Some(train.clone()), Some(feedback_dataset("store")))), Ok(()));
+    let not_feedback = references(&refs(Some(train.clone()), Some(dataset("fb", "s3://b/fb/")))).unwrap_err();
+    assert!(not_feedback.starts_with("spec.feedbackLoop.datasetVersion names DatasetVersion \"fb\""), "{not_feedback}");
+    assert!(not_feedback.contains("spec.feedback: true"), "{not_feedback}");
+    let mut classes = feedback_dataset("store");
+    classes.spec.task = flywheel_api::Task::Classification;
+    let mismatch = references(&refs(Some(train), Some(classes))).unwrap_err();
+    assert!(mismatch.contains("holds classification data") && mismatch.contains("holds detection"), "{mismatch}");
+}

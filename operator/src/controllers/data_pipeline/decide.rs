@@ -1,8 +1,6 @@
 //! Pure decisions of the DataPipeline controller: when to train, what a finished run
 //! becomes, where a new model goes.
 
-use std::time::Duration;
-
 use flywheel_api::data_pipeline::{Policy, PromotionGate, Trigger};
 use flywheel_api::deployment::{MonitoringSummary, Promotion, Role};
 use k8s_openapi::jiff::Timestamp;
@@ -26,29 +24,8 @@ pub enum RunState {
     Failed(String),
 }
 
-/// Parses a cooldown such as `90s`, `10m`, `1h30m`.
-pub fn parse_cooldown(text: &str) -> Result<Duration, String> {
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let n: u64 = number.parse().map_err(|_| format!("invalid cooldown {text:?}: expected e.g. 30m, 1h, 90s"))?;
-        number.clear();
-        total += n * match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => return Err(format!("invalid cooldown {text:?}: unknown unit {c:?} (use s, m or h)")),
-        };
-    }
-    if !number.is_empty() {
-        return Err(format!("invalid cooldown {text:?}: a number needs a unit (s, m or h)"));
-    }
-    Ok(Duration::from_secs(total))
-}
+/// Parses a cooldown such as `90s`, `10m`, `1h30m` (one parser, shared with validation).
+pub use flywheel_api::data_pipeline::parse_cooldown;
 
 /// Reviewed samples since the last run was triggered (whatever its outcome, so a failed run
 /// is retried at the next trigger, not in a loop).
@@ -124,6 +101,7 @@ pub fn gate_says_promote(gate: &PromotionGate, monitoring: Option<&MonitoringSum
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn ts(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()

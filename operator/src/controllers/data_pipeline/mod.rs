@@ -42,27 +42,38 @@ pub async fn reconcile(p: Arc<DataPipeline>, ctx: Arc<Context>) -> Result<Action
     let _timer = ctx.metrics.reconcile(KIND);
     let at = now();
 
-    // Read + validate: what only a change can fix waits with a condition.
+    // Validate, read, validate what was read: what only a change can fix waits with a condition.
+    if let Err((reason, message)) = validate::spec(&p, ctx.settings.allow_local_files) {
+        return invalid(&ctx, &p, reason, message, at).await.map(|()| Action::await_change());
+    }
+    // Referenced objects may be created or changed later: look again, slowly.
+    let later = || Action::requeue(Duration::from_secs(30));
     let refs = match read::refs(&p, &ctx).await {
         Ok(refs) => refs,
-        // Referenced objects may be created later: look again, slowly.
-        Err(e) if e.is_user_error() => {
-            return invalid(&ctx, &p, e.to_string(), at).await.map(|()| Action::requeue(Duration::from_secs(30)));
-        }
+        Err(e) if e.is_user_error() => return invalid(&ctx, &p, e.reason(), e.to_string(), at).await.map(|()| later()),
         Err(e) => return Err(e),
     };
+    if let Err(message) = validate::references(&refs) {
+        return invalid(&ctx, &p, "InvalidSpec", message, at).await.map(|()| later());
+    }
     let output_base = match validate::output_base(&p, &refs) {
         Ok(base) => base,
-        Err(message) => return invalid(&ctx, &p, message, at).await.map(|()| Action::await_change()),
+        Err(message) => return invalid(&ctx, &p, "InvalidSpec", message, at).await.map(|()| Action::await_change()),
     };
     let mut status = p.status.clone().unwrap_or_default();
     let mut rec = StatusRecorder::new(&mut status.conditions, p.metadata.generation, at, "Reconcile");
-    rec.ok(conditions::READY, "Valid", "references resolved");
+    // Why a Job this reconcile should create cannot be (set into `Ready` at the end).
+    let mut refused = None;
 
     // Profiling, reviews, runs.
-    if let Some(statistics) = profile::profile(&ctx, &p, &refs, output_base.as_deref(), &mut rec).await? {
-        status.reference_statistics_uri = Some(statistics);
-        status.unsupervised_metrics_available = true;
+    match profile::profile(&ctx, &p, &refs, output_base.as_deref(), &mut rec).await {
+        Ok(Some(statistics)) => {
+            status.reference_statistics_uri = Some(statistics);
+            status.unsupervised_metrics_available = true;
+        }
+        Ok(None) => {}
+        Err(e) if e.is_user_error() => refused = Some((e.reason(), format!("profiling not started: {e}"))),
+        Err(e) => return Err(e),
     }
     let reviewed_total =
         refs.feedback.as_ref().and_then(|f| f.status.as_ref()).and_then(|s| s.reviewed_count).unwrap_or(0);
@@ -86,7 +97,18 @@ pub async fn reconcile(p: Arc<DataPipeline>, ctx: Arc<Context>) -> Result<Action
     place::record(&mut rec, &decision);
 
     // Trigger.
-    let started = runs::trigger(&ctx, &p, &refs, reviewed_total, &runs, output_base.as_deref(), &mut rec).await?;
+    let started = match runs::trigger(&ctx, &p, &refs, reviewed_total, &runs, output_base.as_deref(), &mut rec).await? {
+        runs::Triggered::Started => true,
+        runs::Triggered::NotYet => false,
+        runs::Triggered::Refused(reason, message) => {
+            refused = refused.or(Some((reason, message)));
+            false
+        }
+    };
+    match refused {
+        Some((reason, message)) => rec.fail(conditions::READY, reason, message).announce_reason(),
+        None => rec.ok(conditions::READY, "Valid", "references resolved").changed(),
+    };
     let notices = rec.into_notices();
     status.phase = Some(phase(started, status.current_run.is_some(), status.candidate_model_version.is_some()).into());
     status.observed_generation = p.metadata.generation;
@@ -111,15 +133,18 @@ fn phase(started: bool, running: bool, candidate: bool) -> &'static str {
     }
 }
 
-/// Records an invalid spec in `Ready` (announced when it changes).
-async fn invalid(ctx: &Context, p: &DataPipeline, message: String, at: Timestamp) -> Result<()> {
+/// Records a spec (or what it names) that only the user can fix in `Ready`, announced when
+/// the status or the reason changes; the rest of the status stays as it is.
+async fn invalid(ctx: &Context, p: &DataPipeline, reason: &str, message: String, at: Timestamp) -> Result<()> {
     let mut status = p.status.clone().unwrap_or_default();
     let mut rec = StatusRecorder::new(&mut status.conditions, p.metadata.generation, at, "Validate");
-    rec.fail(conditions::READY, "InvalidSpec", message).announce();
+    rec.fail(conditions::READY, reason, message).announce_reason();
     let notices = rec.into_notices();
     status.observed_generation = p.metadata.generation;
-    let api: Api<DataPipeline> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
-    apply_status(&api, p, &status).await?;
+    if Some(&status) != p.status.as_ref() {
+        let api: Api<DataPipeline> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+        apply_status(&api, p, &status).await?;
+    }
     publish(ctx, p, notices).await;
     Ok(())
 }

@@ -8,13 +8,14 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::{Api, ResourceExt};
 
 use super::build;
-use super::read::{Refs, job_settings};
+use super::read::{Refs, check_job_secrets, job_settings};
 use super::runs::create_job;
 use crate::Result;
 use crate::context::Context;
 use crate::controllers::recorder::StatusRecorder;
 
 /// Starts or follows the profiling Job. Returns the reference statistics' URI once it succeeded.
+/// A Job whose credentials cannot be given is not created (a user error, for `Ready`).
 pub async fn profile(
     ctx: &Context,
     p: &DataPipeline,
@@ -24,10 +25,14 @@ pub async fn profile(
 ) -> Result<Option<String>> {
     let (Some(training), Some(base)) = (&refs.training, output_base) else { return Ok(None) };
     let output = build::output_uri(base, p, "profile");
-    let job = build::profile_job(p, training, &output, &job_settings(ctx, p, refs, &[training], None))?;
+    let settings = job_settings(ctx, p, refs, &[training], None)?;
+    let job = build::profile_job(p, training, &output, &settings)?;
     let ns = p.namespace().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = jobs.get_opt(&job.name_any()).await?;
+    if existing.is_none() {
+        check_job_secrets(ctx, p, &settings).await?;
+    }
     Ok(match existing.and_then(|j| j.status) {
         None => {
             if create_job(ctx, &ns, &job).await? {

@@ -1,12 +1,11 @@
 //! Dereference: the objects a DataPipeline names.
 
-use std::collections::BTreeSet;
-
 use flywheel_api::{DataPipeline, DatasetVersion, FlywheelDeployment, ModelVersion};
 use kube::{Api, ResourceExt};
 
 use super::build::JobSettings;
 use crate::context::Context;
+use crate::controllers::trust::{self, SecretUse};
 use crate::{Error, Result};
 
 /// What the pipeline's spec names, read at the start of the reconcile.
@@ -54,22 +53,56 @@ pub fn output_secret(refs: &Refs) -> Option<String> {
         .map(|c| c.secret_name.clone())
 }
 
+/// Pure: the Secrets a Job reading `extra` datasets and the `base` model would take storage
+/// credentials from: the output's (the feedback or training dataset's), the datasets', the
+/// base model's.
+pub fn job_secret_uses(refs: &Refs, extra: &[&DatasetVersion], base: Option<&ModelVersion>) -> Vec<SecretUse> {
+    let dataset = |role: &str, d: &DatasetVersion| {
+        d.spec
+            .credentials
+            .as_ref()
+            .map(|c| SecretUse::new(&c.secret_name, "DatasetVersion", role, &d.name_any(), "spec.credentials"))
+    };
+    // Outputs are written with the credentials of the feedback dataset, or the training data's.
+    let output = match (&refs.feedback, &refs.training) {
+        (Some(f), _) => dataset("feedback", f),
+        (None, Some(t)) => dataset("training", t),
+        (None, None) => None,
+    };
+    let model =
+        base.and_then(|b| {
+            b.spec.artifact.credentials.as_ref().map(|c| {
+                SecretUse::new(&c.secret_name, "ModelVersion", "base", &b.name_any(), "spec.artifact.credentials")
+            })
+        });
+    output.into_iter().chain(extra.iter().filter_map(|d| dataset("", d))).chain(model).collect()
+}
+
 /// Image, credentials and resources of a Job reading `extra` datasets and the `base` model.
+/// Err (`ConflictingCredentials`) when they name two Secrets: a Job's container takes its
+/// storage credentials from one.
 pub fn job_settings(
     ctx: &Context,
     p: &DataPipeline,
     refs: &Refs,
     extra: &[&DatasetVersion],
     base: Option<&ModelVersion>,
-) -> JobSettings {
-    let mut secrets: BTreeSet<String> = output_secret(refs).into_iter().collect();
-    secrets.extend(extra.iter().filter_map(|d| d.spec.credentials.as_ref()).map(|c| c.secret_name.clone()));
-    secrets.extend(base.and_then(|b| b.spec.artifact.credentials.as_ref()).map(|c| c.secret_name.clone()));
-    JobSettings {
+) -> Result<JobSettings> {
+    let secret = trust::one_secret(&job_secret_uses(refs, extra, base)).map_err(Error::ConflictingCredentials)?;
+    Ok(JobSettings {
         image: ctx.settings.trainer_image.clone(),
-        credential_secrets: secrets,
+        credential_secrets: secret.into_iter().collect(),
         resources: p.spec.continuous_training.as_ref().and_then(|c| c.resources.clone()),
+    })
+}
+
+/// Before a Job is created: every Secret it gets exists and is labelled for Flywheel.
+pub async fn check_job_secrets(ctx: &Context, p: &DataPipeline, settings: &JobSettings) -> Result<()> {
+    let ns = p.namespace().unwrap_or_default();
+    for secret in &settings.credential_secrets {
+        ctx.credentials_secret(&ns, secret).await?;
     }
+    Ok(())
 }
 
 /// Whether a ModelVersion exists and is Ready.

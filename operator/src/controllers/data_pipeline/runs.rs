@@ -11,7 +11,7 @@ use kube::{Api, ResourceExt};
 
 use super::build;
 use super::decide::{self, RunInfo, RunState};
-use super::read::{Refs, dataset, job_settings, output_secret};
+use super::read::{Refs, check_job_secrets, dataset, job_settings, output_secret};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::controllers::recorder::StatusRecorder;
 use crate::{Error, Result};
@@ -182,8 +182,17 @@ fn training_dataset_names(p: &DataPipeline) -> Vec<String> {
     names
 }
 
+/// What [`trigger`] did.
+#[derive(Debug, PartialEq)]
+pub enum Triggered {
+    Started,
+    NotYet,
+    /// A run is due but only the user can make it possible: a condition reason and message
+    /// for `Ready` (an invalid trigger, a missing base model or dataset, credentials).
+    Refused(&'static str, String),
+}
+
 /// Starts the next run when continuous training is on and the trigger and cooldown allow.
-/// Returns whether it started one; an invalid trigger is a `Ready` failure, announced each time.
 pub async fn trigger(
     ctx: &Context,
     p: &DataPipeline,
@@ -192,26 +201,25 @@ pub async fn trigger(
     runs: &[RunInfo],
     output_base: Option<&str>,
     rec: &mut StatusRecorder<'_>,
-) -> Result<bool> {
+) -> Result<Triggered> {
     let (Some(ct), Some(base_uri)) = (p.spec.continuous_training.as_ref().filter(|c| c.enabled), output_base) else {
-        return Ok(false);
+        return Ok(Triggered::NotYet);
     };
     match decide::next_run(reviewed_total, runs, &ct.trigger, rec.at()) {
-        Ok(Some(number)) => {
-            let job = start_run(ctx, p, refs, number, reviewed_total, base_uri).await?;
-            rec.notice(
-                false,
-                "TrainingStarted",
-                format!("run {number}: Job {job} after {reviewed_total} reviewed samples"),
-            );
-            Ok(true)
-        }
-        Ok(None) => Ok(false),
-        Err(message) => {
-            rec.fail(conditions::READY, "InvalidSpec", message.clone());
-            rec.notice(true, "InvalidSpec", message);
-            Ok(false)
-        }
+        Ok(Some(number)) => match start_run(ctx, p, refs, number, reviewed_total, base_uri).await {
+            Ok(job) => {
+                rec.notice(
+                    false,
+                    "TrainingStarted",
+                    format!("run {number}: Job {job} after {reviewed_total} reviewed samples"),
+                );
+                Ok(Triggered::Started)
+            }
+            Err(e) if e.is_user_error() => Ok(Triggered::Refused(e.reason(), format!("run {number} not started: {e}"))),
+            Err(e) => Err(e),
+        },
+        Ok(None) => Ok(Triggered::NotYet),
+        Err(message) => Ok(Triggered::Refused("InvalidSpec", message)),
     }
 }
 
@@ -251,7 +259,9 @@ async fn start_run(
         output,
     );
     let all: Vec<&DatasetVersion> = train.iter().chain(eval.iter()).collect();
-    let job = build::training_job(p, number, reviewed_total, &request, &job_settings(ctx, p, refs, &all, Some(&base)))?;
+    let settings = job_settings(ctx, p, refs, &all, Some(&base))?;
+    check_job_secrets(ctx, p, &settings).await?;
+    let job = build::training_job(p, number, reviewed_total, &request, &settings)?;
     create_job(ctx, &ns, &job).await?;
     Ok(job.name_any())
 }

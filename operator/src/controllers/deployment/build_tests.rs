@@ -213,3 +213,113 @@ fn a_deployment_references_its_spec_models_and_the_models_it_serves() {
     }
     assert!(!references(&d, "m-v9"));
 }
+
+fn observed(
+    champion: ModelVersion,
+    shadow: Option<ModelVersion>,
+    feedback: Option<DatasetVersion>,
+) -> super::read::Observed {
+    super::read::Observed {
+        champion_name: champion.metadata.name.clone().unwrap(),
+        shadow_name: shadow.as_ref().and_then(|s| s.metadata.name.clone()),
+        champion: Some(champion),
+        shadow,
+        pipeline: None,
+        feedback,
+    }
+}
+
+fn with_secret<T: serde::Serialize + serde::de::DeserializeOwned>(obj: T, pointer: &str, secret: &str) -> T {
+    let mut value = serde_json::to_value(obj).unwrap();
+    let (parent, field) = pointer.rsplit_once('/').unwrap();
+    value.pointer_mut(parent).unwrap()[field] = serde_json::json!({"secretName": secret});
+    serde_json::from_value(value).unwrap()
+}
+
+#[test]
+fn two_credentials_secrets_are_refused_naming_both_and_change_no_child() {
+    use super::validate::validate;
+    let champion = model("m-v1", Some("aa"), "yolo");
+    let shadow = with_secret(model("m-v2", Some("bb"), "yolo"), "/spec/artifact/credentials", "shadow-store");
+    let d = deployment("  shadow: {modelVersion: m-v2}\n");
+    let o = observed(champion.clone(), Some(shadow), None);
+    let verdict = validate(&o);
+    let (reason, message) = verdict.credentials.clone().expect("refused");
+    assert_eq!(reason, "ConflictingCredentials");
+    assert!(
+        message.starts_with(
+            "champion ModelVersion \"m-v1\" (spec.artifact.credentials) names Secret \"store\" and shadow \
+             ModelVersion \"m-v2\" (spec.artifact.credentials) names Secret \"shadow-store\""
+        ),
+        "{message}"
+    );
+    assert!(super::desired::children(&d, &o, &verdict, "img").unwrap().is_none(), "the running children stay");
+
+    let fb = with_secret(feedback(), "/spec/credentials", "feedback-store");
+    let verdict = validate(&observed(champion.clone(), None, Some(fb)));
+    let message = verdict.credentials.unwrap().1;
+    assert!(message.contains("feedback DatasetVersion \"fb\" (spec.credentials) names Secret \"feedback-store\""));
+}
+
+#[test]
+fn one_shared_secret_reaches_the_pods_once() {
+    use super::validate::validate;
+    let champion = model("m-v1", Some("aa"), "yolo");
+    let shadow = model("m-v2", Some("bb"), "yolo");
+    let fb = with_secret(feedback(), "/spec/credentials", "store");
+    let d = deployment("  shadow: {modelVersion: m-v2}\n");
+    let o = observed(champion, Some(shadow), Some(fb));
+    let verdict = validate(&o);
+    assert_eq!((verdict.credentials.as_ref(), verdict.secret.as_deref()), (None, Some("store")));
+    let children = super::desired::children(&d, &o, &verdict, "img").unwrap().unwrap();
+    let env = &children.apps.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
+    let from_store = env
+        .iter()
+        .filter(|e| e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).is_some_and(|r| r.name == "store"))
+        .count();
+    assert_eq!(from_store, CREDENTIAL_KEYS.len(), "each variable once");
+
+    // A shadow that cannot serve is left out, and so is its Secret.
+    let unready = with_secret(model("m-v2", None, "yolo"), "/spec/artifact/credentials", "other");
+    let verdict = validate(&observed(model("m-v1", Some("aa"), "yolo"), Some(unready), None));
+    assert!(verdict.shadow.is_some());
+    assert_eq!((verdict.credentials, verdict.secret.as_deref()), (None, Some("store")));
+}
+
+#[test]
+fn a_refused_secret_blocks_the_children_and_is_announced() {
+    use super::read::Pods;
+    use super::report::{record, requeue};
+    use super::validate::validate;
+    let o = observed(model("m-v1", Some("aa"), "yolo"), None, None);
+    let mut verdict = validate(&o);
+    verdict.credentials = Some(("CredentialsNotAllowed".into(), "Secret \"store\" is not labelled".into()));
+    assert!(super::desired::children(&deployment(""), &o, &verdict, "img").unwrap().is_none());
+    let mut status = flywheel_api::DeploymentStatus::default();
+    let at = k8s_openapi::jiff::Timestamp::from_second(1).unwrap();
+    let pods = || Pods { ready: 0, statuses: vec![] };
+    let notices = record(&mut status, Some(1), &o, &verdict, None, &pods(), at);
+    assert!(notices.iter().any(|n| n.warning && n.reason == "CredentialsNotAllowed"), "{notices:?}");
+    let ready = flywheel_api::condition::find(&status.conditions, "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CredentialsNotAllowed"));
+    assert!(
+        record(&mut status, Some(1), &o, &verdict, None, &pods(), at)
+            .iter()
+            .all(|n| n.reason != "CredentialsNotAllowed")
+    );
+    assert_eq!(requeue(&verdict, 0), std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn an_invalid_spec_is_announced_once_naming_the_field() {
+    let d = deployment("  shadow: {modelVersion: m-v1}\n");
+    let message = flywheel_api::validation::deployment("shapes", &d.spec).unwrap_err();
+    let mut status = flywheel_api::DeploymentStatus::default();
+    let at = k8s_openapi::jiff::Timestamp::from_second(1).unwrap();
+    let notices = super::report::invalid_spec(&mut status, Some(2), message.clone(), at);
+    assert_eq!(notices.len(), 1);
+    assert_eq!((notices[0].warning, notices[0].reason.as_str(), notices[0].action), (true, "InvalidSpec", "Validate"));
+    assert!(notices[0].message.starts_with("spec.shadow.modelVersion"), "{}", notices[0].message);
+    assert_eq!(status.observed_generation, Some(2));
+    assert!(super::report::invalid_spec(&mut status, Some(2), message, at).is_empty());
+}

@@ -25,15 +25,16 @@ pub struct Children {
     pub endpoint: String,
 }
 
-/// The children serving the observed models; None when the champion cannot serve (the
-/// running children are then left as they are, so the previous model keeps serving).
+/// The children serving the observed models; None when the champion cannot serve or the
+/// pods' credentials cannot be given (the running children are then left as they are, so the
+/// previous model keeps serving).
 pub fn children(
     d: &FlywheelDeployment,
     observed: &Observed,
     verdict: &Verdict,
     server_image: &str,
 ) -> Result<Option<Children>> {
-    let Some(champion) = observed.champion.as_ref().filter(|_| verdict.champion.is_none()) else { return Ok(None) };
+    let Some(champion) = observed.champion.as_ref().filter(|_| verdict.blocked().is_none()) else { return Ok(None) };
     let shadow = verdict.serving_shadow(observed);
     let inputs = build::Inputs {
         champion,
@@ -48,10 +49,8 @@ pub fn children(
         server_image,
     };
     let config = build::serving_config(d, &inputs)?;
-    let mut secrets = BTreeSet::new();
-    secrets.extend(champion.spec.artifact.credentials.iter().map(|c| c.secret_name.clone()));
-    secrets.extend(shadow.and_then(|s| s.spec.artifact.credentials.as_ref()).map(|c| c.secret_name.clone()));
-    secrets.extend(observed.feedback.as_ref().and_then(|f| f.spec.credentials.as_ref()).map(|c| c.secret_name.clone()));
+    // One Secret at most (validate::validate refuses two), checked for its label by the reconcile.
+    let secrets: BTreeSet<String> = verdict.secret.iter().cloned().collect();
     Ok(Some(Children {
         config_map: build::config_map(d, &config)?,
         apps: build::apps_deployment(d, &config, &secrets, server_image)?,

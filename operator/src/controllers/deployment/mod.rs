@@ -27,14 +27,16 @@ mod build_tests;
 use std::sync::Arc;
 
 use flywheel_api::FlywheelDeployment;
+use flywheel_api::validation;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::recorder::publish;
 use super::status::{apply_status, now};
-use crate::Result;
+use super::trust;
 use crate::context::Context;
+use crate::{Error, Result};
 
 pub use validate::unservable;
 
@@ -55,6 +57,17 @@ pub async fn reconcile(d: Arc<FlywheelDeployment>, ctx: Arc<Context>) -> Result<
     let _timer = ctx.metrics.reconcile(KIND);
     let at = now();
     let mut status = d.status.clone().unwrap_or_default();
+    let api: Api<FlywheelDeployment> = Api::namespaced(ctx.client.clone(), &d.namespace().unwrap_or_default());
+
+    // A spec that contradicts itself changes nothing (not even the history) and waits.
+    if let Err(message) = validation::deployment(&d.name_any(), &d.spec) {
+        let notices = report::invalid_spec(&mut status, d.metadata.generation, message, at);
+        if Some(&status) != d.status.as_ref() {
+            apply_status(&api, &d, &status).await?;
+        }
+        publish(&ctx, d.as_ref(), notices).await;
+        return Ok(Action::await_change());
+    }
 
     // Read: the pipelines' promotion requests, then the spec, decide the served models.
     let pipelines = read::pipelines(&ctx.client, &d).await?;
@@ -65,8 +78,17 @@ pub async fn reconcile(d: Arc<FlywheelDeployment>, ctx: Arc<Context>) -> Result<
     let spec_changes = served::apply_spec(&d.spec, &mut status.promotion_history, Time(at));
     let observed = read::observe(&ctx.client, &d, &status.promotion_history, pipelines).await?;
 
-    // Validate, build (pure), apply: a champion that cannot serve changes no child.
-    let verdict = validate::validate(&observed);
+    // Validate, build (pure), apply: a champion that cannot serve, or credentials that
+    // cannot be given, change no child.
+    let mut verdict = validate::validate(&observed);
+    if let Some(secret) = &verdict.secret {
+        verdict.credentials = match ctx.credentials_secret(&d.namespace().unwrap_or_default(), secret).await {
+            Ok(_) => None,
+            Err(e @ Error::SecretNotAllowed { .. }) => Some((trust::CREDENTIALS_NOT_ALLOWED.into(), e.to_string())),
+            Err(e @ Error::MissingReference { .. }) => Some(("SecretNotFound".into(), e.to_string())),
+            Err(e) => return Err(e),
+        };
+    }
     let children = desired::children(&d, &observed, &verdict, &ctx.settings.server_image)?;
     if let Some(children) = &children {
         apply::children(&ctx, &d, children).await?;
@@ -85,7 +107,6 @@ pub async fn reconcile(d: Arc<FlywheelDeployment>, ctx: Arc<Context>) -> Result<
         at,
     ));
     if Some(&status) != d.status.as_ref() {
-        let api: Api<FlywheelDeployment> = Api::namespaced(ctx.client.clone(), &d.namespace().unwrap_or_default());
         apply_status(&api, &d, &status).await?;
     }
     for p in &requests.promoted {

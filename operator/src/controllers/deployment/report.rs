@@ -41,13 +41,31 @@ pub fn record(
     if pods.ready > 0 {
         pod_figures(&mut rec, &mut status.monitoring, &pods.statuses, at);
     }
-    match (&verdict.champion, pods.ready) {
-        (Some((reason, message)), _) => rec.fail(conditions::READY, reason, message.clone()),
-        (None, 0) => rec.fail(conditions::READY, "NoReadyReplicas", "waiting for inference pods to become ready"),
-        (None, n) => {
-            rec.ok(conditions::READY, "Serving", format!("{n} ready replicas serving {}", observed.champion_name))
+    match (&verdict.champion, &verdict.credentials, pods.ready) {
+        // Announced through ChampionReady.
+        (Some((reason, message)), _, _) => rec.fail(conditions::READY, reason, message.clone()).changed(),
+        (None, Some((reason, message)), _) => rec.fail(conditions::READY, reason, message.clone()).announce_reason(),
+        (None, None, 0) => {
+            rec.fail(conditions::READY, "NoReadyReplicas", "waiting for inference pods to become ready").changed()
         }
+        (None, None, n) => rec
+            .ok(conditions::READY, "Serving", format!("{n} ready replicas serving {}", observed.champion_name))
+            .changed(),
     };
+    status.observed_generation = generation;
+    rec.into_notices()
+}
+
+/// A spec that contradicts itself: `Ready` False with reason `InvalidSpec` (announced once,
+/// naming the field); the rest of the status, and every child, stays as it is.
+pub fn invalid_spec(
+    status: &mut DeploymentStatus,
+    generation: Option<i64>,
+    message: String,
+    at: Timestamp,
+) -> Vec<Notice> {
+    let mut rec = StatusRecorder::new(&mut status.conditions, generation, at, "Validate");
+    rec.fail(conditions::READY, "InvalidSpec", message).announce_reason();
     status.observed_generation = generation;
     rec.into_notices()
 }
@@ -119,10 +137,12 @@ pub fn history_notices(promoted: &[Promotion], spec_changes: &[Promotion]) -> Ve
 /// pod readiness arrives through the owned apps/v1 Deployment's watch; monitoring figures
 /// move with reviews, so refresh them every 15 s while serving. Nothing to poll at 0 replicas.
 pub fn requeue(verdict: &Verdict, ready: i32) -> Duration {
-    let seconds = match (&verdict.champion, ready) {
-        (Some(_), _) => 5,
-        (None, 0) => 60,
-        (None, _) => 15,
+    let seconds = match (&verdict.champion, &verdict.credentials, ready) {
+        (Some(_), _, _) => 5,
+        // A Secret may be labelled (or a model's Secret changed) without touching the Deployment.
+        (None, Some(_), _) => 30,
+        (None, None, 0) => 60,
+        (None, None, _) => 15,
     };
     Duration::from_secs(seconds)
 }
@@ -173,7 +193,7 @@ mod tests {
         let mut status = DeploymentStatus { champion: Some("m-v0".into()), ..Default::default() };
         let verdict = Verdict {
             champion: Some(("ModelVersionNotFound".into(), "ModelVersion \"m-v1\" does not exist".into())),
-            shadow: None,
+            ..Verdict::default()
         };
         let notices = record(&mut status, Some(2), &observed(None), &verdict, None, &pods(1, vec![]), at(1));
         assert_eq!(reasons(&notices), [(true, "ModelVersionNotFound")]);
