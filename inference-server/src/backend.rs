@@ -81,6 +81,13 @@ pub enum BackendError {
     Execution(String),
 }
 
+/// What a model's graph holds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GraphSummary {
+    pub ops: std::collections::BTreeMap<String, u32>,
+    pub parameters: u64,
+}
+
 pub trait ModelBackend: Send + Sync + 'static {
     /// The model's single image input.
     fn input(&self) -> &TensorInfo;
@@ -91,6 +98,12 @@ pub trait ModelBackend: Send + Sync + 'static {
 
     /// The op type of the node computing output `index` (e.g. `Softmax`), when known.
     fn output_op(&self, _index: usize) -> Option<String> {
+        None
+    }
+
+    /// Nodes per op type and the number of weight values, when the backend knows its graph
+    /// (the verification report shows them).
+    fn graph_summary(&self) -> Option<GraphSummary> {
         None
     }
 

@@ -31,6 +31,23 @@ pub enum ServerError {
 }
 
 impl ServerError {
+    /// The message without the category prefix (for reports that give their own context).
+    pub fn detail(&self) -> String {
+        match self {
+            Self::BadRequest(m)
+            | Self::NotFound(m)
+            | Self::Unauthorized(m)
+            | Self::Conflict(m)
+            | Self::PayloadTooLarge(m)
+            | Self::UnsupportedMediaType(m)
+            | Self::NotReady(m)
+            | Self::Backend(m)
+            | Self::Storage(m)
+            | Self::Internal(m) => m.clone(),
+            Self::Overloaded => self.to_string(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -29,3 +29,4 @@ pub mod runtime_backend;
 pub mod server;
 pub mod shadow;
 pub mod state;
+pub mod verify;

@@ -28,6 +28,20 @@ struct Args {
     /// log; keep it under the pod's terminationGracePeriodSeconds.
     #[arg(long, env = "FLYWHEEL_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     shutdown_grace_seconds: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Verify one model against its contract (what the operator's verification Job runs): load
+    /// it, check the input and output spec, run a probe image, and print one
+    /// `FLYWHEEL_VERIFICATION {json}` line. Exits 0 when the result is known, pass or fail.
+    Verify {
+        /// The model as the serving config describes it (JSON), e.g. from the Job's environment.
+        #[arg(long, env = "FLYWHEEL_VERIFY_MODEL")]
+        model: String,
+    },
 }
 
 #[tokio::main]
@@ -36,6 +50,17 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
+    if let Some(Command::Verify { model }) = &args.command {
+        let spec: flywheel_inference_server::serving::ServedModel = serde_json::from_str(model)
+            .map_err(|e| anyhow::anyhow!("--model is not a served model description: {e}"))?;
+        let v = flywheel_inference_server::verify::verify(&spec, &args.cache_dir, &default_factory()?).await;
+        match &v.message {
+            None => tracing::info!(ops = v.ops.len(), parameters = v.parameters, "the model passed verification"),
+            Some(m) => tracing::warn!(reason = %m, "the model failed verification"),
+        }
+        println!("{}", v.report_line());
+        return Ok(());
+    }
     let running = flywheel_inference_server::server::start(
         flywheel_inference_server::server::Options {
             config: args.config,

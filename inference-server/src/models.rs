@@ -93,39 +93,12 @@ pub async fn load(
     batching: &BatchingConfig,
     demand: Arc<std::sync::atomic::AtomicUsize>,
 ) -> Result<LoadedModel, String> {
-    let bytes = crate::fetch::fetch_verified(&spec.uri, &spec.sha256, cache_dir).await?;
-    let f = factory.clone();
-    let backend = tokio::task::spawn_blocking(move || f(&bytes))
-        .await
-        .map_err(|e| format!("loader panicked: {e}"))?
-        .map_err(|e| format!("loading {}: {e}", spec.uri))?;
-    let outputs = OutputPlan::new(&spec.output, &spec.input, &spec.labels, backend.outputs(), |i| backend.output_op(i))
-        .map_err(|e| format!("the output spec does not fit the model: {e}"))?;
-    let probe = LoadedModel {
-        spec: spec.clone(),
-        backend: backend.clone(),
-        outputs,
-        batcher: Batcher::spawn(&spec.name, backend.clone(), 1, Duration::ZERO, 1, Default::default()),
-        loaded_at: chrono::Utc::now(),
-    };
-    check_input(&probe)?;
-    // Warm-up: one real run through the model and the decoder proves the shapes line up
-    // before the model may replace the one serving.
-    let shape = probe.input_shape(1);
-    let zeros = TensorF32::new(shape.clone(), vec![0.0; shape.iter().product()]).map_err(|e| e.to_string())?;
-    let b = backend.clone();
-    let outs = tokio::task::spawn_blocking(move || b.run(&zeros))
-        .await
-        .map_err(|e| format!("warm-up panicked: {e}"))?
-        .map_err(|e| format!("warm-up run failed: {e}"))?;
-    let inv = InverseTransform::identity(spec.input.width, spec.input.height);
-    probe
-        .outputs
-        .decode(&outs, f32::INFINITY, &inv)
-        .map_err(|e| format!("outputs do not fit the {:?} decoder: {e}", spec.output.decoder))?;
+    let backend = build_backend(spec, cache_dir, factory).await?;
+    let probe = plan(spec, backend)?;
+    warm_up(&probe).await?;
     let batcher = Batcher::spawn(
         &spec.name,
-        backend.clone(),
+        probe.backend.clone(),
         batching.max_batch_size,
         Duration::from_micros(batching.max_wait_micros),
         batching.max_concurrent_requests.max(1),
@@ -134,24 +107,84 @@ pub async fn load(
     Ok(LoadedModel { batcher, ..probe })
 }
 
+/// Fetches the artifact (checking its sha256) and builds the backend: an op the runtime does not
+/// implement fails here, naming the node and the op.
+pub async fn build_backend(
+    spec: &ServedModel,
+    cache_dir: &Path,
+    factory: &BackendFactory,
+) -> Result<Arc<dyn ModelBackend>, String> {
+    let bytes = crate::fetch::fetch_verified(&spec.uri, &spec.sha256, cache_dir).await?;
+    let f = factory.clone();
+    tokio::task::spawn_blocking(move || f(&bytes))
+        .await
+        .map_err(|e| format!("loader panicked: {e}"))?
+        .map_err(|e| format!("loading {}: {e}", flywheel_storage::redact(&spec.uri)))
+}
+
+/// Resolves the output spec and checks the input spec against the model: a model that cannot
+/// serve with this contract fails here, naming the output or dimension. The result runs one
+/// item at a time (for the warm-up and verification probes).
+pub fn plan(spec: &ServedModel, backend: Arc<dyn ModelBackend>) -> Result<LoadedModel, String> {
+    let outputs = OutputPlan::new(&spec.output, &spec.input, &spec.labels, backend.outputs(), |i| backend.output_op(i))
+        .map_err(|e| format!("the output spec does not fit the model: {e}"))?;
+    let probe = LoadedModel {
+        spec: spec.clone(),
+        backend: backend.clone(),
+        outputs,
+        batcher: Batcher::spawn(&spec.name, backend, 1, Duration::ZERO, 1, Default::default()),
+        loaded_at: chrono::Utc::now(),
+    };
+    check_input(&probe)?;
+    Ok(probe)
+}
+
+/// One real run through the model and the decoder proves the shapes line up before the model
+/// may replace the one serving.
+pub async fn warm_up(m: &LoadedModel) -> Result<(), String> {
+    let shape = m.input_shape(1);
+    let zeros = TensorF32::new(shape.clone(), vec![0.0; shape.iter().product()]).map_err(|e| e.to_string())?;
+    let b = m.backend.clone();
+    let outs = tokio::task::spawn_blocking(move || b.run(&zeros))
+        .await
+        .map_err(|e| format!("warm-up panicked: {e}"))?
+        .map_err(|e| format!("warm-up run failed: {e}"))?;
+    let inv = InverseTransform::identity(m.spec.input.width, m.spec.input.height);
+    m.outputs
+        .decode(&outs, f32::INFINITY, &inv)
+        .map_err(|e| format!("the outputs do not fit the {:?} decoder: {}", m.spec.output.decoder, e.detail()))?;
+    Ok(())
+}
+
 fn check_input(m: &LoadedModel) -> Result<(), String> {
     let info = m.backend.input();
     let want = m.input_shape(1);
+    let dims = |s: &[Option<usize>]| {
+        let d: Vec<String> = s.iter().map(|d| d.map_or("?".to_string(), |n| n.to_string())).collect();
+        format!("[{}]", d.join(", "))
+    };
+    let spec = &m.spec.input;
+    let described = format!(
+        "the input spec describes {want:?} ({:?}, {} channels, {}x{})",
+        spec.layout, spec.channels, spec.width, spec.height
+    );
     if info.shape.len() != want.len() {
         return Err(format!(
-            "model input {:?} has rank {}, the serving config describes {:?}",
+            "model input {:?} has rank {} ({}); {described}",
             info.name,
             info.shape.len(),
-            want
+            dims(&info.shape)
         ));
     }
-    for (k, (have, want)) in info.shape.iter().zip(&want).enumerate().skip(1) {
+    for (k, (have, wanted)) in info.shape.iter().zip(&want).enumerate().skip(1) {
         if let Some(h) = have
-            && h != want
+            && h != wanted
         {
             return Err(format!(
-                "model input {:?} has shape {:?}, the serving config describes {:?} (dimension {k})",
-                info.name, info.shape, want
+                "model input {:?} is {} but {described}: dimension {k} is {h}, not {wanted}; set input.layout, \
+                 input.channels, input.width and input.height to the graph's",
+                info.name,
+                dims(&info.shape)
             ));
         }
     }

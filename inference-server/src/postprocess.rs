@@ -165,7 +165,16 @@ fn yolo_layout(out: &TensorF32, classes: usize, objectness: Option<bool>) -> Res
             out.shape
         )));
     }
-    YoloLayout::detect(&out.shape, classes, objectness).map_err(|e| ServerError::Backend(e.to_string()))
+    YoloLayout::detect(&out.shape, classes, objectness).map_err(|e| {
+        // The class count is the usual mistake: say what the output would fit.
+        let fields = *out.shape[1..].iter().min().expect("rank 3");
+        ServerError::Backend(format!(
+            "{e}; the output's {fields} fields per anchor fit {} labels (YOLOv8 layout) or {} with objectness \
+             (YOLOv5): check the ModelVersion's labels",
+            fields.saturating_sub(4),
+            fields.saturating_sub(5)
+        ))
+    })
 }
 
 #[cfg(test)]

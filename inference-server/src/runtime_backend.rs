@@ -4,13 +4,28 @@ use std::sync::Arc;
 
 use flywheel_runtime::{DType, Device, Dim, Model, Tensor, ValueInfo};
 
-use crate::backend::{BackendError, ModelBackend, TensorF32, TensorInfo};
+use crate::backend::{BackendError, GraphSummary, ModelBackend, TensorF32, TensorInfo};
 use crate::models::BackendFactory;
 
 pub struct RuntimeBackend {
     model: Model,
     input: TensorInfo,
     outputs: Vec<TensorInfo>,
+    summary: GraphSummary,
+}
+
+/// Op histogram and weight count of the main graph, read from the protobuf.
+fn summarise(bytes: &[u8]) -> GraphSummary {
+    use prost::Message;
+    let Ok(proto) = flywheel_runtime::proto_types::ModelProto::decode(bytes) else { return GraphSummary::default() };
+    let Some(graph) = proto.graph else { return GraphSummary::default() };
+    let mut summary = GraphSummary::default();
+    for node in &graph.node {
+        *summary.ops.entry(node.op_type.clone()).or_default() += 1;
+    }
+    summary.parameters =
+        graph.initializer.iter().map(|t| t.dims.iter().map(|&d| d.max(0) as u64).product::<u64>()).sum();
+    summary
 }
 
 fn info(v: &ValueInfo) -> TensorInfo {
@@ -52,7 +67,7 @@ impl RuntimeBackend {
         }
         let input = info(input);
         let outputs = model.outputs().iter().map(info).collect();
-        Ok(Self { model, input, outputs })
+        Ok(Self { model, input, outputs, summary: summarise(bytes) })
     }
 }
 
@@ -67,6 +82,10 @@ impl ModelBackend for RuntimeBackend {
 
     fn output_op(&self, index: usize) -> Option<String> {
         self.model.output_op(index).map(str::to_string)
+    }
+
+    fn graph_summary(&self) -> Option<GraphSummary> {
+        Some(self.summary.clone())
     }
 
     fn run(&self, input: &TensorF32) -> Result<Vec<TensorF32>, BackendError> {

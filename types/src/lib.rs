@@ -10,6 +10,7 @@
 //!   inference server and read by review and quality code.
 //! - [`serving`]: the serving config the operator renders for the inference server, and the
 //!   reference statistics the trainer writes for drift monitoring.
+//! - [`verification`]: what the verification Job found about a ModelVersion's artifact.
 //!
 //! This crate must not depend on kube, k8s-openapi or candle.
 
@@ -17,6 +18,7 @@ pub mod dataset;
 pub mod model;
 pub mod prediction;
 pub mod serving;
+pub mod verification;
 
 pub use model::{BoxFormat, ChannelOrder, ClassScores, Decoder, InputSpec, Layout, OutputSpec, ResizeMode, Task};
 

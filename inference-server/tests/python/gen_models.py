@@ -8,6 +8,8 @@ the whole path from pixels to shapes.
 - colour_classifier_confused.onnx: same, but calls red "green" (a shadow that disagrees)
 - square_detector.onnx: [N,3,64,64] → 8x8 AveragePool → 1x1 Conv → Sigmoid class scores per
   cell; boxes are the cells (cx, cy, w, h) → YOLOv8 layout [N, 4+2, 64] (classes red, blue)
+- hardmax_classifier.onnx: the colour classifier ending in Hardmax, an op the runtime does not
+  implement (verification must refuse it, naming the op)
 - cnn64.onnx: a small 3-conv CNN on 64x64 (benchmark model), logits [N,10], random weights
 
 Usage: python gen_models.py OUT_DIR
@@ -40,6 +42,15 @@ def colour_classifier(weights):
     w = np.asarray(weights, dtype=np.float32)
     b = np.zeros(3, dtype=np.float32)
     return model(nodes, [("w", w), ("b", b)], [("logits", ["N", 3])], "colour_classifier")
+
+
+def hardmax_classifier(weights):
+    m = colour_classifier(weights)
+    g = m.graph
+    g.node[-1].output[0] = "logits_raw"
+    g.node.append(helper.make_node("Hardmax", ["logits_raw"], ["logits"], axis=1))
+    onnx.checker.check_model(m)
+    return m
 
 
 def square_detector():
@@ -98,6 +109,7 @@ def main():
         "colour_classifier.onnx": colour_classifier(rgb),
         "colour_classifier_confused.onnx": colour_classifier(confused),
         "square_detector.onnx": square_detector(),
+        "hardmax_classifier.onnx": hardmax_classifier(rgb),
         "cnn64.onnx": cnn64(),
     }
     for name, m in models.items():
