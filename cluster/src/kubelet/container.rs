@@ -40,6 +40,8 @@ pub struct ContainerRuntime {
     pub liveness: Option<ProbeState>,
     /// Set when the kubelet killed the process itself (liveness failure, Pod deletion).
     pub killed_reason: Option<String>,
+    /// The running process's log and termination-message files.
+    files: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// A prepared process: program, args, env and working directory.
@@ -49,7 +51,14 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     pub cwd: std::path::PathBuf,
     pub log: std::path::PathBuf,
+    /// Host file behind the container's `terminationMessagePath`.
+    pub termination_log: std::path::PathBuf,
 }
+
+/// Most bytes of a termination message, as the kubelet keeps them.
+const MAX_TERMINATION_MESSAGE: usize = 4096;
+/// Most bytes of log tail `FallbackToLogsOnError` takes.
+const MAX_FALLBACK_LOG: usize = 2048;
 
 impl ContainerRuntime {
     pub fn new(spec: Container) -> Self {
@@ -63,6 +72,7 @@ impl ContainerRuntime {
             readiness: None,
             liveness: None,
             killed_reason: None,
+            files: None,
         }
     }
 
@@ -103,6 +113,7 @@ impl ContainerRuntime {
         self.readiness = self.spec.readiness_probe.clone().map(|p| ProbeState::new(p, started, false));
         self.liveness = self.spec.liveness_probe.clone().map(|p| ProbeState::new(p, started, true));
         self.killed_reason = None;
+        self.files = Some((launch.log.clone(), launch.termination_log.clone()));
         self.state = RunState::Running { child, started_at: now() };
         self.start_at = None;
         Ok(pgid)
@@ -115,7 +126,13 @@ impl ContainerRuntime {
         };
         let status = child.try_wait()?;
         let pgid = child.pid();
-        let terminated = terminated_from(status, started_at.clone(), self.killed_reason.take());
+        let mut terminated = terminated_from(status, started_at.clone(), self.killed_reason.take());
+        if terminated.message.is_none()
+            && let Some((log, file)) = &self.files
+        {
+            let fallback = self.spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+            terminated.message = termination_message(file, (fallback && terminated.exit_code != 0).then_some(log));
+        }
         self.state = RunState::Terminated(terminated.clone());
         Some((pgid, terminated))
     }
@@ -183,6 +200,21 @@ impl ContainerRuntime {
     }
 }
 
+/// What a container left at its termination-message path, or with `FallbackToLogsOnError` and
+/// an empty file, the tail of its log; bounded as the kubelet bounds them.
+fn termination_message(file: &std::path::Path, fallback_log: Option<&std::path::PathBuf>) -> Option<String> {
+    let tail = |path: &std::path::Path, max: usize| {
+        let bytes = std::fs::read(path).ok()?;
+        let text = String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(max)..]).trim().to_string();
+        (!text.is_empty()).then_some(text)
+    };
+    let head = std::fs::read(file).ok().and_then(|b| {
+        let text = String::from_utf8_lossy(&b[..b.len().min(MAX_TERMINATION_MESSAGE)]).trim().to_string();
+        (!text.is_empty()).then_some(text)
+    });
+    head.or_else(|| fallback_log.and_then(|log| tail(log, MAX_FALLBACK_LOG)))
+}
+
 fn terminated_from(
     status: std::process::ExitStatus,
     started_at: Time,
@@ -199,5 +231,25 @@ fn terminated_from(
         started_at: Some(started_at),
         finished_at: Some(now()),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_termination_message_is_the_file_or_with_fallback_the_log_tail() {
+        let dir = std::env::temp_dir().join(format!("termination-message-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (file, log) = (dir.join("termination-log"), dir.join("0.log"));
+        std::fs::write(&log, format!("{}\nlast words\n", "x".repeat(5000))).unwrap();
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(termination_message(&file, None), None);
+        let tail = termination_message(&file, Some(&log)).unwrap();
+        assert!(tail.ends_with("last words") && tail.len() <= MAX_FALLBACK_LOG, "{}", tail.len());
+        std::fs::write(&file, format!("{{\"ok\":true}}{}", " ".repeat(MAX_TERMINATION_MESSAGE))).unwrap();
+        assert_eq!(termination_message(&file, Some(&log)).as_deref(), Some("{\"ok\":true}"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

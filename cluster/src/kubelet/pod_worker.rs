@@ -274,8 +274,17 @@ impl PodWorker {
 
         let rootfs = self.dir.join("rootfs").join(&spec.name);
         std::fs::create_dir_all(&rootfs).map_err(|e| config_err(e.to_string()))?;
-        let mounts = volumes::link_mounts(&rootfs, &spec, self.volumes.as_ref().unwrap_or(&BTreeMap::new()))
+        let mut mounts = volumes::link_mounts(&rootfs, &spec, self.volumes.as_ref().unwrap_or(&BTreeMap::new()))
             .map_err(config_err)?;
+        // The termination-message file, empty at each start, under the container's root; a
+        // variable or argument naming its path gets the host path, like any mount.
+        let message_path = spec.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".into());
+        let termination_log = rootfs.join(message_path.trim_start_matches('/'));
+        if let Some(parent) = termination_log.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| config_err(e.to_string()))?;
+        }
+        std::fs::write(&termination_log, b"").map_err(|e| config_err(e.to_string()))?;
+        mounts.push((message_path, termination_log.clone()));
         for (_, value) in vars.iter_mut() {
             *value = volumes::rewrite_paths(value, &mounts);
         }
@@ -317,7 +326,7 @@ impl PodWorker {
         argv.extend(spec.args.iter().flatten().cloned());
         let argv = argv.iter().map(|a| volumes::rewrite_paths(&env::expand(a, &all_env), &mounts)).collect();
         let log = self.dir.join("logs").join(&spec.name).join(format!("{restart_count}.log"));
-        Ok(Launch { program: image.binary, args: argv, env: all_env, cwd: rootfs, log })
+        Ok(Launch { program: image.binary, args: argv, env: all_env, cwd: rootfs, log, termination_log })
     }
 
     /// Graceful deletion: SIGTERM every container, SIGKILL after the grace period, report the
