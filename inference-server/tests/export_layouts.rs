@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use common::*;
 use flywheel_inference_server::fetch::sha256_hex;
 use flywheel_inference_server::serving::*;
+use flywheel_test_support::models::{assert_raw_outputs_match, assert_shapes_match};
 use serde_json::{Value, json};
 
 const IMAGES: [&str; 4] = ["red_square", "red_and_blue", "reddish", "bluish"];
@@ -33,21 +34,6 @@ fn served(file: &str, output: OutputSpec) -> ServedModel {
         input: InputSpec { mean: vec![], std: vec![], ..InputSpec::new(64, 64) },
         output,
     }
-}
-
-/// (label, confidence, box) sorted, for comparison regardless of the order of equal scores.
-fn shapes(v: &Value) -> Vec<(String, f64, Vec<f64>)> {
-    let mut out: Vec<(String, f64, Vec<f64>)> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let b = s.get("box").map(|b| serde_json::from_value(b.clone()).unwrap()).unwrap_or_default();
-            (s["label"].as_str().unwrap().to_string(), s["confidence"].as_f64().unwrap(), b)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.partial_cmp(&b.2).unwrap()));
-    out
 }
 
 async fn check(file: &str, output: OutputSpec) {
@@ -73,25 +59,12 @@ async fn check(file: &str, output: OutputSpec) {
             .json()
             .await
             .unwrap();
-        for out in r["outputs"].as_array().unwrap_or_else(|| panic!("{file} {image}: {r}")) {
-            let ours: Vec<f64> = serde_json::from_value(out["data"].clone()).unwrap();
-            let theirs: Vec<f64> = serde_json::from_value(want["raw"][out["name"].as_str().unwrap()].clone()).unwrap();
-            assert_eq!(ours.len(), theirs.len(), "{file} {image} {}", out["name"]);
-            let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            assert!(diff <= 1e-4, "{file} {image} {}: max diff {diff} vs onnxruntime", out["name"]);
-        }
+        let what = format!("{file} {image}");
+        assert_raw_outputs_match(&r, &want["raw"], 1e-4, &what);
 
         // Decoded shapes against the reference decoder.
         let r: Value = s.client.post(s.url("/v1/predict")).body(png).send().await.unwrap().json().await.unwrap();
-        let (ours, theirs) = (shapes(&r["predictions"][0]["shapes"]), shapes(&want["shapes"]));
-        assert_eq!(ours.len(), theirs.len(), "{file} {image}: {ours:?}\nreference: {theirs:?}");
-        for (a, b) in ours.iter().zip(&theirs) {
-            let close = a.0 == b.0
-                && (a.1 - b.1).abs() <= 1e-4
-                && a.2.len() == b.2.len()
-                && a.2.iter().zip(&b.2).all(|(x, y)| (x - y).abs() <= 1e-3);
-            assert!(close, "{file} {image}: {a:?} vs reference {b:?}");
-        }
+        assert_shapes_match(&r["predictions"][0]["shapes"], &want["shapes"], 1e-3, &what);
     }
 }
 

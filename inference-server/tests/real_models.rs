@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use common::*;
 use flywheel_inference_server::fetch::sha256_hex;
 use flywheel_inference_server::serving::*;
+use flywheel_test_support::models::{assert_raw_outputs_match, assert_shapes_match};
 use serde_json::{Value, json};
 
 fn real_dir() -> &'static Path {
@@ -60,31 +61,14 @@ async fn check(file: &str, model: ServedModel, size: u32, compare_shapes: bool) 
         let status = r.status();
         let body: Value = r.json().await.unwrap();
         assert_eq!(status, 200, "{file} {photo}: {body}");
-        for out in body["outputs"].as_array().unwrap() {
-            let ours: Vec<f64> = serde_json::from_value(out["data"].clone()).unwrap();
-            let theirs: Vec<f64> =
-                serde_json::from_value(want[photo]["raw"][out["name"].as_str().unwrap()].clone()).unwrap();
-            assert_eq!(ours.len(), theirs.len(), "{file} {photo} {}", out["name"]);
-            // Relative to the output's scale: box coordinates run to ~320 pixels.
-            let scale = theirs.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-            let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            assert!(diff <= 1e-4 * scale, "{file} {photo} {}: max diff {diff} (scale {scale})", out["name"]);
-            eprintln!("{file} {photo} {}: max diff vs onnxruntime {diff:.2e} (values up to {scale:.1})", out["name"]);
-        }
+        let worst = assert_raw_outputs_match(&body, &want[photo]["raw"], 1e-4, &format!("{file} {photo}"));
+        eprintln!("{file} {photo}: max diff vs onnxruntime {worst:.2e} of each output's range");
         if !compare_shapes {
             continue;
         }
         let r: Value = s.client.post(s.url("/v1/predict")).body(png).send().await.unwrap().json().await.unwrap();
-        let ours = r["predictions"][0]["shapes"].as_array().unwrap().clone();
-        let theirs = want[photo]["shapes"].as_array().unwrap().clone();
-        assert_eq!(ours.len(), theirs.len(), "{file} {photo}: {ours:?}\nreference: {theirs:?}");
-        for (a, b) in ours.iter().zip(&theirs) {
-            assert_eq!(a["label"], b["label"], "{file} {photo}");
-            assert!((a["confidence"].as_f64().unwrap() - b["confidence"].as_f64().unwrap()).abs() <= 1e-4);
-            let (ab, bb): (Vec<f64>, Vec<f64>) =
-                (serde_json::from_value(a["box"].clone()).unwrap(), serde_json::from_value(b["box"].clone()).unwrap());
-            assert!(ab.iter().zip(&bb).all(|(x, y)| (x - y).abs() <= 1e-2), "{file} {photo}: {ab:?} vs {bb:?}");
-        }
+        // Boxes within 0.01 pixel of the reference decoder's.
+        assert_shapes_match(&r["predictions"][0]["shapes"], &want[photo]["shapes"], 1e-2, &format!("{file} {photo}"));
     }
 }
 

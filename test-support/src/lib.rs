@@ -1,6 +1,8 @@
 //! Helpers for the integration tests of the inference server and the trainer: where the test
-//! virtualenv lives, and a real S3 server (SeaweedFS) to run against.
+//! virtualenv lives, a real S3 server (SeaweedFS) to run against, and the generated test models
+//! with their onnxruntime expectations.
 
+pub mod models;
 pub mod seaweed;
 pub mod tools;
 

@@ -9,28 +9,12 @@ use std::time::{Duration, Instant};
 use flywheel_inference_server::fetch::sha256_hex;
 use flywheel_inference_server::serving::*;
 
-pub use flywheel_test_support::cache_root;
-
 pub fn python() -> PathBuf {
     flywheel_test_support::venv_bin("python")
 }
 
-/// What `tests/python/<script>` writes into a directory of the test cache, run once per version
-/// of the scripts it depends on (`scripts`, itself first) until `done` exists there.
-pub fn generated(scripts: &[&str], cache: &str, done: &str) -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
-    let mut key = Vec::new();
-    for s in scripts {
-        key.extend(std::fs::read(here.join(s)).expect("generator script"));
-    }
-    let dir = cache_root().join(cache).join(&sha256_hex(&key)[..16]);
-    if !dir.join(done).exists() {
-        let out =
-            std::process::Command::new(python()).arg(here.join(scripts[0])).arg(&dir).output().expect("running python");
-        assert!(out.status.success(), "{} failed: {}", scripts[0], String::from_utf8_lossy(&out.stderr));
-    }
-    dir
-}
+#[allow(unused_imports)] // each test binary uses some of them
+pub use flywheel_test_support::models::{generated, png_tensor};
 
 /// Directory with the generated test models (generated once per generator version).
 pub fn models_dir() -> &'static Path {
@@ -208,19 +192,4 @@ pub fn metric_value(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
         .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
         .find(|l| needles.iter().all(|n| l.contains(n)))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-/// A PNG as onnxruntime gets it in the Python oracles: pixels / 255, NCHW; with its width and
-/// height.
-pub fn png_tensor(png: &[u8]) -> (Vec<f32>, u32, u32) {
-    let img = image::load_from_memory(png).unwrap().to_rgb8();
-    let (w, h) = img.dimensions();
-    let plane = (w * h) as usize;
-    let mut t = vec![0f32; 3 * plane];
-    for (i, p) in img.pixels().enumerate() {
-        for c in 0..3 {
-            t[c * plane + i] = p[c] as f32 / 255.0;
-        }
-    }
-    (t, w, h)
 }
