@@ -122,7 +122,7 @@ pub struct ModelVersionStatus {
     /// `Pending`, `Ready` or `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ModelPhase>,
-    /// `ArtifactVerified` and `Ready`.
+    /// `ArtifactVerified`, `Verified` and `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::condition::conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -132,6 +132,11 @@ pub struct ModelVersionStatus {
     /// Artifact size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
+    /// What the verification Job found: signature, op histogram, parameter count and probe
+    /// latency, or why the model cannot serve. Kept while the digest and the contract stay the
+    /// same, so a spec change elsewhere does not verify again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<flywheel_types::verification::Verification>,
     /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -148,5 +153,7 @@ pub enum ModelPhase {
 /// Condition types of a ModelVersion.
 pub mod conditions {
     pub const ARTIFACT_VERIFIED: &str = "ArtifactVerified";
+    /// The verification Job loaded the model and ran a probe through it and its decoder.
+    pub const VERIFIED: &str = "Verified";
     pub const READY: &str = "Ready";
 }

@@ -41,6 +41,10 @@ enum Command {
         /// The model as the serving config describes it (JSON), e.g. from the Job's environment.
         #[arg(long, env = "FLYWHEEL_VERIFY_MODEL")]
         model: String,
+        /// Also write the result (JSON, at most 4 KiB) to this file: the Job's
+        /// terminationMessagePath, where the operator reads it.
+        #[arg(long, env = "FLYWHEEL_VERIFY_REPORT")]
+        report: Option<PathBuf>,
     },
 }
 
@@ -50,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
-    if let Some(Command::Verify { model }) = &args.command {
+    if let Some(Command::Verify { model, report }) = &args.command {
         let spec: flywheel_inference_server::serving::ServedModel = serde_json::from_str(model)
             .map_err(|e| anyhow::anyhow!("--model is not a served model description: {e}"))?;
         let v = flywheel_inference_server::verify::verify(&spec, &args.cache_dir, &default_factory()?).await;
@@ -59,6 +63,10 @@ async fn main() -> anyhow::Result<()> {
             Some(m) => tracing::warn!(reason = %m, "the model failed verification"),
         }
         println!("{}", v.report_line());
+        if let Some(path) = report {
+            std::fs::write(path, v.to_json_within(4096))
+                .map_err(|e| anyhow::anyhow!("writing the report to {}: {e}", path.display()))?;
+        }
         return Ok(());
     }
     let running = flywheel_inference_server::server::start(

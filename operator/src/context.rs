@@ -24,6 +24,9 @@ pub struct Settings {
     /// Resolve `file://` URIs of ModelVersions, DatasetVersions and DataPipelines on the
     /// operator's own file system (`--allow-local-files`); off by default (docs/security.md).
     pub allow_local_files: bool,
+    /// Run a verification Job for each new ModelVersion digest and contract, and make the
+    /// ModelVersion Ready only when it passed (on by default).
+    pub verify_models: bool,
 }
 
 impl Default for Settings {
@@ -35,6 +38,7 @@ impl Default for Settings {
             default_output_uri: None,
             namespace: None,
             allow_local_files: false,
+            verify_models: true,
         }
     }
 }

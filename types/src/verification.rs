@@ -13,6 +13,9 @@ use crate::serving::ServedModel;
 /// The line of the verification Job's output that carries the result (then one JSON object).
 pub const REPORT_PREFIX: &str = "FLYWHEEL_VERIFICATION ";
 
+/// The op-histogram entry that counts op types folded away to keep a report small.
+pub const OTHER_OPS: &str = "(other)";
+
 /// A model input or output as the graph declares it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -75,6 +78,29 @@ impl Verification {
         format!("{REPORT_PREFIX}{}", serde_json::to_string(self).expect("the report serialises"))
     }
 
+    /// The report as JSON of at most `max_bytes` (a termination message holds 4 KiB): the
+    /// rarest op types are folded into one `(other)` entry, then the message is cut.
+    pub fn to_json_within(&self, max_bytes: usize) -> String {
+        let mut v = self.clone();
+        loop {
+            let json = serde_json::to_string(&v).expect("the report serialises");
+            if json.len() <= max_bytes {
+                return json;
+            }
+            let rarest = v.ops.iter().filter(|(k, _)| k.as_str() != OTHER_OPS).min_by_key(|(_, n)| **n);
+            if let Some((op, n)) = rarest.map(|(k, n)| (k.clone(), *n)) {
+                v.ops.remove(&op);
+                *v.ops.entry(OTHER_OPS.to_string()).or_default() += n;
+            } else if let Some(m) = v.message.as_mut().filter(|m| m.len() > 64) {
+                let cut = m.floor_char_boundary(m.len() / 2);
+                m.truncate(cut);
+                m.push('…');
+            } else {
+                return json;
+            }
+        }
+    }
+
     /// The last report line in a Job's output, if any.
     pub fn from_output(output: &str) -> Option<Result<Self, serde_json::Error>> {
         output.lines().rev().find_map(|l| l.trim().strip_prefix(REPORT_PREFIX)).map(serde_json::from_str)
@@ -108,6 +134,18 @@ mod tests {
         assert_ne!(contract_hash(&m), contract_hash(&relabelled));
         let resized = ServedModel { input: InputSpec::new(256, 224), ..model() };
         assert_ne!(contract_hash(&m), contract_hash(&resized));
+    }
+
+    #[test]
+    fn a_large_report_folds_its_rarest_ops_to_fit() {
+        let ops = (0..300).map(|i| (format!("CustomOp{i:03}"), i + 1)).collect();
+        let v = Verification { digest: "ab".into(), ops, parameters: 7, ..Default::default() };
+        let json = v.to_json_within(4096);
+        assert!(json.len() <= 4096, "{}", json.len());
+        let small: Verification = serde_json::from_str(&json).unwrap();
+        assert_eq!(small.ops.values().sum::<u32>(), v.ops.values().sum::<u32>());
+        assert!(small.ops.contains_key(OTHER_OPS) && small.ops.contains_key("CustomOp299"));
+        assert_eq!(small.parameters, 7);
     }
 
     #[test]

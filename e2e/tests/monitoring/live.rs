@@ -185,6 +185,7 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
         namespace: Some(ns.name.clone()),
         // The test's models and datasets are files in a temporary directory.
         allow_local_files: true,
+        verify_models: true,
     };
     let operator = tokio::spawn(flywheel_operator::controllers::run(
         Context::new(client.clone(), metrics, settings),

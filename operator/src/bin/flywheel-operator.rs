@@ -30,6 +30,11 @@ struct Args {
     /// process's own file system (development and tests; off by default, see docs/security.md).
     #[arg(long, env = "FLYWHEEL_ALLOW_LOCAL_FILES")]
     allow_local_files: bool,
+    /// Make ModelVersions Ready once their digest is checked, without the verification Job
+    /// that loads the model and runs a probe through it (for clusters that cannot run the
+    /// server image; a model that cannot serve is then only found by the inference pods).
+    #[arg(long, env = "FLYWHEEL_SKIP_MODEL_VERIFICATION")]
+    skip_model_verification: bool,
     /// Watch only this namespace instead of the whole cluster.
     #[arg(long, env = "FLYWHEEL_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
@@ -61,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     settings.default_output_uri = args.default_output_uri;
     settings.namespace = args.watch_namespace;
     settings.allow_local_files = args.allow_local_files;
+    settings.verify_models = !args.skip_model_verification;
     if settings.allow_local_files {
         tracing::warn!("--allow-local-files: user objects may name files on this operator's file system");
     }

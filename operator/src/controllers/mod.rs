@@ -3,6 +3,7 @@
 pub mod data_pipeline;
 pub mod dataset_version;
 pub mod deployment;
+pub mod model_verification;
 pub mod model_version;
 pub mod recorder;
 pub mod status;

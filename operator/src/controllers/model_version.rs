@@ -1,4 +1,5 @@
-//! ModelVersion: verify that the artifact exists (and matches its sha256) in storage.
+//! ModelVersion: verify that the artifact exists (and matches its sha256) in storage, then that
+//! the model serves with its spec (a verification Job, see `model_verification`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use kube::{Api, ResourceExt};
 
 use super::recorder::{Notice, StatusRecorder, publish};
 use super::status::{apply_status, now};
-use super::trust;
+use super::{model_verification, trust};
 use crate::context::Context;
 use crate::{Error, Result};
 
@@ -120,9 +121,61 @@ pub async fn reconcile(mv: Arc<ModelVersion>, ctx: Arc<Context>) -> Result<Actio
         // Artifacts are immutable per generation; re-check rarely in case storage lost it.
         return Ok(Action::requeue(Duration::from_secs(600)));
     }
-    let verification = match check(&mv, ctx.settings.allow_local_files) {
+    // The digest is known for this generation: do not read the artifact again while the
+    // verification Job runs.
+    let known = status.observed_generation == mv.metadata.generation
+        && condition::is_true(&status.conditions, conditions::ARTIFACT_VERIFIED);
+    let verification = match (known, &status.digest, status.size_bytes) {
+        (true, Some(digest), Some(size)) => Verification::Verified { digest: digest.clone(), size },
+        _ => artifact(&mv, &ctx).await?,
+    };
+    let (mut new_status, mut changed) = status_for(&mv, &verification, now());
+    let mut notice = notice_for(&verification);
+    let mut outcome = None;
+    if let Verification::Verified { digest, .. } = &verification
+        && ctx.settings.verify_models
+    {
+        let model = model_verification::served(&mv, digest);
+        let o = match model_verification::cached(&status, &model) {
+            Some(report) => model_verification::Outcome::Done(report.clone()),
+            None => model_verification::follow(&ctx, &mv, &model).await?,
+        };
+        model_verification::record(&mut new_status, mv.metadata.generation, &o, now());
+        notice = model_verification::notice_for(&o);
+        outcome = Some(o);
+    }
+    let ready = |s: &ModelVersionStatus| {
+        condition::find(&s.conditions, conditions::READY).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    changed = changed || ready(&status) != ready(&new_status);
+    let api: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &mv.namespace().unwrap_or_default());
+    apply_status(&api, &mv, &new_status).await?;
+    if changed {
+        publish(&ctx, mv.as_ref(), vec![notice]).await;
+    }
+    use model_verification::Outcome;
+    Ok(match (verification, outcome) {
+        (_, Some(Outcome::Running { .. })) => Action::requeue(Duration::from_secs(2)),
+        (_, Some(Outcome::JobFailed { .. })) => Action::requeue(Duration::from_secs(60)),
+        (_, Some(Outcome::Done(report))) if !report.passed => Action::await_change(),
+        (Verification::Verified { .. }, _) => Action::requeue(Duration::from_secs(600)),
+        // The file may be uploaded later or storage may come back: look again with backoff.
+        (Verification::Missing(_) | Verification::Unreachable(_), _) => Action::requeue(Duration::from_secs(15)),
+        // Labelling the Secret does not touch this object (Secrets are not watched): look again.
+        (Verification::Refused { reason: trust::CREDENTIALS_NOT_ALLOWED, .. }, _) => {
+            Action::requeue(Duration::from_secs(30))
+        }
+        (Verification::DigestMismatch { .. } | Verification::InvalidSpec(_) | Verification::Refused { .. }, _) => {
+            Action::await_change()
+        }
+    })
+}
+
+/// The artifact's digest, or why it cannot be read.
+async fn artifact(mv: &ModelVersion, ctx: &Context) -> Result<Verification> {
+    Ok(match check(mv, ctx.settings.allow_local_files) {
         Some(refusal) => refusal,
-        None => match verify(&mv, &ctx).await {
+        None => match verify(mv, ctx).await {
             Ok(v) => v,
             Err(e @ Error::SecretNotAllowed { .. }) => {
                 Verification::Refused { reason: trust::CREDENTIALS_NOT_ALLOWED, message: e.to_string() }
@@ -130,24 +183,6 @@ pub async fn reconcile(mv: Arc<ModelVersion>, ctx: Arc<Context>) -> Result<Actio
             Err(e) if e.is_user_error() => Verification::Missing(e.to_string()),
             Err(e) => return Err(e),
         },
-    };
-    let (new_status, changed) = status_for(&mv, &verification, now());
-    let api: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &mv.namespace().unwrap_or_default());
-    apply_status(&api, &mv, &new_status).await?;
-    if changed {
-        publish(&ctx, mv.as_ref(), vec![notice_for(&verification)]).await;
-    }
-    Ok(match verification {
-        Verification::Verified { .. } => Action::requeue(Duration::from_secs(600)),
-        // The file may be uploaded later or storage may come back: look again with backoff.
-        Verification::Missing(_) | Verification::Unreachable(_) => Action::requeue(Duration::from_secs(15)),
-        // Labelling the Secret does not touch this object (Secrets are not watched): look again.
-        Verification::Refused { reason: trust::CREDENTIALS_NOT_ALLOWED, .. } => {
-            Action::requeue(Duration::from_secs(30))
-        }
-        Verification::DigestMismatch { .. } | Verification::InvalidSpec(_) | Verification::Refused { .. } => {
-            Action::await_change()
-        }
     })
 }
 

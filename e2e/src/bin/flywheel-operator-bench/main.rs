@@ -286,9 +286,17 @@ fn start_operator(
     let mut cmd = tokio::process::Command::new(bin);
     let listen = format!("127.0.0.1:{metrics_port}");
     // The bench's ModelVersion is a file:// artifact.
-    cmd.args(["--watch-namespace", ns, "--no-leader-election", "--listen", &listen, "--allow-local-files"])
-        .env("KUBECONFIG", cluster.kubeconfig_path())
-        .env("RUST_LOG", "info,kube=warn");
+    cmd.args([
+        "--watch-namespace",
+        ns,
+        "--no-leader-election",
+        "--listen",
+        &listen,
+        "--allow-local-files",
+        "--skip-model-verification",
+    ])
+    .env("KUBECONFIG", cluster.kubeconfig_path())
+    .env("RUST_LOG", "info,kube=warn");
     Ok(ManagedChild::spawn("flywheel-operator", cmd, cluster.id(), log)?)
 }
 

@@ -61,22 +61,12 @@ pub fn labels(d: &FlywheelDeployment) -> BTreeMap<String, String> {
 }
 
 fn served_model(mv: &ModelVersion) -> Result<ServedModel> {
-    let spec = &mv.spec;
     let sha256 = mv
         .status
         .as_ref()
         .and_then(|s| s.digest.clone())
         .ok_or_else(|| Error::InvalidSpec(format!("ModelVersion {} has no verified digest yet", mv.name_any())))?;
-    Ok(ServedModel {
-        name: spec.model.clone(),
-        version: mv.name_any(),
-        uri: spec.artifact.uri.to_string(),
-        sha256,
-        task: spec.task,
-        labels: spec.labels.clone(),
-        input: spec.input.clone(),
-        output: spec.output.clone(),
-    })
+    Ok(crate::controllers::model_verification::served(mv, &sha256))
 }
 
 /// The serving config the pods load.
