@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use common::*;
 use flywheel_inference_server::fetch::sha256_hex;
 use flywheel_inference_server::serving::*;
-use flywheel_test_support::models::{assert_raw_outputs_match, assert_shapes_match};
+use flywheel_test_support::models::{NUDENET_LABELS, assert_raw_outputs_match, assert_shapes_match};
 use serde_json::{Value, json};
 
 fn real_dir() -> &'static Path {
@@ -89,24 +89,3 @@ async fn the_onnx_wheels_light_classifiers_match_onnxruntime() {
         check(name, model, 224, false).await;
     }
 }
-
-const NUDENET_LABELS: [&str; 18] = [
-    "FEMALE_GENITALIA_COVERED",
-    "FACE_FEMALE",
-    "BUTTOCKS_EXPOSED",
-    "FEMALE_BREAST_EXPOSED",
-    "FEMALE_GENITALIA_EXPOSED",
-    "MALE_BREAST_EXPOSED",
-    "ANUS_EXPOSED",
-    "FEET_EXPOSED",
-    "BELLY_COVERED",
-    "FEET_COVERED",
-    "ARMPITS_COVERED",
-    "ARMPITS_EXPOSED",
-    "FACE_MALE",
-    "BELLY_EXPOSED",
-    "MALE_GENITALIA_EXPOSED",
-    "ANUS_COVERED",
-    "FEMALE_BREAST_COVERED",
-    "BUTTOCKS_COVERED",
-];

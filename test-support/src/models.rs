@@ -96,3 +96,25 @@ pub fn assert_shapes_match(ours: &Value, theirs: &Value, box_tolerance: f64, wha
         assert!(close, "{what}: {a:?} vs reference {b:?}");
     }
 }
+
+/// The class names of nudenet's YOLOv8n export (`320n.onnx`), in its class order.
+pub const NUDENET_LABELS: [&str; 18] = [
+    "FEMALE_GENITALIA_COVERED",
+    "FACE_FEMALE",
+    "BUTTOCKS_EXPOSED",
+    "FEMALE_BREAST_EXPOSED",
+    "FEMALE_GENITALIA_EXPOSED",
+    "MALE_BREAST_EXPOSED",
+    "ANUS_EXPOSED",
+    "FEET_EXPOSED",
+    "BELLY_COVERED",
+    "FEET_COVERED",
+    "ARMPITS_COVERED",
+    "ARMPITS_EXPOSED",
+    "FACE_MALE",
+    "BELLY_EXPOSED",
+    "MALE_GENITALIA_EXPOSED",
+    "ANUS_COVERED",
+    "FEMALE_BREAST_COVERED",
+    "BUTTOCKS_COVERED",
+];

@@ -1,4 +1,5 @@
 //! Helpers shared by the e2e test binaries.
+#![allow(dead_code)] // each test binary uses some of these
 
 use k8s_openapi::api::core::v1::Pod;
 

@@ -1,0 +1,186 @@
+//! The model corpus through the whole product on the local cluster: each real export (nudenet's
+//! Ultralytics YOLOv8n, the `onnx` wheel's light ResNet-50, Inception v2 and ShuffleNet) and each
+//! model in an exporter's layout (a classifier ending in Softmax, YOLOv5 with objectness, a raw
+//! YOLOX grid, SSD-style boxes + scores) is registered as a ModelVersion (verified by its Job),
+//! served by a Deployment's pod, and answers OIP v2 with onnxruntime's raw outputs (within 1e-4
+//! of each output's range) and `POST /v1/predict` with the shapes of an independent reference
+//! decoder at the same threshold. The models, images and expectations are written by
+//! inference-server/tests/python/ (cached by script version).
+
+mod common;
+
+use std::path::PathBuf;
+
+use flywheel_api::{FlywheelDeployment, ModelVersion, condition};
+use flywheel_e2e::{TestNamespace, install_crds, shared_cluster, workspace_root};
+use flywheel_operator::context::{Context, Settings};
+use flywheel_operator::metrics::Metrics;
+use flywheel_test_support::models::{
+    NUDENET_LABELS, assert_raw_outputs_match, assert_shapes_match, generated, png_tensor,
+};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use serde_json::{Value, json};
+
+/// One model of the corpus and how to check it.
+struct Entry {
+    /// Object names (ModelVersion and Deployment).
+    name: &'static str,
+    dir: PathBuf,
+    file: &'static str,
+    /// The ModelVersion spec without its artifact.
+    spec: Value,
+    threshold: f64,
+    /// (image file, key in expected.json).
+    images: Vec<(String, &'static str)>,
+    /// Compare `/v1/predict` shapes too (the light classifiers' 1,000 random-weight classes
+    /// have no meaningful top classes).
+    shapes: bool,
+    /// Pixel tolerance of boxes (relative to the image size).
+    box_tolerance: f64,
+}
+
+fn corpus() -> Vec<Entry> {
+    let layouts = generated(&["export_layouts.py"], "server-export-layouts", "expected.json");
+    let real = generated(&["real_models.py", "export_layouts.py"], "server-real-models", "expected.json");
+    let small = json!({"width": 64, "height": 64, "mean": [], "std": []});
+    let images64: Vec<(String, &str)> =
+        ["red_square", "red_and_blue", "reddish", "bluish"].into_iter().map(|i| (format!("{i}.png"), i)).collect();
+    let layout = |name, file, task: &str, output: Value| Entry {
+        name,
+        dir: layouts.clone(),
+        file,
+        spec: json!({"model": name, "version": "v1", "task": task, "labels": ["red", "blue"], "input": small, "output": output}),
+        threshold: 0.3,
+        images: images64.clone(),
+        shapes: true,
+        box_tolerance: 1e-3,
+    };
+    let photos = |side: u32| -> Vec<(String, &'static str)> {
+        ["astronaut", "coffee"].into_iter().map(|p| (format!("{p}_{side}.png"), p)).collect()
+    };
+    let classes: Vec<String> = (0..1000).map(|i| format!("class_{i}")).collect();
+    let light = |name, file| Entry {
+        name,
+        dir: real.clone(),
+        file,
+        spec: json!({"model": name, "version": "v1", "task": "classification", "labels": classes,
+            "input": {"width": 224, "height": 224, "mean": [], "std": []}, "output": {"decoder": "logits"}}),
+        threshold: 0.25,
+        images: photos(224),
+        shapes: false,
+        box_tolerance: 0.0,
+    };
+    vec![
+        layout(
+            "softmax-classifier",
+            "softmax_classifier.onnx",
+            "classification",
+            json!({"decoder": "logits", "topK": 2}),
+        ),
+        layout("yolov5", "yolov5.onnx", "detection", json!({"decoder": "yolo"})),
+        layout("yolox", "yolox.onnx", "detection", json!({"decoder": "yolo", "strides": [8, 16, 32]})),
+        layout("ssd", "ssd.onnx", "detection", json!({"decoder": "boxesScores", "normalizedBoxes": true})),
+        Entry {
+            name: "yolov8n",
+            dir: real.clone(),
+            file: "320n.onnx",
+            spec: json!({"model": "yolov8n", "version": "v1", "task": "detection", "labels": NUDENET_LABELS,
+                "input": {"width": 320, "height": 320, "mean": [], "std": [], "resize": "letterbox"},
+                "output": {"decoder": "yolo"}}),
+            threshold: 0.25,
+            images: photos(320),
+            shapes: true,
+            box_tolerance: 1e-2,
+        },
+        light("resnet50", "light_resnet50.onnx"),
+        light("inception-v2", "light_inception_v2.onnx"),
+        light("shufflenet", "light_shufflenet.onnx"),
+    ]
+}
+
+fn start_operator(client: kube::Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    let settings = Settings {
+        server_image: "flywheel/inference-server".into(),
+        trainer_image: "flywheel/trainer".into(),
+        default_output_uri: None,
+        namespace: Some(ns.to_string()),
+        // The corpus is files in the test cache.
+        allow_local_files: true,
+        verify_models: true,
+    };
+    tokio::spawn(flywheel_operator::controllers::run(
+        Context::new(client, Metrics::default(), settings),
+        std::future::pending(),
+    ))
+}
+
+fn is_true(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], type_: &str) -> bool {
+    condition::find(conditions, type_).is_some_and(|c| c.status == "True")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_model_of_the_corpus_serves_through_a_deployment_as_onnxruntime_and_the_reference_decoder_say() {
+    let cluster = shared_cluster();
+    let client = cluster.client().await;
+    install_crds(&client, &workspace_root().join("crds")).await.expect("CRDs install");
+    let ns = TestNamespace::new(cluster, "corpus").await.unwrap();
+    let operator = start_operator(client.clone(), &ns.name);
+    let corpus = corpus();
+
+    for e in &corpus {
+        let mut spec = e.spec.clone();
+        spec["artifact"] = json!({"uri": format!("file://{}", e.dir.join(e.file).display())});
+        let mv = json!({"apiVersion": "flywheel.dev/v1alpha1", "kind": "ModelVersion", "metadata": {"name": e.name}, "spec": spec});
+        let deployment = json!({"apiVersion": "flywheel.dev/v1alpha1", "kind": "Deployment", "metadata": {"name": e.name},
+            "spec": {"champion": {"modelVersion": e.name}, "replicas": 1, "confidenceThreshold": e.threshold}});
+        ns.apply_yaml(&format!("{mv}\n---\n{deployment}")).await.unwrap();
+    }
+
+    let http = reqwest::Client::new();
+    for e in &corpus {
+        let verified = |m: Option<&ModelVersion>| {
+            m.and_then(|m| m.status.as_ref()).is_some_and(|s| is_true(&s.conditions, "Ready"))
+        };
+        let mv = ns.wait_for::<ModelVersion>(e.name, verified, 240).await.unwrap().unwrap();
+        let report = mv.status.unwrap().verification.expect("verified");
+        let loaded = |d: Option<&FlywheelDeployment>| {
+            d.and_then(|d| d.status.as_ref()).is_some_and(|s| is_true(&s.conditions, "ModelsLoaded"))
+        };
+        ns.wait_for::<FlywheelDeployment>(e.name, loaded, 240).await.unwrap();
+        let pods = ns
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("flywheel.dev/deployment={}", e.name)))
+            .await
+            .unwrap();
+        let ip = pods.items.iter().map(common::pod_ip).find(|ip| !ip.is_empty()).expect("a pod with an IP");
+        let base = format!("http://{ip}:8080");
+        let expected: Value = serde_json::from_slice(&std::fs::read(e.dir.join("expected.json")).unwrap()).unwrap();
+        let want = &expected[e.file.trim_end_matches(".onnx")];
+        let input = want.get("input").and_then(Value::as_str).unwrap_or("images");
+        let mut worst = 0.0f64;
+        for (image, key) in &e.images {
+            let png = std::fs::read(e.dir.join(image)).unwrap();
+            let what = format!("{} {key}", e.name);
+            let (data, w, h) = png_tensor(&png);
+            let req = json!({"inputs": [{"name": input, "shape": [1, 3, h, w], "datatype": "FP32", "data": data}]});
+            let r = http.post(format!("{base}/v2/models/{}/infer", e.name)).json(&req).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{what}");
+            let body: Value = r.json().await.unwrap();
+            worst = worst.max(assert_raw_outputs_match(&body, &want[*key]["raw"], 1e-4, &what));
+            if e.shapes {
+                let r: Value =
+                    http.post(format!("{base}/v1/predict")).body(png).send().await.unwrap().json().await.unwrap();
+                assert_shapes_match(&r["predictions"][0]["shapes"], &want[*key]["shapes"], e.box_tolerance, &what);
+            }
+        }
+        eprintln!(
+            "{:<18} {:>2} ops types {:>9} params, probe {:>6.1} ms; max diff vs onnxruntime {worst:.1e} of the output range",
+            e.name,
+            report.ops.len(),
+            report.parameters,
+            report.probe_latency_ms.unwrap_or_default()
+        );
+    }
+    operator.abort();
+}
