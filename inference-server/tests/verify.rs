@@ -88,3 +88,47 @@ fn a_model_that_does_not_fit_fails_naming_what_and_why() {
     let m = failure(&other_digest);
     assert!(m.contains("sha256"), "{m}");
 }
+
+/// Every ModelVersion under examples/models/ is accepted by verification against a model with
+/// its exporter's signature at the example's size and label count (tests/python/example_models.py).
+#[test]
+fn every_example_model_version_passes_verification() {
+    use sha2::Digest;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models");
+    let mut paths: Vec<_> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    paths.sort();
+    let mut hasher = sha2::Sha256::new();
+    for p in &paths {
+        hasher.update(std::fs::read(p).unwrap());
+    }
+    let hash: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let dir = generated(&["example_models.py"], "server-example-models", &format!("done-{hash}"));
+    assert!(paths.len() >= 8, "{paths:?}");
+    for p in &paths {
+        let doc: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        let spec = &doc["spec"];
+        let stem = p.file_stem().unwrap().to_str().unwrap();
+        let (uri, sha256) = {
+            let path = dir.join(format!("{stem}.onnx"));
+            let bytes = std::fs::read(&path).unwrap();
+            (format!("file://{}", path.display()), flywheel_inference_server::fetch::sha256_hex(&bytes))
+        };
+        let model = ServedModel {
+            name: spec["model"].as_str().unwrap().into(),
+            version: spec["version"].as_str().unwrap().into(),
+            uri,
+            sha256,
+            task: serde_json::from_value(spec["task"].clone()).unwrap(),
+            labels: serde_json::from_value(spec["labels"].clone()).unwrap(),
+            input: serde_json::from_value(spec["input"].clone()).unwrap(),
+            output: serde_json::from_value(spec["output"].clone()).unwrap(),
+        };
+        let v = verify(&model);
+        assert!(v.passed, "examples/models/{stem}.yaml: {:?}", v.message);
+        eprintln!("{stem}: {} outputs, probe {:.1} ms", v.outputs.len(), v.probe_latency_ms.unwrap_or_default());
+    }
+}
