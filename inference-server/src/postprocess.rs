@@ -144,14 +144,19 @@ impl OutputPlan {
         Ok(self.shapes(dets, inv))
     }
 
+    /// Kept detections in original pixels. A box that lies wholly outside the image (in the
+    /// letterbox padding) clips to zero width or height: it is dropped, as no reviewer could
+    /// accept or draw it.
     fn shapes(&self, dets: Vec<Detection>, inv: &InverseTransform) -> Vec<Shape> {
         nms_with(dets, self.iou, self.max_detections, self.class_agnostic)
             .into_iter()
-            .map(|d| Shape {
-                label: label_of(&self.labels, d.class),
-                class_id: d.class,
-                confidence: d.score,
-                bbox: Some(inv.to_original(d.bbox)),
+            .map(|d| (d.class, d.score, inv.to_original(d.bbox)))
+            .filter(|(_, _, b)| b[2] > b[0] && b[3] > b[1])
+            .map(|(class, score, b)| Shape {
+                label: label_of(&self.labels, class),
+                class_id: class,
+                confidence: score,
+                bbox: Some(b),
             })
             .collect()
     }

@@ -73,6 +73,18 @@ fn yolo_v8_layout_with_nms() {
 }
 
 #[test]
+fn a_box_in_the_letterbox_padding_is_dropped_not_clipped_to_nothing() {
+    // A 100x50 image letterboxed into 100x100: rows 0..25 and 75..100 are padding.
+    let inv = InverseTransform { scale_x: 1.0, scale_y: 1.0, pad_x: 0.0, pad_y: 25.0, width: 100, height: 50 };
+    // Anchor 0 inside the image, anchor 1 wholly in the top padding.
+    let data: Vec<f32> = [[50.0, 50.0], [50.0, 10.0], [20.0, 20.0], [20.0, 8.0], [0.9, 0.8]].concat();
+    let t = TensorF32::new(vec![1, 5, 2], data).unwrap();
+    let shapes = plan(yolo_spec(), &["a"], &["output0"], None).decode(&[t], 0.25, &inv).unwrap();
+    assert_eq!(shapes.len(), 1, "{shapes:?}");
+    assert_eq!(shapes[0].bbox, Some([40.0, 15.0, 60.0, 35.0]));
+}
+
+#[test]
 fn yolo_v5_layout_uses_objectness_from_the_shape() {
     // [1, 2 anchors, 5 + 1 class]
     let data = vec![10.0, 10.0, 4.0, 4.0, 0.9, 0.9, 50.0, 50.0, 4.0, 4.0, 0.1, 0.9];
