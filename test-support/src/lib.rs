@@ -1,8 +1,9 @@
 //! Helpers for the integration tests of the inference server and the trainer: where the test
-//! virtualenv lives, a real S3 server (SeaweedFS) to run against, and the generated test models
+//! virtualenv lives, a real S3 server (SeaweedFS) and a real PostgreSQL to run against, and the generated test models
 //! with their onnxruntime expectations.
 
 pub mod models;
+pub mod postgres;
 pub mod seaweed;
 pub mod tools;
 

@@ -8,6 +8,7 @@ pub mod decode;
 pub mod detect;
 pub mod preprocess;
 pub mod quality;
+pub mod review_order;
 pub mod stats;
 
 pub use boxes::{BoxTransform, Candidate, InverseTransform, iou, nms, nms_with};

@@ -28,7 +28,7 @@ use crate::predlog::WrittenRx;
 use crate::record::{PredictionRecord, Shape};
 use crate::serving::Task;
 use flywheel_types::prediction::review_path;
-use flywheel_vision::iou;
+use flywheel_vision::review_order::{disagree, lowest_confidence};
 pub use quality::{Pair, Quality, Served, export_quality};
 
 /// Most shapes one review may hold (a correction's work is bounded, and so is the lock it holds).
@@ -208,13 +208,7 @@ impl ReviewStore {
         for record in records.into_iter().filter(|r| r.image.is_some()) {
             let disagreement =
                 record.shadow.as_ref().is_some_and(|s| disagree(self.task, &record.champion.shapes, &s.shapes));
-            let min_confidence = record
-                .champion
-                .shapes
-                .iter()
-                .map(|s| s.confidence)
-                .fold(None, |m: Option<f32>, c| Some(m.map_or(c, |m| m.min(c))))
-                .unwrap_or(0.0);
+            let min_confidence = lowest_confidence(&record.champion.shapes);
             items.entry(record.id.clone()).or_insert(Item {
                 status: ReviewStatus::ToReview,
                 disagreement,
@@ -375,20 +369,6 @@ impl ReviewStore {
             }
         }
         Ok(shapes)
-    }
-}
-
-fn disagree(task: Task, a: &[Shape], b: &[Shape]) -> bool {
-    match task {
-        Task::Classification => a.first().map(|s| &s.label) != b.first().map(|s| &s.label),
-        Task::Detection => {
-            a.len() != b.len()
-                || a.iter().any(|x| {
-                    !b.iter().any(|y| {
-                        y.label == x.label && matches!((x.bbox, y.bbox), (Some(p), Some(q)) if iou(&p, &q) >= 0.5)
-                    })
-                })
-        }
     }
 }
 

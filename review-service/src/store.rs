@@ -1,0 +1,275 @@
+//! Review state in SQL (SQLite by default, PostgreSQL from a URL) through sqlx's runtime-generic
+//! driver: one schema (migrations/), versioned migrations applied at connect, and every change
+//! that must happen exactly once done in one transaction.
+//!
+//! - A prediction-log object is ingested with its path in the same transaction, so a restart
+//!   neither skips nor repeats one.
+//! - A decision flips `reviewed` with a conditional update in the transaction that stores the
+//!   review: of two concurrent decisions on one prediction, exactly one is stored.
+//! - A review is `written` only once its sample is in the feedback dataset; the rest are
+//!   written again after a crash.
+
+use flywheel_types::prediction::{PredictionRecord, Shape};
+use flywheel_vision::review_order::{disagree, lowest_confidence};
+use serde::{Deserialize, Serialize};
+use sqlx::AnyPool;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Row, Transaction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("no prediction {0:?} to review")]
+    NotFound(String),
+    #[error("prediction {0:?} was already reviewed")]
+    AlreadyReviewed(String),
+    #[error("row {id:?} holds unreadable JSON: {source}")]
+    Corrupt { id: String, source: serde_json::Error },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The reviewer's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Accept,
+    Correct,
+}
+
+impl Decision {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Accept => "accept",
+            Self::Correct => "correct",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        if s == "correct" { Self::Correct } else { Self::Accept }
+    }
+}
+
+/// One prediction in the queue.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Item {
+    pub record: PredictionRecord,
+    pub disagreement: bool,
+    pub min_confidence: f32,
+    pub reviewed: bool,
+}
+
+/// A stored review and what its feedback sample is made of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Review {
+    pub id: String,
+    pub decision: Decision,
+    pub shapes: Vec<Shape>,
+    pub time_ms: i64,
+    pub record: PredictionRecord,
+}
+
+/// Totals of the review state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    pub predictions: i64,
+    pub reviewed: i64,
+    pub written: i64,
+}
+
+pub struct Store {
+    pool: AnyPool,
+}
+
+const SELECT_ITEM: &str = "SELECT record, disagreement, min_confidence, reviewed FROM predictions";
+
+fn json<T: serde::de::DeserializeOwned>(id: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|source| StoreError::Corrupt { id: id.to_string(), source })
+}
+
+fn item(row: &AnyRow) -> Result<Item> {
+    let record: String = row.try_get("record")?;
+    Ok(Item {
+        record: json("predictions.record", &record)?,
+        disagreement: row.try_get::<i64, _>("disagreement")? != 0,
+        min_confidence: row.try_get::<f64, _>("min_confidence")? as f32,
+        reviewed: row.try_get::<i64, _>("reviewed")? != 0,
+    })
+}
+
+impl Store {
+    /// Connects (`sqlite://<path>?mode=rwc` creates the file) and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        // SQLite allows one writer: one connection serialises writers without "database is
+        // locked" retries. PostgreSQL takes concurrent transactions.
+        let connections = if url.starts_with("sqlite:") { 1 } else { 8 };
+        let pool = AnyPoolOptions::new().max_connections(connections).connect(url).await?;
+        if url.starts_with("sqlite:") {
+            // Write-ahead log with full sync: a crash or a full disk never leaves the file
+            // half-written, and a committed transaction survives a power cut.
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA synchronous = FULL").execute(&pool).await?;
+            sqlx::query("PRAGMA foreign_keys = ON").execute(&pool).await?;
+        }
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Paths of the prediction-log objects already ingested.
+    pub async fn ingested_paths(&self) -> Result<std::collections::HashSet<String>> {
+        let rows = sqlx::query("SELECT path FROM ingested").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(r.try_get::<String, _>("path")?)).collect()
+    }
+
+    /// Ingests one prediction-log object's records (those with an image can be reviewed) and
+    /// its path, in one transaction. Returns the predictions added; 0 when the object was
+    /// ingested before.
+    pub async fn ingest_object(&self, path: &str, records: &[PredictionRecord]) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut added = 0;
+        for r in records {
+            let Some(image) = &r.image else { continue };
+            let disagreement = r.shadow.as_ref().is_some_and(|s| disagree(r.task, &r.champion.shapes, &s.shapes));
+            let record = serde_json::to_string(r).expect("a record serialises");
+            added += sqlx::query(
+                "INSERT INTO predictions (id, time_ms, deployment, image, champion_model, champion_version, \
+                 shadow_model, shadow_version, record, disagreement, min_confidence, reviewed) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&r.id)
+            .bind(r.time.timestamp_millis())
+            .bind(&r.deployment)
+            .bind(image)
+            .bind(&r.champion.model)
+            .bind(&r.champion.version)
+            .bind(r.shadow.as_ref().map(|s| s.model.clone()))
+            .bind(r.shadow.as_ref().map(|s| s.version.clone()))
+            .bind(record)
+            .bind(i64::from(disagreement))
+            .bind(f64::from(lowest_confidence(&r.champion.shapes)))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        let cursor = sqlx::query("INSERT INTO ingested (path, records) VALUES ($1, $2) ON CONFLICT (path) DO NOTHING")
+            .bind(path)
+            .bind(records.len() as i64)
+            .execute(&mut *tx)
+            .await?;
+        if cursor.rows_affected() == 0 {
+            // Ingested before (by an earlier run): nothing of this attempt is kept.
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// One page of the queue, most useful first: disagreements, then the least confident, then
+    /// the newest. `reviewed`: None for all. Returns the page and the total matching.
+    pub async fn list(&self, reviewed: Option<bool>, limit: i64, offset: i64) -> Result<(Vec<Item>, i64)> {
+        let filter = match reviewed {
+            None => "",
+            Some(true) => " WHERE reviewed = 1",
+            Some(false) => " WHERE reviewed = 0",
+        };
+        let rows = sqlx::query(&format!(
+            "{SELECT_ITEM}{filter} ORDER BY disagreement DESC, min_confidence ASC, time_ms DESC, id ASC \
+             LIMIT $1 OFFSET $2"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query(&format!("SELECT COUNT(*) AS n FROM predictions{filter}"))
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok((rows.iter().map(item).collect::<Result<_>>()?, total))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Item> {
+        let row = sqlx::query(&format!("{SELECT_ITEM} WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        item(&row.ok_or_else(|| StoreError::NotFound(id.to_string()))?)
+    }
+
+    /// Stores a decision exactly once: the prediction flips to reviewed and the review is
+    /// stored in one transaction; a second decision is [`StoreError::AlreadyReviewed`].
+    pub async fn decide(&self, id: &str, decision: Decision, shapes: &[Shape], time_ms: i64) -> Result<()> {
+        let mut tx: Transaction<'_, sqlx::Any> = self.pool.begin().await?;
+        let flipped = sqlx::query("UPDATE predictions SET reviewed = 1 WHERE id = $1 AND reviewed = 0")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if flipped == 0 {
+            let exists =
+                sqlx::query("SELECT id FROM predictions WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+            tx.rollback().await?;
+            return Err(match exists {
+                Some(_) => StoreError::AlreadyReviewed(id.to_string()),
+                None => StoreError::NotFound(id.to_string()),
+            });
+        }
+        sqlx::query("INSERT INTO reviews (id, decision, shapes, time_ms, written) VALUES ($1, $2, $3, $4, 0)")
+            .bind(id)
+            .bind(decision.as_str())
+            .bind(serde_json::to_string(shapes).expect("shapes serialise"))
+            .bind(time_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Reviews whose sample is not in the feedback dataset yet, oldest first.
+    pub async fn unwritten(&self, limit: i64) -> Result<Vec<Review>> {
+        let rows = sqlx::query(
+            "SELECT r.id AS id, r.decision AS decision, r.shapes AS shapes, r.time_ms AS time_ms, p.record AS record \
+             FROM reviews r JOIN predictions p ON p.id = r.id WHERE r.written = 0 ORDER BY r.time_ms, r.id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let shapes: String = row.try_get("shapes")?;
+                let record: String = row.try_get("record")?;
+                Ok(Review {
+                    decision: Decision::parse(&row.try_get::<String, _>("decision")?),
+                    shapes: json(&id, &shapes)?,
+                    time_ms: row.try_get("time_ms")?,
+                    record: json(&id, &record)?,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks a review's sample as written (after the put succeeded).
+    pub async fn mark_written(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE reviews SET written = 1 WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn totals(&self) -> Result<Totals> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM predictions) AS predictions, (SELECT COUNT(*) FROM reviews) AS reviewed, \
+             (SELECT COUNT(*) FROM reviews WHERE written = 1) AS written",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Totals {
+            predictions: row.try_get("predictions")?,
+            reviewed: row.try_get("reviewed")?,
+            written: row.try_get("written")?,
+        })
+    }
+}

@@ -1,0 +1,151 @@
+//! The review store on a real SQLite file and a real PostgreSQL server (Debian's), the same
+//! scenario on both: a prediction log written by three replicas is ingested once (again after
+//! a restart, and with new objects), the queue is ordered globally, concurrent decisions on the
+//! same predictions are each stored exactly once, and unwritten reviews survive a restart.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{Duration, Utc};
+use flywheel_review_service::{Decision, Store, StoreError, ingest};
+use flywheel_storage::Location;
+use flywheel_types::Task;
+use flywheel_types::prediction::{ModelOutput, PredictionRecord, Shape, records_path};
+
+fn shapes(label: &str, confidence: f32) -> Vec<Shape> {
+    vec![Shape { label: label.into(), class_id: 0, confidence, bbox: None }]
+}
+
+/// Record `n`: the shadow disagrees on every 5th, confidences spread, every 7th has no image.
+fn record(replica: usize, n: usize) -> PredictionRecord {
+    let confidence = 0.05 + (n * 37 % 90) as f32 / 100.0;
+    let shadow_label = if n.is_multiple_of(5) { "dog" } else { "cat" };
+    PredictionRecord {
+        id: format!("r{replica}-{n:03}"),
+        time: Utc::now() - Duration::seconds(n as i64),
+        deployment: "shapes".into(),
+        task: Task::Classification,
+        image: (!n.is_multiple_of(7)).then(|| format!("images/r{replica}-{n:03}.png")),
+        width: 64,
+        height: 64,
+        champion: ModelOutput {
+            model: "m".into(),
+            version: "v1".into(),
+            shapes: shapes("cat", confidence),
+            latency_ms: 1.0,
+        },
+        shadow: Some(ModelOutput {
+            model: "m".into(),
+            version: "v2".into(),
+            shapes: shapes(shadow_label, 0.9),
+            latency_ms: 1.0,
+        }),
+    }
+}
+
+/// Writes `records` as one log object, as a replica's flush does.
+async fn write_object(log: &Location, records: &[PredictionRecord]) -> String {
+    let mut body = Vec::new();
+    for r in records {
+        body.extend(serde_json::to_vec(r).unwrap());
+        body.push(b'\n');
+    }
+    let path = records_path(Utc::now(), &uuid::Uuid::new_v4().simple().to_string());
+    log.put(&path, Bytes::from(body)).await.unwrap();
+    path
+}
+
+async fn scenario(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Location::open(&format!("file://{}/log", dir.path().display())).unwrap();
+    // Three replicas, 20 records each (17 with an image), plus a line that is not a record.
+    let mut with_image = 0;
+    for replica in 0..3 {
+        let records: Vec<_> = (0..20).map(|n| record(replica, n)).collect();
+        with_image += records.iter().filter(|r| r.image.is_some()).count() as u64;
+        write_object(&log, &records).await;
+    }
+    log.put(&records_path(Utc::now(), "garbage"), Bytes::from_static(b"{not a record}\n")).await.unwrap();
+
+    let store = Store::connect(url).await.unwrap();
+    let first = ingest(&store, &log).await.unwrap();
+    assert_eq!((first.objects, first.predictions, first.unreadable), (4, with_image, 1));
+    assert_eq!(ingest(&store, &log).await.unwrap().objects, 0, "an object is ingested once");
+    drop(store);
+
+    // A restart: migrations are already applied, the cursor holds, new objects are picked up.
+    let store = Store::connect(url).await.unwrap();
+    assert_eq!(ingest(&store, &log).await.unwrap().objects, 0);
+    write_object(&log, &[record(3, 1), record(3, 2)]).await;
+    let more = ingest(&store, &log).await.unwrap();
+    assert_eq!((more.objects, more.predictions), (1, 2));
+    let total = with_image + 2;
+    assert_eq!(store.totals().await.unwrap().predictions, total as i64);
+
+    // One global queue: every disagreement before any agreement, each part by confidence.
+    let (page, n) = store.list(Some(false), 1000, 0).await.unwrap();
+    assert_eq!(n, total as i64);
+    let keys: Vec<(bool, f32)> = page.iter().map(|i| (i.disagreement, i.min_confidence)).collect();
+    let mut sorted = keys.clone();
+    sorted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)));
+    assert_eq!(keys, sorted);
+    assert!(keys[0].0 && !keys.last().unwrap().0);
+    let (second_page, _) = store.list(Some(false), 10, 10).await.unwrap();
+    assert_eq!(second_page, page[10..20]);
+
+    // Eight reviewers decide the same 20 predictions at once: each is stored exactly once.
+    let ids: Vec<String> = page.iter().take(20).map(|i| i.record.id.clone()).collect();
+    let store = std::sync::Arc::new(store);
+    let reviewers: Vec<_> = (0..8)
+        .map(|k| {
+            let (store, ids) = (store.clone(), ids.clone());
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for id in &ids {
+                    let r = store.decide(id, Decision::Correct, &shapes(&format!("label-{k}"), 1.0), 1000 + k).await;
+                    outcomes.push((id.clone(), r.map_err(|e| matches!(e, StoreError::AlreadyReviewed(_)))));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let mut stored: BTreeMap<String, usize> = BTreeMap::new();
+    for r in reviewers {
+        for (id, outcome) in r.await.unwrap() {
+            match outcome {
+                Ok(()) => *stored.entry(id).or_default() += 1,
+                Err(already) => assert!(already, "{id}: an error other than already reviewed"),
+            }
+        }
+    }
+    assert_eq!(stored.len(), 20);
+    assert!(stored.values().all(|&n| n == 1), "{stored:?}");
+    assert!(matches!(store.decide("nope", Decision::Accept, &[], 1).await, Err(StoreError::NotFound(_))));
+    assert_eq!(store.list(Some(true), 1000, 0).await.unwrap().1, 20);
+
+    // Unwritten reviews, oldest first; marking some written survives a restart.
+    let pending = store.unwritten(1000).await.unwrap();
+    assert_eq!(pending.len(), 20);
+    for review in &pending[..5] {
+        store.mark_written(&review.id).await.unwrap();
+    }
+    drop(store);
+    let store = Store::connect(url).await.unwrap();
+    let pending = store.unwritten(1000).await.unwrap();
+    assert_eq!(pending.len(), 15);
+    assert!(pending.iter().all(|r| r.decision == Decision::Correct && r.shapes[0].label.starts_with("label-")));
+    assert_eq!(store.totals().await.unwrap().written, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario(&format!("sqlite://{}/reviews.db?mode=rwc", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql() {
+    let pg = flywheel_test_support::postgres::Postgres::start();
+    pg.create_database("reviews");
+    scenario(&pg.url("reviews")).await;
+}
