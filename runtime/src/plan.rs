@@ -231,12 +231,17 @@ fn liveness(g: &Graph) -> Vec<Vec<usize>> {
 /// other ranks at load, not at run.
 fn check_spatial_rank(g: &Graph) -> Result<(), LoadError> {
     for n in &g.nodes {
-        let max_rank = match n.op {
-            Op::Conv(_) => 4,
-            Op::ConvTranspose(_) => 5,
+        let (max_rank, w_input) = match &n.op {
+            Op::Conv(_) => (4, 1),
+            Op::ConvTranspose(_) => (5, 1),
+            Op::Quant(q) => match q.kind {
+                ops::quant::Kind::ConvInteger { .. } => (4, 1),
+                ops::quant::Kind::QLinearConv { .. } => (4, 3),
+                _ => continue,
+            },
             _ => continue,
         };
-        let Some(w) = n.inputs.get(1).copied().flatten() else { continue };
+        let Some(w) = n.inputs.get(w_input).copied().flatten() else { continue };
         // The weight's rank: from the constant, or from a graph input's declared shape.
         let rank = g.consts.get(&w).map(|t| t.rank()).or_else(|| {
             g.inputs.iter().find(|(id, _)| *id == w).and_then(|(_, info)| info.shape.as_ref().map(|s| s.len()))

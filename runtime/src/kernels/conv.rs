@@ -1,7 +1,7 @@
 //! Convolution and transposed convolution: im2col + gemm per (image, group), a direct kernel for
 //! depthwise convolution, bias and a fused activation applied while the output is hot in cache.
 
-use super::{Activation, Window, sgemm, threads};
+use super::{Activation, Elem, Window, sgemm, threads};
 use rayon::prelude::*;
 
 pub fn out_size(input: usize, k: usize, s: usize, d: usize, pb: usize, pe: usize) -> usize {
@@ -9,27 +9,29 @@ pub fn out_size(input: usize, k: usize, s: usize, d: usize, pb: usize, pe: usize
     if input + pb + pe < span { 0 } else { (input + pb + pe - span) / s + 1 }
 }
 
-pub struct ConvArgs<'a> {
-    pub x: &'a [f32],
+/// Arguments of [`conv2d`]: f32 for inference, f64 for the exact integer convolutions
+/// (ConvInteger, QLinearConv: integer-valued operands whose sums f64 holds exactly).
+pub struct ConvArgs<'a, T: Elem = f32> {
+    pub x: &'a [T],
     pub n: usize,
     pub c: usize,
     pub h: usize,
     pub w: usize,
     /// [m, c/groups, kh, kw]
-    pub weight: &'a [f32],
+    pub weight: &'a [T],
     pub m: usize,
-    pub bias: Option<&'a [f32]>,
+    pub bias: Option<&'a [T]>,
     pub groups: usize,
     pub win: Window,
     pub act: Activation,
 }
 
 /// Returns (output [n, m, oh, ow], oh, ow).
-pub fn conv2d(a: &ConvArgs) -> (Vec<f32>, usize, usize) {
+pub fn conv2d<T: Elem>(a: &ConvArgs<T>) -> (Vec<T>, usize, usize) {
     let wn = &a.win;
     let oh = out_size(a.h, wn.kh, wn.sh, wn.dh, wn.pt, wn.pb);
     let ow = out_size(a.w, wn.kw, wn.sw, wn.dw, wn.pl, wn.pr);
-    let mut out = vec![0f32; a.n * a.m * oh * ow];
+    let mut out = vec![T::default(); a.n * a.m * oh * ow];
     if out.is_empty() {
         return (out, oh, ow);
     }
@@ -41,7 +43,7 @@ pub fn conv2d(a: &ConvArgs) -> (Vec<f32>, usize, usize) {
     (out, oh, ow)
 }
 
-fn depthwise(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
+fn depthwise<T: Elem>(a: &ConvArgs<T>, oh: usize, ow: usize, out: &mut [T]) {
     let wn = a.win;
     let (h, w) = (a.h, a.w);
     let ksz = wn.kh * wn.kw;
@@ -49,7 +51,7 @@ fn depthwise(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
         let ch = nc % a.c;
         let x = &a.x[nc * h * w..(nc + 1) * h * w];
         let k = &a.weight[ch * ksz..(ch + 1) * ksz];
-        let b = a.bias.map_or(0.0, |b| b[ch]);
+        let b = a.bias.map_or(T::default(), |b| b[ch]);
         for oy in 0..oh {
             let iy0 = (oy * wn.sh) as isize - wn.pt as isize;
             let orow = &mut o[oy * ow..(oy + 1) * ow];
@@ -75,7 +77,7 @@ fn depthwise(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
                         let start = (lo as isize + off) as usize;
                         let xs = &xrow[start..start + (hi - lo)];
                         for (ov, xv) in orow[lo..hi].iter_mut().zip(xs) {
-                            *ov += kv * xv;
+                            *ov += kv * *xv;
                         }
                     } else {
                         for ox in lo..hi {
@@ -84,7 +86,7 @@ fn depthwise(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
                     }
                 }
             }
-            a.act.apply_slice(orow);
+            T::activate(a.act, orow);
         }
     });
 }
@@ -92,7 +94,17 @@ fn depthwise(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
 /// Unfold output rows [oy0, oy1) of the input into a [c*kh*kw, (oy1-oy0)*ow] matrix. Each row
 /// is one (channel, ky, kx) tap; the valid output-column range is computed once per tap so the
 /// inner loop has no bounds tests.
-fn im2col(x: &[f32], c: usize, h: usize, w: usize, wn: &Window, oy0: usize, oy1: usize, ow: usize, col: &mut [f32]) {
+fn im2col<T: Elem>(
+    x: &[T],
+    c: usize,
+    h: usize,
+    w: usize,
+    wn: &Window,
+    oy0: usize,
+    oy1: usize,
+    ow: usize,
+    col: &mut [T],
+) {
     let (kh, kw) = (wn.kh, wn.kw);
     let n = (oy1 - oy0) * ow;
     for (row, dst) in col[..c * kh * kw * n].chunks_mut(n).enumerate() {
@@ -107,12 +119,12 @@ fn im2col(x: &[f32], c: usize, h: usize, w: usize, wn: &Window, oy0: usize, oy1:
             let iy = (oy * wn.sh + ky * wn.dh) as isize - wn.pt as isize;
             let d = &mut dst[(oy - oy0) * ow..(oy - oy0 + 1) * ow];
             if iy < 0 || iy >= h as isize {
-                d.fill(0.0);
+                d.fill(T::default());
                 continue;
             }
             let xrow = &xc[iy as usize * w..(iy as usize + 1) * w];
-            d[..lo].fill(0.0);
-            d[hi..].fill(0.0);
+            d[..lo].fill(T::default());
+            d[hi..].fill(T::default());
             let first = (lo as isize * wn.sw as isize + off) as usize;
             if wn.sw == 1 {
                 d[lo..hi].copy_from_slice(&xrow[first..first + (hi - lo)]);
@@ -127,16 +139,16 @@ fn im2col(x: &[f32], c: usize, h: usize, w: usize, wn: &Window, oy0: usize, oy1:
 
 /// A raw output pointer shared by tasks that write disjoint regions.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+struct OutPtr<T>(*mut T);
 // SAFETY: every task writes a disjoint set of output elements (see `grouped`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
+unsafe impl<T> Send for OutPtr<T> {}
+unsafe impl<T> Sync for OutPtr<T> {}
 
 /// Grouped/dense convolution: for each (image, group, strip of output rows) unfold the strip
 /// (sized to stay in cache) and multiply by the group's weights into the output columns of
 /// that strip. Tasks write disjoint columns, so they run in parallel across both cores even
 /// for a single image.
-fn grouped(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
+fn grouped<T: Elem>(a: &ConvArgs<T>, oh: usize, ow: usize, out: &mut [T]) {
     let wn = a.win;
     let cg = a.c / a.groups;
     let mg = a.m / a.groups;
@@ -149,7 +161,7 @@ fn grouped(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
     let strips = oh.div_ceil(strip_rows);
     let tasks = a.n * a.groups * strips;
     let out_ptr = OutPtr(out.as_mut_ptr());
-    let run = |task: usize, col: &mut Vec<f32>| {
+    let run = |task: usize, col: &mut Vec<T>| {
         let ptr = out_ptr;
         let (job, strip) = (task / strips, task % strips);
         let (img, g) = (job / a.groups, job % a.groups);
@@ -157,10 +169,10 @@ fn grouped(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
         let n = (oy1 - oy0) * ow;
         let x = &a.x[(img * a.c + g * cg) * hw..(img * a.c + (g + 1) * cg) * hw];
         let wgt = &a.weight[g * mg * kdim..(g + 1) * mg * kdim];
-        let rhs: &[f32] = if pointwise {
+        let rhs: &[T] = if pointwise {
             x
         } else {
-            col.resize(kdim * n, 0.0);
+            col.resize(kdim * n, T::default());
             im2col(x, cg, a.h, a.w, &wn, oy0, oy1, ow, col);
             col
         };
@@ -171,7 +183,7 @@ fn grouped(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
             let dst = ptr.0.add(base);
             for mi in 0..mg {
                 let row = std::slice::from_raw_parts_mut(dst.add(mi * ohw), n);
-                row.fill(a.bias.map_or(0.0, |b| b[g * mg + mi]));
+                row.fill(a.bias.map_or(T::default(), |b| b[g * mg + mi]));
             }
             gemm::gemm(
                 mg,
@@ -187,8 +199,8 @@ fn grouped(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
                 rhs.as_ptr(),
                 1,
                 if pointwise { hw as isize } else { n as isize },
-                1.0,
-                1.0,
+                T::ONE,
+                T::ONE,
                 false,
                 false,
                 false,
@@ -196,16 +208,12 @@ fn grouped(a: &ConvArgs, oh: usize, ow: usize, out: &mut [f32]) {
             );
             if a.act != Activation::None {
                 for mi in 0..mg {
-                    a.act.apply_slice(std::slice::from_raw_parts_mut(dst.add(mi * ohw), n));
+                    T::activate(a.act, std::slice::from_raw_parts_mut(dst.add(mi * ohw), n));
                 }
             }
         }
     };
-    // Unfold buffers live per thread across calls: re-allocating them would page-fault each run.
-    thread_local! {
-        static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let with_col = |t: usize| COL.with(|c| run(t, &mut c.borrow_mut()));
+    let with_col = |t: usize| T::with_col(|c| run(t, c));
     if tasks == 1 {
         with_col(0);
     } else {

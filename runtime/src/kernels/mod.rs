@@ -69,6 +69,49 @@ impl Activation {
     }
 }
 
+/// Element type of the convolution kernel: f32 (inference), or f64 for the integer convolutions,
+/// whose integer operands and sums f64 represents exactly (|sum| < 2^53).
+pub trait Elem:
+    Copy
+    + Default
+    + Send
+    + Sync
+    + 'static
+    + std::ops::Add<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::AddAssign
+{
+    const ONE: Self;
+    /// Apply a fused activation in place (only f32 kernels are given one).
+    fn activate(act: Activation, xs: &mut [Self]);
+    /// Run `f` with this thread's unfold buffer: kept across calls, since re-allocating it would
+    /// page-fault on every run.
+    fn with_col<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R;
+}
+
+impl Elem for f32 {
+    const ONE: Self = 1.0;
+    fn activate(act: Activation, xs: &mut [Self]) {
+        act.apply_slice(xs)
+    }
+    fn with_col<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
+        thread_local! {
+            static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        COL.with(|c| f(&mut c.borrow_mut()))
+    }
+}
+
+impl Elem for f64 {
+    const ONE: Self = 1.0;
+    fn activate(act: Activation, _xs: &mut [Self]) {
+        assert_eq!(act, Activation::None, "activations are only fused into f32 convolutions");
+    }
+    fn with_col<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
+        f(&mut Vec::new())
+    }
+}
+
 /// Threads the kernels may use (rayon's pool size, which honours RAYON_NUM_THREADS).
 pub fn threads() -> usize {
     rayon::current_num_threads().max(1)

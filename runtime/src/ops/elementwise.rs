@@ -20,6 +20,8 @@ pub enum Unary {
     Reciprocal,
     Floor,
     Ceil,
+    /// Round half to even.
+    Round,
     Erf,
     Not,
     Sign,
@@ -30,7 +32,9 @@ pub enum Unary {
     Selu(f32, f32),
     HardSigmoid(f32, f32),
     HardSwish,
-    Gelu { tanh: bool },
+    Gelu {
+        tanh: bool,
+    },
     Softplus,
     Mish,
 }
@@ -80,6 +84,7 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
         "Reciprocal",
         "Floor",
         "Ceil",
+        "Round",
         "Erf",
         "Not",
         "Sign",
@@ -124,6 +129,7 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
         "Reciprocal" => un(Unary::Reciprocal),
         "Floor" => un(Unary::Floor),
         "Ceil" => un(Unary::Ceil),
+        "Round" => un(Unary::Round),
         "Erf" => un(Unary::Erf),
         "Not" => un(Unary::Not),
         "Sign" => un(Unary::Sign),
@@ -257,6 +263,12 @@ pub fn unary(u: Unary, x: &Tensor) -> Result<Tensor> {
         Unary::Reciprocal => x.recip(),
         Unary::Floor => x.floor(),
         Unary::Ceil => x.ceil(),
+        Unary::Round => {
+            // candle rounds halves away from zero; an exact half goes to the even neighbour,
+            // which is 2 * round(x / 2).
+            let tie = (x - x.floor()?)?.eq(&(x.zeros_like()? + 0.5)?)?;
+            tie.where_cond(&((x * 0.5)?.round()? * 2.0)?, &x.round()?)
+        }
         Unary::Erf => x.erf(),
         Unary::Not => x.eq(&x.zeros_like()?),
         Unary::Sign => {

@@ -134,7 +134,7 @@ fn decode_float(t: Held, code: u8) -> f32 {
     (if sign { -v } else { v }) as f32
 }
 
-/// Decode the raw bytes (or int32_data for 8-bit types) of a TensorProto of a low-precision type.
+/// Decode the raw bytes (or int32_data, one byte per entry) of a TensorProto of a low-precision type.
 pub fn decode(
     t: Held,
     raw: &[u8],
@@ -148,12 +148,13 @@ pub fn decode(
         Held::I2 | Held::U2 => 2,
         _ => 8,
     };
+    // Without raw_data, int32_data holds one byte per entry: one 8-bit value, or the packed
+    // 4-bit / 2-bit values of that byte (what onnx.helper.make_tensor writes).
+    let bytes: Vec<u8> = if raw.is_empty() { int32_data.iter().map(|&v| v as u8).collect() } else { raw.to_vec() };
+    let raw = bytes.as_slice();
     let codes: Vec<u8> = if bits == 8 {
-        if raw.is_empty() { int32_data.iter().map(|&v| v as u8).collect() } else { raw.to_vec() }
+        raw.to_vec()
     } else {
-        if raw.is_empty() && n > 0 {
-            return Err(format!("{} values must be stored packed in raw_data", t.name()));
-        }
         let per = 8 / bits;
         if raw.len() != n.div_ceil(per) {
             return Err(format!("holds {} bytes but its shape {shape:?} needs {}", raw.len(), n.div_ceil(per)));

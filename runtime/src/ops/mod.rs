@@ -10,9 +10,11 @@ pub mod lowbit;
 pub mod narrow;
 pub mod nn;
 pub mod norm;
+pub mod quant;
 pub mod reduce;
 pub mod resize;
 pub mod resize_taps;
+pub mod rnn;
 pub mod shape;
 pub mod window_nd;
 
@@ -38,11 +40,14 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Constant",
     "ConstantOfShape",
     "Conv",
+    "ConvInteger",
     "ConvTranspose",
     "Cos",
     "DepthToSpace",
+    "DequantizeLinear",
     "Div",
     "Dropout",
+    "DynamicQuantizeLinear",
     "Elu",
     "Equal",
     "Erf",
@@ -57,6 +62,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "GlobalMaxPool",
     "Greater",
     "GreaterOrEqual",
+    "GRU",
     "HardSigmoid",
     "HardSwish",
     "Identity",
@@ -64,11 +70,13 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "LayerNormalization",
     "LeakyRelu",
     "LRN",
+    "LSTM",
     "Less",
     "LessOrEqual",
     "Log",
     "LogSoftmax",
     "MatMul",
+    "MatMulInteger",
     "Max",
     "MaxPool",
     "Mean",
@@ -81,6 +89,9 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Pad",
     "Pow",
     "PRelu",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QuantizeLinear",
     "Range",
     "Reciprocal",
     "ReduceL1",
@@ -96,6 +107,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Relu",
     "Reshape",
     "Resize",
+    "RNN",
+    "Round",
     "Selu",
     "Shape",
     "Sigmoid",
@@ -218,6 +231,10 @@ pub enum Op {
     Narrow(narrow::NarrowOp),
     /// An op on string values (set by the load-time string pass); run by the executor, not here.
     Strings(crate::strings::StringOp),
+    /// QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear and the integer Conv/MatMul ops.
+    Quant(quant::Quant),
+    /// LSTM, GRU and RNN.
+    Rnn(rnn::Rnn),
 }
 
 /// Parse a node (default domain) for the model's opset.
@@ -239,6 +256,12 @@ pub fn parse(node: &NodeProto, opset: i64) -> std::result::Result<Op, LoadError>
         return Ok(op);
     }
     if let Some(op) = norm::parse(&a, opset)? {
+        return Ok(op);
+    }
+    if let Some(op) = quant::parse(&a, opset)? {
+        return Ok(op);
+    }
+    if let Some(op) = rnn::parse(&a, opset)? {
         return Ok(op);
     }
     Err(LoadError::UnsupportedOp { node: node.name.clone(), op: node.op_type.clone(), domain: node.domain.clone() })
@@ -314,6 +337,8 @@ pub fn run(op: &Op, ins: &[Option<&Tensor>], n_out: usize) -> Result<Vec<Tensor>
         Op::SpaceToDepth { block, crd } => one(norm::space_to_depth(req(ins, 0)?, *block, *crd)?),
         Op::Narrow(n) => one(narrow::run(n, ins)?),
         Op::Strings(_) => candle_core::bail!("string op given numeric inputs"),
+        Op::Quant(q) => quant::run(q, ins),
+        Op::Rnn(r) => rnn::run(r, ins),
     }
 }
 

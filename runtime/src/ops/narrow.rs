@@ -304,6 +304,14 @@ pub fn rewrite(
             types.insert(n.outputs[0], c.to);
             continue;
         }
+        // Quantization ops take and produce the held integer (and float8) types themselves.
+        if let Op::Quant(q) = &mut n.op {
+            if let Some(h) = q.output_held(&tys) {
+                types.insert(n.outputs[0], h);
+            }
+            q.held = tys;
+            continue;
+        }
         let Some(ty) = tys.iter().flatten().next().copied() else { continue };
         let present: Vec<Option<Held>> =
             n.inputs.iter().zip(&tys).filter(|(i, _)| i.is_some()).map(|(_, t)| *t).collect();
@@ -338,6 +346,18 @@ pub fn rewrite(
                 (None, true)
             }
             Op::Concat { .. } if all_same => (None, true),
+            // Max pooling selects values (in f32, exact for these types): what QOperator models
+            // run on int8 tensors between QLinearConv nodes.
+            Op::Pool(p)
+                if only_first
+                    && ty.is_int()
+                    && ty != Held::U64
+                    && p.kind == crate::kernels::pool::PoolKind::Max
+                    && p.indices.is_none() =>
+            {
+                (None, true)
+            }
+            Op::GlobalPool { max: true } if only_first && ty.is_int() && ty != Held::U64 => (None, true),
             Op::Where
                 if tys.first() == Some(&None) && tys.get(1) == Some(&Some(ty)) && tys.get(2) == Some(&Some(ty)) =>
             {
@@ -356,8 +376,9 @@ pub fn rewrite(
                     &n.op_type,
                     format!(
                         "{} inputs are only supported by Cast, CastLike, data-movement ops (Identity, Reshape, Flatten, Transpose, \
-                     Squeeze, Unsqueeze, Expand, Concat, Where, Shape, Size){}, all inputs of one type",
+                     Squeeze, Unsqueeze, Expand, Concat, Where, Shape, Size), the quantization ops{}{}, all inputs of one type",
                         ty.name(),
+                        if ty.is_int() && ty != Held::U64 { ", MaxPool, GlobalMaxPool" } else { "" },
                         if ty.is_arith() {
                             " and Add, Sub, Mul, Div, Max, Min, Clip, the comparisons and a Pow exponent"
                         } else {

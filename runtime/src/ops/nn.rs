@@ -53,7 +53,7 @@ fn positive(a: &Attrs, name: &str) -> std::result::Result<Option<Vec<usize>>, Lo
 }
 
 /// Window attributes of up to `max_rank` spatial dims (2 for Conv, 3 for ConvTranspose and pooling).
-fn parse_geometry(a: &Attrs, max_rank: usize) -> std::result::Result<Geometry, LoadError> {
+pub(super) fn parse_geometry(a: &Attrs, max_rank: usize) -> std::result::Result<Geometry, LoadError> {
     let g = Geometry {
         auto_pad: parse_auto_pad(a)?,
         kernel: positive(a, "kernel_shape")?,
@@ -80,7 +80,7 @@ fn parse_geometry(a: &Attrs, max_rank: usize) -> std::result::Result<Geometry, L
 
 impl Geometry {
     /// Resolve the 2-D window for input spatial sizes (h, w) and kernel (kh, kw).
-    fn window(&self, spatial: usize, h: usize, w: usize, kh: usize, kw: usize) -> Result<Window> {
+    pub(super) fn window(&self, spatial: usize, h: usize, w: usize, kh: usize, kw: usize) -> Result<Window> {
         let get = |v: &Option<Vec<usize>>, i: usize| -> usize { v.as_ref().map_or(1, |v| v[i]) };
         let (sh, sw, dh, dw) = if spatial == 1 {
             (1, get(&self.strides, 0), 1, get(&self.dilations, 0))
