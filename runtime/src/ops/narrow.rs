@@ -357,7 +357,6 @@ pub fn rewrite(
             {
                 (None, true)
             }
-            Op::GlobalPool { max: true } if only_first && ty.is_int() && ty != Held::U64 => (None, true),
             Op::Where
                 if tys.first() == Some(&None) && tys.get(1) == Some(&Some(ty)) && tys.get(2) == Some(&Some(ty)) =>
             {
@@ -378,7 +377,7 @@ pub fn rewrite(
                         "{} inputs are only supported by Cast, CastLike, data-movement ops (Identity, Reshape, Flatten, Transpose, \
                      Squeeze, Unsqueeze, Expand, Concat, Where, Shape, Size), the quantization ops{}{}, all inputs of one type",
                         ty.name(),
-                        if ty.is_int() && ty != Held::U64 { ", MaxPool, GlobalMaxPool" } else { "" },
+                        if ty.is_int() && ty != Held::U64 { ", MaxPool" } else { "" },
                         if ty.is_arith() {
                             " and Add, Sub, Mul, Div, Max, Min, Clip, the comparisons and a Pow exponent"
                         } else {
