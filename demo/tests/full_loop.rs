@@ -8,6 +8,7 @@ use flywheel_demo::flywheel_loop::{CHAMPION, DEPLOYMENT, FEEDBACK, PIPELINE, SHA
 use flywheel_demo::serving::has_metric;
 use flywheel_demo::{FlywheelLoop, Platform, quickstart};
 use flywheel_e2e::{TestNamespace, shared_cluster};
+use flywheel_types::dataset::coco;
 use serde_json::json;
 
 mod common;
@@ -59,8 +60,12 @@ async fn the_whole_loop_from_traffic_to_a_gated_promotion() {
     assert_eq!(reviewed.len(), 20);
     let feedback = fw.wait_feedback_count(20).await.unwrap();
     assert_eq!(feedback.status.unwrap().reviewed_count, Some(20));
-    let annotations = common::read_json(&fw.platform, "datasets/shapes-feedback/annotations.json").await;
-    assert_eq!(annotations["images"].as_array().unwrap().len(), 20);
+    // One annotation object per review, never a rewritten shared file.
+    let feedback_root = common::bucket(&fw.platform).join("datasets/shapes-feedback");
+    let samples = feedback_root.get_all(coco::SAMPLES_DIR).await.unwrap();
+    assert_eq!(samples.len(), 20);
+    let index = feedback_root.get_opt(coco::ANNOTATIONS_FILE).await.unwrap();
+    assert_eq!(coco::assemble(index.as_deref(), &samples).unwrap().images.len(), 20);
     let run = fw.wait_run_finished(1).await.unwrap();
     let history = run.status.unwrap().run_history;
     assert_eq!((history[0].outcome.as_str(), history[0].reviewed_at_trigger), ("Succeeded", 20), "{history:?}");

@@ -1,13 +1,15 @@
 //! Writes reviewed samples into the feedback dataset in its DatasetVersion's layout (COCO, YOLO
-//! or ImageFolder, as `flywheel_types::dataset` defines them). Each write is idempotent per
-//! prediction id, so retrying after a crash never duplicates a sample. A COCO index that cannot
-//! be read stops the writer with an error: it is never replaced, which would drop its samples.
+//! or ImageFolder, as `flywheel_types::dataset` defines them), each sample as its own objects:
+//! no write reads or rewrites a shared file, so replicas reviewing at once cannot drop each
+//! other's samples, and an existing `annotations.json` is never touched. Each write is
+//! idempotent per prediction id, so retrying after a crash never duplicates a sample. A COCO
+//! index that cannot be read stops the writer with an error until it is repaired: samples
+//! written next to it would be part of a dataset nobody can read.
 
 use bytes::Bytes;
 use flywheel_storage::{Location, StorageError};
-use flywheel_types::dataset::coco::{ANNOTATIONS_FILE, CocoDocument};
+use flywheel_types::dataset::coco::{ANNOTATIONS_FILE, CocoDocument, sample_path};
 use flywheel_types::dataset::{self, DatasetFormat, LabelledImage, yolo};
-use tokio::sync::Mutex;
 
 use crate::error::ServerError;
 use crate::record::Shape;
@@ -17,8 +19,8 @@ pub struct FeedbackWriter {
     pub format: DatasetFormat,
     /// The dataset's labels (YOLO class ids index them).
     labels: Vec<String>,
-    /// The COCO document, loaded on first use; one writer at a time.
-    coco: Mutex<Option<CocoDocument>>,
+    /// A COCO index was found readable (or absent) once.
+    index_checked: std::sync::atomic::AtomicBool,
 }
 
 pub struct Sample<'a> {
@@ -32,7 +34,7 @@ pub struct Sample<'a> {
 
 impl FeedbackWriter {
     pub fn new(location: Location, format: DatasetFormat, labels: Vec<String>) -> Self {
-        Self { location, format, labels, coco: Mutex::new(None) }
+        Self { location, format, labels, index_checked: Default::default() }
     }
 
     pub async fn write(&self, s: &Sample<'_>) -> Result<(), ServerError> {
@@ -71,25 +73,30 @@ impl FeedbackWriter {
         Ok(())
     }
 
+    /// COCO: the sample's own document, `annotations/<id>.json` (see `dataset::coco`).
     async fn write_coco(&self, sample: &LabelledImage<'_>) -> Result<(), ServerError> {
-        let mut guard = self.coco.lock().await;
-        let mut doc = match guard.take() {
-            Some(doc) => doc,
-            None => match self.location.get_opt(ANNOTATIONS_FILE).await? {
-                Some(bytes) => CocoDocument::parse(&bytes).map_err(|e| {
-                    ServerError::Storage(format!(
-                        "the feedback dataset's index {} is unreadable ({e}); it was left as it is: \
-                         repair or move it to accept reviews again",
-                        self.location.child_uri(ANNOTATIONS_FILE)
-                    ))
-                })?,
-                None => CocoDocument::new(&self.labels, "flywheel reviewed samples"),
-            },
-        };
+        self.check_coco_index().await?;
+        let mut doc = CocoDocument::new(&self.labels, "flywheel reviewed sample");
         doc.upsert(sample);
-        // On a failed put the guard stays empty: the next write reads the stored index again.
-        self.location.put(ANNOTATIONS_FILE, Bytes::from(doc.to_bytes())).await?;
-        *guard = Some(doc);
+        self.location.put(&sample_path(sample.id), Bytes::from(doc.to_bytes())).await?;
+        Ok(())
+    }
+
+    /// An existing `annotations.json` must be readable (checked until it has been once).
+    async fn check_coco_index(&self) -> Result<(), ServerError> {
+        if self.index_checked.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        if let Some(bytes) = self.location.get_opt(ANNOTATIONS_FILE).await? {
+            CocoDocument::parse(&bytes).map_err(|e| {
+                ServerError::Storage(format!(
+                    "the feedback dataset's index {} is unreadable ({e}); it was left as it is: repair or move it to \
+                     accept reviews again",
+                    self.location.child_uri(ANNOTATIONS_FILE)
+                ))
+            })?;
+        }
+        self.index_checked.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use flywheel_inference_server::serving::*;
+use flywheel_types::dataset::coco;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "feedback-token";
@@ -58,7 +59,7 @@ async fn a_yolo_feedback_dataset_gets_an_image_and_a_label_file_per_review() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_coco_index_is_kept_and_review_resumes_once_it_is_repaired() {
+async fn an_unreadable_coco_index_is_kept_and_review_resumes_once_it_is_repaired_as_per_sample_objects() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = reviewed_detector(dir.path(), DatasetFormat::Coco);
     let index = dir.path().join("feedback/annotations.json");
@@ -77,14 +78,18 @@ async fn an_unreadable_coco_index_is_kept_and_review_resumes_once_it_is_repaired
     assert!(err.contains("annotations.json") && err.contains("unreadable"), "{err}");
     assert_eq!(std::fs::read_to_string(&index).unwrap(), truncated, "the index must not be replaced");
 
-    // Repaired, the same review goes through and the earlier sample is still there.
+    // Repaired, the same review goes through as its own objects: the index is not rewritten,
+    // and the dataset (index + per-sample documents) holds the earlier sample and the new one.
     std::fs::write(&index, &earlier).unwrap();
     assert_eq!(correct(&s, &id).await.status(), 200);
-    let coco: Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
-    let files: Vec<&str> =
-        coco["images"].as_array().unwrap().iter().map(|i| i["file_name"].as_str().unwrap()).collect();
+    assert_eq!(std::fs::read_to_string(&index).unwrap(), earlier);
+    let root = index.parent().unwrap();
+    let sample = std::fs::read(root.join(format!("annotations/{id}.json"))).unwrap();
+    let doc = coco::assemble(Some(earlier.as_bytes()), &[(format!("annotations/{id}.json"), sample)]).unwrap();
+    let files: Vec<String> = doc.images.iter().map(|i| i.path()).collect();
     assert_eq!(files, vec!["images/earlier.png".to_string(), format!("images/{id}.png")]);
-    assert_eq!(coco["annotations"][0]["category_id"], 2);
+    assert_eq!(doc.boxes_by_image().unwrap().values().next().unwrap()[0].0, "blue");
+    assert!(root.join(format!("images/{id}.png")).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -165,6 +165,20 @@ impl Location {
         }
     }
 
+    /// Every object below `rel` with its content, sorted by path; an object deleted between the
+    /// listing and its read is left out.
+    pub async fn get_all(&self, rel: &str) -> Result<Vec<(String, Bytes)>, StorageError> {
+        let mut out = Vec::new();
+        for (path, _) in self.list(rel).await? {
+            match self.get(&path).await {
+                Ok(bytes) => out.push((path, bytes)),
+                Err(StorageError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Every object below `rel`: its path relative to this location (what [`get`](Self::get)
     /// takes) and when it was last modified, sorted by path. A missing directory is empty.
     pub async fn list(&self, rel: &str) -> Result<Vec<(String, DateTime<Utc>)>, StorageError> {
@@ -299,5 +313,8 @@ mod tests {
         assert!(root.get_opt("images/2024-01-01/a.png").await.unwrap().is_none());
         let left: Vec<String> = root.list("").await.unwrap().into_iter().map(|(p, _)| p).collect();
         assert_eq!(left, vec!["records/r.jsonl"]);
+        let all = root.get_all("records").await.unwrap();
+        assert_eq!(all, vec![("records/r.jsonl".to_string(), Bytes::from_static(b"{}"))]);
+        assert!(root.get_all("missing").await.unwrap().is_empty());
     }
 }

@@ -17,7 +17,7 @@ use super::status::{apply_status, now};
 use super::trust;
 use crate::context::Context;
 use crate::{Error, Result};
-use flywheel_types::dataset::coco::{ANNOTATIONS_FILE, CocoDocument};
+use flywheel_types::dataset::coco::{self, ANNOTATIONS_FILE};
 use flywheel_types::dataset::{Counts, imagefolder, yolo};
 
 pub const KIND: &str = "DatasetVersion";
@@ -57,13 +57,16 @@ pub fn check(ds: &DatasetVersion, allow_local_files: bool) -> Result<(), Uncount
 
 async fn count(ds: &DatasetVersion, root: &Location) -> Result<Result<Counts, String>> {
     Ok(match ds.spec.format {
-        DatasetFormat::Coco => match root.get(ANNOTATIONS_FILE).await {
-            Ok(bytes) => CocoDocument::parse(&bytes).and_then(|doc| doc.counts()).map_err(|e| e.0),
-            // A feedback dataset starts empty: no annotations file yet means zero samples.
-            Err(flywheel_storage::StorageError::NotFound { .. }) if ds.spec.feedback => Ok(Counts::default()),
-            Err(flywheel_storage::StorageError::NotFound { uri }) => Err(format!("{uri} not found")),
-            Err(e) => return Err(e.into()),
-        },
+        DatasetFormat::Coco => {
+            // The index and the per-sample documents (a feedback dataset has only these).
+            let index = root.get_opt(ANNOTATIONS_FILE).await?;
+            let samples = root.get_all(coco::SAMPLES_DIR).await?;
+            if index.is_none() && samples.is_empty() && !ds.spec.feedback {
+                Err(format!("{} not found", root.child_uri(ANNOTATIONS_FILE)))
+            } else {
+                coco::assemble(index.as_deref(), &samples).and_then(|doc| doc.counts()).map_err(|e| e.0)
+            }
+        }
         DatasetFormat::Yolo => {
             let listing = object_paths(root).await?;
             let mut texts = Vec::new();

@@ -2,6 +2,12 @@
 //! `[x, y, width, height]` boxes in pixels, categories), images under `images/` (a `file_name`
 //! that already starts with `images/` is taken relative to the root). Fields this code does not
 //! know are kept when a document is read and written back.
+//!
+//! A dataset that grows one sample at a time (a feedback dataset) also holds one document per
+//! sample under `annotations/` (`annotations/<id>.json`, one image): each review writes its own
+//! objects and never rewrites a shared file, so concurrent writers cannot lose each other's
+//! samples. Readers take `annotations.json` (when there is one) and merge every per-sample
+//! document over it ([`assemble`]).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -11,6 +17,31 @@ use serde_json::{Map, Value};
 use super::{Counts, LabelledImage, LayoutError};
 
 pub const ANNOTATIONS_FILE: &str = "annotations.json";
+/// Where per-sample documents live.
+pub const SAMPLES_DIR: &str = "annotations";
+
+/// The per-sample document of sample `id`.
+pub fn sample_path(id: &str) -> String {
+    format!("{SAMPLES_DIR}/{id}.json")
+}
+
+/// The dataset's document: `index` (`annotations.json`, when there is one) with every
+/// per-sample document of `samples` (path, bytes) merged over it in path order. Errors name
+/// the object that cannot be read.
+pub fn assemble<B: AsRef<[u8]>>(index: Option<&[u8]>, samples: &[(String, B)]) -> Result<CocoDocument, LayoutError> {
+    let mut doc = match index {
+        Some(bytes) => CocoDocument::parse(bytes)?,
+        None => CocoDocument::default(),
+    };
+    let mut samples: Vec<&(String, B)> = samples.iter().filter(|(p, _)| p.ends_with(".json")).collect();
+    samples.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, bytes) in samples {
+        let sample: CocoDocument =
+            serde_json::from_slice(bytes.as_ref()).map_err(|e| LayoutError(format!("{path}: {e}")))?;
+        doc.merge(sample).map_err(|e| LayoutError(format!("{path}: {}", e.0)))?;
+    }
+    Ok(doc)
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CocoDocument {
@@ -167,6 +198,30 @@ impl CocoDocument {
                 extra: Map::new(),
             });
         }
+    }
+
+    /// Merges another document's images over this one: an image with the same path replaces
+    /// this one's (with its annotations); categories are matched by name, and ids renumbered.
+    pub fn merge(&mut self, other: CocoDocument) -> Result<(), LayoutError> {
+        let names: BTreeMap<i64, String> = other.categories.iter().map(|c| (c.id, c.name.clone())).collect();
+        for image in other.images {
+            let path = image.path();
+            if let Some(old) = self.images.iter().find(|i| i.path() == path).map(|i| i.id) {
+                self.images.retain(|i| i.id != old);
+                self.annotations.retain(|a| a.image_id != old);
+            }
+            let image_id = self.images.iter().map(|i| i.id).max().unwrap_or(0) + 1;
+            for a in other.annotations.iter().filter(|a| a.image_id == image.id) {
+                let name = names
+                    .get(&a.category_id)
+                    .ok_or_else(|| LayoutError(format!("annotation with unknown category_id {}", a.category_id)))?;
+                let category_id = self.category_id(name);
+                let id = self.annotations.iter().map(|a| a.id).max().unwrap_or(0) + 1;
+                self.annotations.push(CocoAnnotation { id, image_id, category_id, ..a.clone() });
+            }
+            self.images.push(CocoImage { id: image_id, ..image });
+        }
+        Ok(())
     }
 
     fn category_id(&mut self, label: &str) -> i64 {

@@ -66,6 +66,34 @@ fn coco_upsert_replaces_a_previous_write_of_the_same_id_and_keeps_unknown_fields
 }
 
 #[test]
+fn per_sample_documents_merge_over_the_index_by_image_path() {
+    use super::coco::{assemble, sample_path};
+    let index = br#"{"images":[{"id":1,"file_name":"images/a.png"},{"id":2,"file_name":"images/b.png"}],
+        "annotations":[{"id":1,"image_id":1,"category_id":1,"bbox":[0,0,2,2]},{"id":2,"image_id":2,"category_id":2,"bbox":[1,1,2,2]}],
+        "categories":[{"id":1,"name":"cat"},{"id":2,"name":"dog"}]}"#;
+    let sample = |id: &str, label: &str| {
+        let s =
+            LabelledImage { id, ext: "png", width: 8, height: 8, label: None, boxes: vec![(label, [1., 1., 5., 5.])] };
+        let mut doc = CocoDocument::new(&strings(&[label]), "one sample");
+        doc.upsert(&s);
+        (sample_path(id), doc.to_bytes())
+    };
+    // A new sample, and a sample that rewrites b.png with another class.
+    let samples = vec![sample("c", "fox"), sample("b", "cat"), ("annotations/README.txt".to_string(), b"x".to_vec())];
+    let doc = assemble(Some(index), &samples).unwrap();
+    let counts = doc.counts().unwrap();
+    assert_eq!(counts.samples, 3);
+    assert_eq!(counts.labels, [("cat".to_string(), 2), ("fox".to_string(), 1)].into_iter().collect());
+    let boxes = doc.boxes_by_image().unwrap();
+    let b = doc.images.iter().find(|i| i.path() == "images/b.png").unwrap();
+    assert_eq!(boxes[&b.id], vec![("cat", [1.0, 1.0, 5.0, 5.0])]);
+    // Without an index the samples alone make the dataset; an unreadable sample is named.
+    assert_eq!(assemble(None, &samples).unwrap().counts().unwrap().samples, 2);
+    let bad = vec![("annotations/x.json".to_string(), b"{".to_vec())];
+    assert!(assemble(Some(index), &bad).unwrap_err().0.starts_with("annotations/x.json"));
+}
+
+#[test]
 fn yolo_counts_boxes_by_class_index() {
     let listing = strings(&["images/a.png", "images/b.jpg", "labels/a.txt", "notes.md"]);
     let names = strings(&["circle", "square"]);
