@@ -15,6 +15,7 @@ pub mod reduce;
 pub mod resize;
 pub mod resize_taps;
 pub mod rnn;
+pub mod select;
 pub mod shape;
 pub mod window_nd;
 
@@ -84,6 +85,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Mish",
     "Mul",
     "Neg",
+    "NonMaxSuppression",
     "Not",
     "Or",
     "Pad",
@@ -126,6 +128,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Sum",
     "Tanh",
     "Tile",
+    "TopK",
     "Transpose",
     "Unsqueeze",
     "Upsample",
@@ -174,6 +177,9 @@ pub enum Op {
     MatMul,
     Reduce(reduce::Reduce),
     ArgReduce(reduce::ArgReduce),
+    TopK(select::TopK),
+    /// NonMaxSuppression.
+    Nms(select::Nms),
     Resize(resize::Resize),
     Reshape {
         allowzero: bool,
@@ -249,6 +255,9 @@ pub fn parse(node: &NodeProto, opset: i64) -> std::result::Result<Op, LoadError>
     if let Some(op) = reduce::parse(&a, opset)? {
         return Ok(op);
     }
+    if let Some(op) = select::parse(&a, opset)? {
+        return Ok(op);
+    }
     if let Some(op) = resize::parse(&a, opset)? {
         return Ok(op);
     }
@@ -303,6 +312,8 @@ pub fn run(op: &Op, ins: &[Option<&Tensor>], n_out: usize) -> Result<Vec<Tensor>
         Op::MatMul => one(nn::matmul(req(ins, 0)?, req(ins, 1)?)?),
         Op::Reduce(r) => one(reduce::reduce(r, ins)?),
         Op::ArgReduce(r) => one(reduce::arg_reduce(r, req(ins, 0)?)?),
+        Op::TopK(t) => select::top_k(t, ins),
+        Op::Nms(p) => one(select::non_max_suppression(p, ins)?),
         Op::Resize(r) => one(resize::resize(r, ins)?),
         Op::Reshape { allowzero } => one(shape::reshape(req(ins, 0)?, req(ins, 1)?, *allowzero)?),
         Op::Flatten { axis } => one(shape::flatten(req(ins, 0)?, *axis)?),

@@ -317,6 +317,15 @@ pub fn rewrite(
             n.inputs.iter().zip(&tys).filter(|(i, _)| i.is_some()).map(|(_, t)| *t).collect();
         let all_same = present.iter().all(|t| *t == Some(ty));
         let only_first = tys.first() == Some(&Some(ty)) && tys.iter().skip(1).all(|t| t.is_none());
+        // TopK orders the logical values: its Values keep the type, its Indices are int64.
+        if let Op::TopK(t) = &mut n.op
+            && only_first
+            && ty.is_arith()
+        {
+            t.held = Some(ty);
+            types.insert(n.outputs[0], ty);
+            continue;
+        }
         let narrow = |kind| Op::Narrow(NarrowOp { kind, ty });
         // (replacement op, whether the outputs hold this type)
         let (op, keeps_type) = match &n.op {
