@@ -11,7 +11,7 @@ use flywheel_storage::Location;
 use serde::Deserialize;
 
 use crate::error::{Result, TrainerError};
-use crate::generate::{self, DatasetOptions};
+use crate::generate::{self, DatasetOptions, Domain};
 use crate::model::sha256_hex;
 
 #[derive(Parser)]
@@ -65,6 +65,15 @@ enum GenerateCommand {
         /// Most shapes per detection image.
         #[arg(long, default_value_t = 3)]
         max_objects: usize,
+        /// `source` (what the generator always drew) or a shifted target domain of the same
+        /// classes, as comma-separated shifts: dark, warm, cool, texture, small, large, blur,
+        /// noise, recolor[:LABEL]. The same seed draws the same scenes in every domain (except
+        /// the boxes under small/large).
+        #[arg(long, default_value = "source")]
+        domain: String,
+        /// Strength of the shifts, from 0 (none: the source images) to 1 (full).
+        #[arg(long, default_value_t = 1.0)]
+        severity: f64,
         /// Directory URI (file://, s3://, pvc://, a path, ...).
         #[arg(long)]
         out: String,
@@ -156,10 +165,22 @@ async fn run(cli: Cli) -> Result<()> {
             let result = crate::train::run(&req).await?;
             println!("{}", serde_json::to_string_pretty(&result).expect("serialisable"));
         }
-        Command::Generate(GenerateCommand::Dataset { task, format, count, size, seed, labels, max_objects, out }) => {
+        Command::Generate(GenerateCommand::Dataset {
+            task,
+            format,
+            count,
+            size,
+            seed,
+            labels,
+            max_objects,
+            domain,
+            severity,
+            out,
+        }) => {
+            let domain = Domain::parse(&domain, severity).map_err(TrainerError::Request)?;
             let location = Location::open(&out)?;
-            let opts =
-                DatasetOptions { task: task.into(), format: format.into(), count, size, labels, seed, max_objects };
+            let (task, format) = (task.into(), format.into());
+            let opts = DatasetOptions { task, format, count, size, labels, seed, max_objects, domain };
             let spec = generate::write_dataset(&location, &opts).await?;
             println!("{}", serde_json::to_string_pretty(&spec).expect("serialisable"));
         }

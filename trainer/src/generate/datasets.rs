@@ -1,7 +1,8 @@
 //! Writes generated samples in the three layouts the trainer reads (`flywheel_types::dataset`):
 //! COCO (`images/` + `annotations.json`), YOLO (`images/` + `labels/*.txt` + `classes.txt`) and
 //! ImageFolder (`<label>/<id>.png`). Annotation files are written after the images, so a stopped
-//! run never leaves annotations pointing at missing images.
+//! run never leaves annotations pointing at missing images. A `domain` other than the source
+//! shifts what is drawn (`domains.rs`); the COCO `info` then names it.
 
 use flywheel_api::common::{StorageUri, Task};
 use flywheel_api::dataset_version::{DatasetFormat, DatasetVersionSpec};
@@ -13,6 +14,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
+use super::domains::{Domain, Plan};
 use super::images;
 use crate::error::{Result, TrainerError};
 
@@ -26,6 +28,8 @@ pub struct DatasetOptions {
     pub seed: u64,
     /// Most shapes per detection image.
     pub max_objects: usize,
+    /// The source domain (the default) or shifted target domains of the same classes.
+    pub domain: Domain,
 }
 
 impl DatasetOptions {
@@ -38,6 +42,7 @@ impl DatasetOptions {
             labels: images::DEFAULT_LABELS.iter().map(|s| s.to_string()).collect(),
             seed: 1,
             max_objects: 3,
+            domain: Domain::default(),
         }
     }
 }
@@ -56,25 +61,22 @@ fn png(img: &image::RgbImage) -> Vec<u8> {
 }
 
 /// Generates the samples (deterministic for a seed) without writing them.
-fn generate(opts: &DatasetOptions) -> Vec<Generated> {
+fn generate(opts: &DatasetOptions, plan: &Plan) -> Vec<Generated> {
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let classes = opts.labels.len();
     (0..opts.count)
         .map(|i| {
             let id = format!("{:06}", i);
+            let style = plan.style(i);
             match opts.task {
                 Task::Classification => {
                     let class = i % classes;
-                    Generated {
-                        id,
-                        png: png(&images::classification_image(&mut rng, opts.size, class)),
-                        class,
-                        boxes: vec![],
-                    }
+                    let img = images::classification_image(&mut rng, opts.size, class, &style);
+                    Generated { id, png: png(&plan.finish(img, i)), class, boxes: vec![] }
                 }
                 Task::Detection => {
-                    let (img, boxes) = images::detection_image(&mut rng, opts.size, classes, opts.max_objects);
-                    Generated { id, png: png(&img), class: 0, boxes }
+                    let (img, boxes) = images::detection_image(&mut rng, opts.size, classes, opts.max_objects, &style);
+                    Generated { id, png: png(&plan.finish(img, i)), class: 0, boxes }
                 }
             }
         })
@@ -87,9 +89,10 @@ pub async fn write_dataset(location: &Location, opts: &DatasetOptions) -> Result
     if opts.labels.is_empty() || opts.count == 0 {
         return Err(TrainerError::Request("a generated dataset needs at least one label and one image".into()));
     }
+    let plan = opts.domain.plan(&opts.labels, opts.seed).map_err(|e| TrainerError::Request(format!("domain: {e}")))?;
     let samples = tokio::task::spawn_blocking({
         let opts = opts.clone();
-        move || generate(&opts)
+        move || generate(&opts, &plan)
     })
     .await
     .map_err(|e| TrainerError::Training(e.to_string()))?;
@@ -113,7 +116,12 @@ pub async fn write_dataset(location: &Location, opts: &DatasetOptions) -> Result
     match opts.format {
         DatasetFormat::Coco => {
             let mut doc = CocoDocument::new(&opts.labels, "Flywheel synthetic shapes");
-            doc.extra.insert("info".into(), json!({"description": "Flywheel synthetic shapes", "seed": opts.seed}));
+            let mut info = json!({"description": "Flywheel synthetic shapes", "seed": opts.seed});
+            if !opts.domain.is_source() {
+                info["domain"] = json!(opts.domain.to_string());
+                info["severity"] = json!(opts.domain.severity());
+            }
+            doc.extra.insert("info".into(), info);
             for s in &samples {
                 doc.upsert(&labelled(s, opts));
             }

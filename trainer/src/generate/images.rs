@@ -1,10 +1,13 @@
 //! Synthetic images: coloured circles, squares and triangles on noisy backgrounds. Each class
 //! has its own shape and a typical hue (jittered), so a small network can learn it quickly but
-//! an untrained one cannot.
+//! an untrained one cannot. A [`Style`] changes how a scene is drawn for the drift domains
+//! (`domains.rs`); `Style::default()` draws the source domain.
 
 use flywheel_vision::iou;
 use image::{Rgb, RgbImage};
 use rand::Rng;
+
+use super::shifts;
 
 /// Shapes in class order; class `i` of a generated dataset draws `SHAPES[i % 3]`.
 pub const DEFAULT_LABELS: &[&str] = &["circle", "square", "triangle"];
@@ -22,8 +25,46 @@ impl Shape {
     }
 }
 
+/// How a scene is drawn. The default draws the source domain exactly as the generator always
+/// did. A style draws nothing from the scene's random numbers itself (a texture has its own
+/// seed), so every field but `scale` leaves the scene (positions, classes, boxes) as the source
+/// domain draws it for the same seed and changes only pixels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Style {
+    /// Multiplies the range of object sides (clipped to the image).
+    pub scale: f32,
+    /// (class, typical colour) of a class drawn in another colour.
+    pub recolor: Option<(usize, [f32; 3])>,
+    /// (severity, seed) of a texture added to the background before the shapes are drawn.
+    pub texture: Option<(f32, u64)>,
+}
+
+impl Default for Style {
+    fn default() -> Self {
+        Style { scale: 1.0, recolor: None, texture: None }
+    }
+}
+
+impl Style {
+    fn colour(&self, class: usize) -> [f32; 3] {
+        match self.recolor {
+            Some((c, colour)) if c == class => colour,
+            _ => class_colour(class),
+        }
+    }
+
+    /// The scene's background: the source's noisy flat one, textured when the style says so.
+    fn background(&self, rng: &mut impl Rng, size: u32) -> RgbImage {
+        let img = background(rng, size, size);
+        match self.texture {
+            Some((severity, seed)) => shifts::texture(&img, severity, seed),
+            None => img,
+        }
+    }
+}
+
 /// Typical colour of a class (red, green, blue, then yellow, magenta, cyan, ...).
-fn class_colour(class: usize) -> [f32; 3] {
+pub fn class_colour(class: usize) -> [f32; 3] {
     const PALETTE: [[f32; 3]; 6] =
         [[220., 40., 40.], [40., 200., 60.], [50., 70., 230.], [230., 210., 40.], [210., 50., 210.], [40., 210., 210.]];
     PALETTE[class % PALETTE.len()]
@@ -42,8 +83,8 @@ pub fn background(rng: &mut impl Rng, width: u32, height: u32) -> RgbImage {
 }
 
 /// Draws one shape of `class` filling the box [x1, y1, x2, y2] (pixels).
-pub fn draw(img: &mut RgbImage, rng: &mut impl Rng, class: usize, rect: [f32; 4]) {
-    let colour = class_colour(class).map(|v| (v + rng.random_range(-30.0..30.0)).clamp(0.0, 255.0));
+pub fn draw(img: &mut RgbImage, rng: &mut impl Rng, style: &Style, class: usize, rect: [f32; 4]) {
+    let colour = style.colour(class).map(|v| (v + rng.random_range(-30.0..30.0)).clamp(0.0, 255.0));
     let [x1, y1, x2, y2] = rect;
     let (cx, cy, r) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0, (x2 - x1).min(y2 - y1) / 2.0);
     let shape = Shape::of_class(class);
@@ -76,10 +117,11 @@ pub fn random_box(rng: &mut impl Rng, width: u32, height: u32, lo: f32, hi: f32)
 }
 
 /// One classification image: a single shape of `class`.
-pub fn classification_image(rng: &mut impl Rng, size: u32, class: usize) -> RgbImage {
-    let mut img = background(rng, size, size);
-    let rect = random_box(rng, size, size, size as f32 * 0.3, size as f32 * 0.65);
-    draw(&mut img, rng, class, rect);
+pub fn classification_image(rng: &mut impl Rng, size: u32, class: usize, style: &Style) -> RgbImage {
+    let mut img = style.background(rng, size);
+    let s = size as f32 * style.scale;
+    let rect = random_box(rng, size, size, s * 0.3, s * 0.65);
+    draw(&mut img, rng, style, class, rect);
     img
 }
 
@@ -89,21 +131,23 @@ pub fn detection_image(
     size: u32,
     classes: usize,
     max_objects: usize,
+    style: &Style,
 ) -> (RgbImage, Vec<(usize, [f32; 4])>) {
-    let mut img = background(rng, size, size);
+    let mut img = style.background(rng, size);
+    let s = size as f32 * style.scale;
     let n = rng.random_range(1..=max_objects.max(1));
     let mut boxes: Vec<(usize, [f32; 4])> = Vec::new();
     for _ in 0..n * 10 {
         if boxes.len() == n {
             break;
         }
-        let rect = random_box(rng, size, size, size as f32 * 0.18, size as f32 * 0.4);
+        let rect = random_box(rng, size, size, s * 0.18, s * 0.4);
         if boxes.iter().all(|(_, b)| iou(b, &rect) < 0.05) {
             boxes.push((rng.random_range(0..classes), rect));
         }
     }
     for (class, rect) in &boxes {
-        draw(&mut img, rng, *class, *rect);
+        draw(&mut img, rng, style, *class, *rect);
     }
     (img, boxes)
 }

@@ -1,11 +1,14 @@
 //! The synthetic dataset and model generator used by the tests and the demo (no downloads).
 
 mod datasets;
+mod domains;
 mod images;
 mod models;
 mod onnx_builder;
+mod shifts;
 
 pub use datasets::{DatasetOptions, write_dataset};
+pub use domains::{Domain, SHIFT_NAMES, Shift};
 pub use images::DEFAULT_LABELS;
 pub use models::{DETECTOR_STRIDE, INPUT_NAME, classifier, detector};
 pub use onnx_builder::GraphBuilder;

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod domains;
 mod errors;
 mod finetune;
 mod killed;
