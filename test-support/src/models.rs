@@ -84,13 +84,13 @@ fn sorted_shapes(v: &Value) -> Vec<(String, f64, Vec<f64>)> {
 }
 
 /// Checks shapes from `/v1/predict` against the reference decoder's: the same labels, the same
-/// confidences within 1e-4 and boxes within `box_tolerance` pixels.
-pub fn assert_shapes_match(ours: &Value, theirs: &Value, box_tolerance: f64, what: &str) {
+/// confidences within `confidence_tolerance` and boxes within `box_tolerance` pixels.
+pub fn assert_shapes_match(ours: &Value, theirs: &Value, confidence_tolerance: f64, box_tolerance: f64, what: &str) {
     let (ours, theirs) = (sorted_shapes(ours), sorted_shapes(theirs));
     assert_eq!(ours.len(), theirs.len(), "{what}: {ours:?}\nreference: {theirs:?}");
     for (a, b) in ours.iter().zip(&theirs) {
         let close = a.0 == b.0
-            && (a.1 - b.1).abs() <= 1e-4
+            && (a.1 - b.1).abs() <= confidence_tolerance
             && a.2.len() == b.2.len()
             && a.2.iter().zip(&b.2).all(|(x, y)| (x - y).abs() <= box_tolerance);
         assert!(close, "{what}: {a:?} vs reference {b:?}");

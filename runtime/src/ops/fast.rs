@@ -16,6 +16,9 @@ pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     }
     let (s, l) = t.storage_and_layout();
     match (&*s, l.contiguous_offsets()) {
+        // An empty view (e.g. the rows a NonMaxSuppression kept when it kept none) may start
+        // past the end of an empty buffer.
+        (Storage::Cpu(CpuStorage::F32(_)), Some((a, b))) if a == b => Some(f(&[])),
         (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Some(f(&v[a..b])),
         _ => None,
     }
@@ -130,4 +133,19 @@ fn binary_with(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Op
         })
     })
     .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn an_empty_view_past_the_end_of_an_empty_buffer_is_an_empty_slice() {
+        // [1, 0, 4] boxes (none kept), then columns 2..4 (a Slice on the last axis).
+        let kept = Tensor::zeros((1, 0, 4), DType::F32, &Device::Cpu).unwrap().narrow(2, 2, 2).unwrap();
+        assert_eq!(with_f32(&kept, |v| v.len()), Some(0));
+        let relu = unary(Unary::Relu, &kept).unwrap().unwrap();
+        assert_eq!(relu.dims(), &[1, 0, 2]);
+    }
 }
