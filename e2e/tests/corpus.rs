@@ -1,5 +1,6 @@
 //! The model corpus through the whole product on the local cluster: each real export (nudenet's
-//! Ultralytics YOLOv8n, the `onnx` wheel's light ResNet-50, Inception v2 and ShuffleNet) and each
+//! Ultralytics YOLOv8n, alone and with NMS inside the graph, the `onnx` wheel's light ResNet-50,
+//! Inception v2 and ShuffleNet) and each
 //! model in an exporter's layout (a classifier ending in Softmax, YOLOv5 with objectness, a raw
 //! YOLOX grid, SSD-style boxes + scores) is registered as a ModelVersion (verified by its Job),
 //! served by a Deployment's pod, and answers OIP v2 with onnxruntime's raw outputs (within 1e-4
@@ -43,6 +44,8 @@ struct Entry {
 fn corpus() -> Vec<Entry> {
     let layouts = generated(&["export_layouts.py"], "server-export-layouts", "expected.json");
     let real = generated(&["real_models.py", "export_layouts.py"], "server-real-models", "expected.json");
+    let nms =
+        generated(&["nms_models.py", "real_models.py", "export_layouts.py"], "server-nms-models", "expected.json");
     let small = json!({"width": 64, "height": 64, "mean": [], "std": []});
     let images64: Vec<(String, &str)> =
         ["red_square", "red_and_blue", "reddish", "bluish"].into_iter().map(|i| (format!("{i}.png"), i)).collect();
@@ -88,6 +91,19 @@ fn corpus() -> Vec<Entry> {
             spec: json!({"model": "yolov8n", "version": "v1", "task": "detection", "labels": NUDENET_LABELS,
                 "input": {"width": 320, "height": 320, "mean": [], "std": [], "resize": "letterbox"},
                 "output": {"decoder": "yolo"}}),
+            threshold: 0.25,
+            images: photos(320),
+            shapes: true,
+            box_tolerance: 1e-2,
+        },
+        Entry {
+            name: "yolov8n-nms",
+            dir: nms,
+            file: "320n_nms.onnx",
+            spec: json!({"model": "yolov8n-nms", "version": "v1", "task": "detection", "labels": NUDENET_LABELS,
+                "input": {"width": 320, "height": 320, "mean": [], "std": [], "resize": "letterbox"},
+                "output": {"decoder": "boxesScores", "boxesOutput": "det_boxes", "scoresOutput": "det_scores",
+                    "labelsOutput": "det_classes"}}),
             threshold: 0.25,
             images: photos(320),
             shapes: true,
@@ -171,7 +187,13 @@ async fn every_model_of_the_corpus_serves_through_a_deployment_as_onnxruntime_an
             if e.shapes {
                 let r: Value =
                     http.post(format!("{base}/v1/predict")).body(png).send().await.unwrap().json().await.unwrap();
-                assert_shapes_match(&r["predictions"][0]["shapes"], &want[*key]["shapes"], e.box_tolerance, &what);
+                assert_shapes_match(
+                    &r["predictions"][0]["shapes"],
+                    &want[*key]["shapes"],
+                    1e-4,
+                    e.box_tolerance,
+                    &what,
+                );
             }
         }
         eprintln!(
