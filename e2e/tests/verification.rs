@@ -132,6 +132,9 @@ async fn models_are_ready_only_once_verified_and_a_model_that_cannot_serve_never
     // Models that cannot serve: each Failed, naming what does not fit.
     let mut wrong_classes = good.clone();
     wrong_classes["labels"] = json!(["circle", "square", "triangle", "star"]);
+    // A YOLOv8 head ([N, 4 + C, A]) declared as YOLOv5's ([N, A, 5 + C], objectness).
+    let mut wrong_layout = good.clone();
+    wrong_layout["output"] = json!({"decoder": "yolo", "objectness": true});
     let mut missing_output = good.clone();
     missing_output["output"] = json!({"decoder": "boxesScores", "boxesOutput": "boxes", "scoresOutput": "scores"});
     let hardmax = json!({
@@ -139,12 +142,17 @@ async fn models_are_ready_only_once_verified_and_a_model_that_cannot_serve_never
         "artifact": {"uri": hardmax_classifier(&dir.path().join("hardmax.onnx"))},
         "input": {"width": 64, "height": 64}, "output": {"decoder": "logits"},
     });
-    for (name, spec) in [("wrong-classes", &wrong_classes), ("missing-output", &missing_output), ("hardmax", &hardmax)]
-    {
+    for (name, spec) in [
+        ("wrong-classes", &wrong_classes),
+        ("wrong-layout", &wrong_layout),
+        ("missing-output", &missing_output),
+        ("hardmax", &hardmax),
+    ] {
         ns.apply_yaml(&model_version(name, spec)).await.unwrap();
     }
     let expect = [
         ("wrong-classes", vec!["not a YOLO output for 4 classes", "fit 3 labels"]),
+        ("wrong-layout", vec!["not a YOLO output for 3 classes"]),
         ("missing-output", vec!["output.boxesOutput names output \"boxes\""]),
         ("hardmax", vec!["op 'Hardmax'", "does not implement"]),
     ];
