@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_detector_with_nms_inside_the_graph_serves_its_kept_boxes() {
-    let dir = generated(&["nms_models.py", "real_models.py", "export_layouts.py"], "server-nms-models", "expected.json");
+    let dir =
+        generated(&["nms_models.py", "real_models.py", "export_layouts.py"], "server-nms-models", "expected.json");
     let expected: Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
     let want = &expected["320n_nms"];
     let path = dir.join("320n_nms.onnx");
@@ -46,7 +47,13 @@ async fn a_detector_with_nms_inside_the_graph_serves_its_kept_boxes() {
         let body: Value = r.json().await.unwrap();
         assert_raw_outputs_match(&body, &want[photo]["raw"], 1e-4, &format!("nms {photo}"));
         let r: Value = s.client.post(s.url("/v1/predict")).body(png).send().await.unwrap().json().await.unwrap();
-        assert_shapes_match(&r["predictions"][0]["shapes"], &want[photo]["shapes"], 1e-4, 1e-2, &format!("nms {photo}"));
+        assert_shapes_match(
+            &r["predictions"][0]["shapes"],
+            &want[photo]["shapes"],
+            1e-4,
+            1e-2,
+            &format!("nms {photo}"),
+        );
     }
     assert_eq!(want["astronaut"]["shapes"][0]["label"], "FACE_FEMALE", "the reference itself must see the face");
     assert_eq!(want["coffee"]["shapes"].as_array().unwrap().len(), 0);
