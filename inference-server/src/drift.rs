@@ -5,31 +5,12 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::serving::ReferenceStatistics;
+pub use flywheel_vision::stats::ks_statistic;
 
 /// Live values kept per feature.
 pub const WINDOW: usize = 512;
 /// Below this many live values the statistic is not reported (too noisy).
 pub const MIN_SAMPLES: usize = 30;
-
-/// Two-sample KS statistic sup |F_a - F_b| of two ascending samples.
-pub fn ks_statistic(a: &[f64], b: &[f64]) -> f64 {
-    if a.is_empty() || b.is_empty() {
-        return 0.0;
-    }
-    let (mut i, mut j, mut d) = (0usize, 0usize, 0f64);
-    let (na, nb) = (a.len() as f64, b.len() as f64);
-    while i < a.len() && j < b.len() {
-        let x = a[i].min(b[j]);
-        while i < a.len() && a[i] <= x {
-            i += 1;
-        }
-        while j < b.len() && b[j] <= x {
-            j += 1;
-        }
-        d = d.max((i as f64 / na - j as f64 / nb).abs());
-    }
-    d
-}
 
 /// Inverse of a symmetric positive (semi-)definite matrix by Gauss-Jordan elimination, with a
 /// small ridge so a degenerate reference (e.g. constant feature) still gives finite distances.
@@ -172,16 +153,6 @@ impl DriftMonitor {
 mod tests {
     use super::*;
     use crate::serving::{FeatureDistribution, MultivariateReference};
-
-    #[test]
-    fn ks_of_identical_and_disjoint_samples() {
-        let a: Vec<f64> = (0..100).map(|i| i as f64).collect();
-        assert_eq!(ks_statistic(&a, &a), 0.0);
-        let b: Vec<f64> = (200..300).map(|i| i as f64).collect();
-        assert_eq!(ks_statistic(&a, &b), 1.0);
-        let half: Vec<f64> = (50..150).map(|i| i as f64).collect();
-        assert!((ks_statistic(&a, &half) - 0.5).abs() < 1e-9);
-    }
 
     #[test]
     fn inverse_of_diagonal() {

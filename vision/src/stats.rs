@@ -55,9 +55,40 @@ impl ImageStats {
     }
 }
 
+/// Two-sample Kolmogorov-Smirnov statistic sup |F_a - F_b| of two ascending samples: the drift
+/// monitor's per-feature figure (0 when either sample is empty).
+pub fn ks_statistic(a: &[f64], b: &[f64]) -> f64 {
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let (mut i, mut j, mut d) = (0usize, 0usize, 0f64);
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    while i < a.len() && j < b.len() {
+        let x = a[i].min(b[j]);
+        while i < a.len() && a[i] <= x {
+            i += 1;
+        }
+        while j < b.len() && b[j] <= x {
+            j += 1;
+        }
+        d = d.max((i as f64 / na - j as f64 / nb).abs());
+    }
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ks_of_identical_and_disjoint_samples() {
+        let a: Vec<f64> = (0..100).map(|i| i as f64).collect();
+        assert_eq!(ks_statistic(&a, &a), 0.0);
+        let b: Vec<f64> = (200..300).map(|i| i as f64).collect();
+        assert_eq!(ks_statistic(&a, &b), 1.0);
+        let half: Vec<f64> = (50..150).map(|i| i as f64).collect();
+        assert!((ks_statistic(&a, &half) - 0.5).abs() < 1e-9);
+    }
 
     #[test]
     fn stats_of_a_flat_image() {

@@ -14,6 +14,7 @@ use flywheel_api::serving::ReferenceStatistics;
 use flywheel_api::training::NamedDataset;
 use flywheel_storage::Location;
 use flywheel_trainer::generate::{DatasetOptions, Domain, SHIFT_NAMES, write_dataset};
+use flywheel_vision::stats::ks_statistic;
 
 use crate::common::file_uri;
 
@@ -23,23 +24,6 @@ const COUNT: usize = 200;
 /// Two samples of 200 from one distribution exceed a KS statistic of 1.95 * sqrt(2 / 200) =
 /// 0.195 with probability 0.1%.
 const SIGNIFICANT_KS: f64 = 0.2;
-
-/// Two-sample KS statistic sup |F_a - F_b| of two ascending samples (as the server computes it,
-/// `inference-server/src/drift.rs`).
-fn ks(a: &[f64], b: &[f64]) -> f64 {
-    let (mut i, mut j, mut d) = (0usize, 0usize, 0f64);
-    while i < a.len() && j < b.len() {
-        let x = a[i].min(b[j]);
-        while i < a.len() && a[i] <= x {
-            i += 1;
-        }
-        while j < b.len() && b[j] <= x {
-            j += 1;
-        }
-        d = d.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
-    }
-    d
-}
 
 async fn profile(dir: &Path, name: &str, domain: &str, seed: u64) -> ReferenceStatistics {
     let mut opts = DatasetOptions::new(Task::Detection, DatasetFormat::Coco, COUNT);
@@ -56,7 +40,7 @@ fn drift(reference: &ReferenceStatistics, live: &ReferenceStatistics) -> Vec<(St
         .iter()
         .map(|f| {
             let other = live.features.iter().find(|g| g.name == f.name).unwrap();
-            (f.name.clone(), ks(&f.sorted_values, &other.sorted_values))
+            (f.name.clone(), ks_statistic(&f.sorted_values, &other.sorted_values))
         })
         .collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1));
