@@ -102,6 +102,54 @@ pub struct ContinuousTraining {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::common::resources_schema")]
     pub resources: Option<ResourceRequirements>,
+    /// Your own trainer instead of `flywheel-trainer`: its container image, command, args,
+    /// resources (GPU requests included) and extra environment. The Job keeps the request in
+    /// `FLYWHEEL_REQUEST`, the storage credentials and the PVC mounts, and the run is registered
+    /// from the `result.json` the trainer writes under the request's `outputUri`
+    /// (docs/trainer.md, "Bring your own trainer").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainer: Option<Trainer>,
+}
+
+/// A training container of your own, under the same request → `result.json` contract as the
+/// built-in trainer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Trainer {
+    /// Container image, e.g. `registry.example.com/team/detector-trainer:1.4`.
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: String,
+    /// Entrypoint (the container's `command`); empty: the image's own entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub command: Vec<String>,
+    /// Arguments (the container's `args`); empty: none (the built-in trainer's `train` is not
+    /// passed to your image).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub args: Vec<String>,
+    /// Requests and limits of the training container, e.g. `limits: {nvidia.com/gpu: 1}`;
+    /// replaces `continuousTraining.resources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::resources_schema")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra environment variables (plain values). `FLYWHEEL_REQUEST` and the storage
+    /// credential variables are set by the operator and cannot be overridden.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub env: Vec<TrainerEnvVar>,
+}
+
+/// One environment variable of a trainer container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainerEnvVar {
+    /// Variable name, e.g. `EPOCH_SCALE`.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub name: String,
+    /// Its value.
+    #[serde(default)]
+    pub value: String,
 }
 
 /// Retraining trigger.

@@ -160,6 +160,9 @@ pub fn data_pipeline(spec: &DataPipelineSpec) -> Checked {
             );
         }
         resources("spec.continuousTraining.resources", ct.resources.as_ref())?;
+        if let Some(t) = &ct.trainer {
+            trainer("spec.continuousTraining.trainer", t)?;
+        }
     }
     if spec.continuous_deployment.promotion_gate.as_ref().is_some_and(|g| g.enabled) && feedback.is_none() {
         return Err("spec.continuousDeployment.promotionGate compares the models on reviewed samples; enable \
@@ -167,6 +170,44 @@ pub fn data_pipeline(spec: &DataPipelineSpec) -> Checked {
             .into());
     }
     Ok(())
+}
+
+/// Variables every training Job gets from the operator (the request, and the storage
+/// credentials from the labelled Secret); a trainer's `env` may not set them.
+pub const OPERATOR_ENV_PREFIXES: &[&str] = &["FLYWHEEL_REQUEST", "AWS_", "GOOGLE_", "AZURE_"];
+
+/// A trainer of one's own: an image, arguments that are not empty strings, environment variable
+/// names that are valid, unique and not the operator's, and resources.
+fn trainer(field: &str, t: &crate::data_pipeline::Trainer) -> Checked {
+    let image = t.image.trim();
+    if image.is_empty() {
+        return Err(format!("{field}.image is required: the container image of your trainer"));
+    }
+    if image != t.image || image.contains(char::is_whitespace) {
+        return Err(format!("{field}.image {:?} holds whitespace: name an image, e.g. registry/team/trainer:1", t.image));
+    }
+    if let Some(i) = t.command.iter().position(String::is_empty) {
+        return Err(format!("{field}.command[{i}] is empty"));
+    }
+    for (i, e) in t.env.iter().enumerate() {
+        let valid = e.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && e.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!(
+                "{field}.env[{i}].name {:?} is not a variable name: letters, digits and '_', not starting with a digit",
+                e.name
+            ));
+        }
+        if let Some(prefix) = OPERATOR_ENV_PREFIXES.iter().find(|p| e.name.starts_with(**p)) {
+            return Err(format!(
+                "{field}.env[{i}].name {} is set by the operator ({prefix}...: the request, or storage credentials \
+                 from the labelled Secret)",
+                e.name
+            ));
+        }
+    }
+    unique(&format!("{field}.env"), t.env.iter().map(|e| e.name.clone()))?;
+    resources(&format!("{field}.resources"), t.resources.as_ref())
 }
 
 /// Class names: none empty, none twice.

@@ -182,6 +182,47 @@ fn data_pipelines() {
 }
 
 #[test]
+fn a_trainer_of_ones_own_needs_an_image_and_leaves_the_operators_variables_alone() {
+    let p = |trainer: &str| {
+        data_pipeline(&yaml(&format!(
+            "{{deployment: d, feedbackLoop: {{datasetVersion: f}}, continuousTraining: {{trigger: {{reviewedSamples: 3}}, \
+             trainer: {trainer}}}}}"
+        )))
+    };
+    let full = "{image: 'registry.example.com/team/trainer:1.4', command: [python, /app/train.py], \
+                args: [--epochs-scale, '2'], resources: {limits: {nvidia.com/gpu: 1, memory: 8Gi}, requests: {cpu: '2'}}, \
+                env: [{name: EPOCH_SCALE, value: '2'}, {name: RAYON_NUM_THREADS, value: '4'}]}";
+    assert_eq!(p(full), Ok(()));
+    assert_eq!(p("{image: example/byo-trainer}"), Ok(()));
+    // The schema requires `image`; a spec without one does not even parse.
+    let missing: Result<crate::data_pipeline::DataPipelineSpec, _> = serde_yaml::from_str(
+        "{deployment: d, continuousTraining: {trigger: {reviewedSamples: 3}, trainer: {command: [train]}}}",
+    );
+    assert!(missing.unwrap_err().to_string().contains("image"));
+    refused(p("{image: ''}"), "spec.continuousTraining.trainer.image", "required");
+    refused(p("{image: '  '}"), "spec.continuousTraining.trainer.image", "required");
+    refused(p("{image: 'a b'}"), "spec.continuousTraining.trainer.image", "whitespace");
+    refused(p("{image: t, command: ['']}"), "spec.continuousTraining.trainer.command[0]", "empty");
+    refused(
+        p("{image: t, env: [{name: FLYWHEEL_REQUEST, value: '{}'}]}"),
+        "spec.continuousTraining.trainer.env[0].name",
+        "set by the operator",
+    );
+    refused(
+        p("{image: t, env: [{name: A, value: x}, {name: AWS_SECRET_ACCESS_KEY, value: x}]}"),
+        "spec.continuousTraining.trainer.env[1].name",
+        "storage credentials",
+    );
+    refused(p("{image: t, env: [{name: 1A}]}"), "spec.continuousTraining.trainer.env[0].name", "variable name");
+    refused(p("{image: t, env: [{name: A}, {name: A}]}"), "spec.continuousTraining.trainer.env", "twice");
+    refused(
+        p("{image: t, resources: {requests: {nvidia.com/gpu: 2}, limits: {nvidia.com/gpu: 1}}}"),
+        "spec.continuousTraining.trainer.resources.requests.nvidia.com/gpu",
+        "above",
+    );
+}
+
+#[test]
 fn the_quickstart_passes_every_rule() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart");
     let mut checked = 0;

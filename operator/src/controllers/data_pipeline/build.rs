@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use flywheel_api::data_pipeline::Trainer;
 use flywheel_api::model_version::Provenance;
 use flywheel_api::training::{NamedDataset, NamedModel, ProfileRequest, REQUEST_ENV, TrainRequest, TrainResult};
 use flywheel_api::{DataPipeline, DatasetVersion, ModelVersion, StorageUri};
@@ -60,6 +61,12 @@ pub struct JobSettings {
     pub resources: Option<ResourceRequirements>,
 }
 
+/// Environment variables the operator sets on every Job container; a trainer's `env` cannot
+/// replace them.
+pub fn reserved_env(name: &str) -> bool {
+    name == REQUEST_ENV || CREDENTIAL_KEYS.contains(&name)
+}
+
 #[allow(clippy::too_many_arguments)] // one Job builder for profile and train Jobs
 fn job(
     p: &DataPipeline,
@@ -70,15 +77,41 @@ fn job(
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
     settings: &JobSettings,
+    trainer: Option<&Trainer>,
 ) -> Result<Job> {
     let request_json = serde_json::to_string(request).map_err(|e| Error::Serialization(e.to_string()))?;
-    let mut env =
-        vec![json!({"name": REQUEST_ENV, "value": request_json}), json!({"name": "RAYON_NUM_THREADS", "value": "2"})];
+    let own_env = trainer.map(|t| t.env.as_slice()).unwrap_or_default();
+    let mut env = vec![json!({"name": REQUEST_ENV, "value": request_json})];
+    if !own_env.iter().any(|e| e.name == "RAYON_NUM_THREADS") {
+        env.push(json!({"name": "RAYON_NUM_THREADS", "value": "2"}));
+    }
     for secret in &settings.credential_secrets {
         for key in CREDENTIAL_KEYS {
             env.push(
                 json!({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}}),
             );
+        }
+    }
+    // A trainer's own variables, never the request or the credentials (validation refuses
+    // those names; they are dropped here too so a Job never carries a second value).
+    env.extend(own_env.iter().filter(|e| !reserved_env(&e.name)).map(|e| json!({"name": e.name, "value": e.value})));
+    let mut container = json!({
+        "name": kind,
+        "image": &settings.image,
+        "args": [command],
+        "env": env,
+        "volumeMounts": [],
+        "resources": settings.resources.clone().unwrap_or_default(),
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "allowPrivilegeEscalation": false},
+    });
+    if let Some(t) = trainer {
+        container["image"] = json!(t.image);
+        container["args"] = json!(t.args);
+        if !t.command.is_empty() {
+            container["command"] = json!(t.command);
+        }
+        if let Some(resources) = &t.resources {
+            container["resources"] = json!(resources);
         }
     }
     let claims: BTreeSet<String> = find_pvc_claims(request);
@@ -90,6 +123,7 @@ fn job(
             |c| json!({"name": format!("pvc-{c}"), "mountPath": format!("{}/{c}", flywheel_storage::DEFAULT_PVC_ROOT)}),
         )
         .collect();
+    container["volumeMounts"] = json!(mounts);
     let mut all_labels = labels;
     all_labels.insert(LABEL_PIPELINE.into(), p.name_any());
     all_labels.insert(LABEL_JOB_KIND.into(), kind.into());
@@ -110,15 +144,7 @@ fn job(
                 "metadata": {"labels": all_labels},
                 "spec": {
                     "restartPolicy": "Never",
-                    "containers": [{
-                        "name": kind,
-                        "image": &settings.image,
-                        "args": [command],
-                        "env": env,
-                        "volumeMounts": mounts,
-                        "resources": settings.resources.clone().unwrap_or_default(),
-                        "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "allowPrivilegeEscalation": false},
-                    }],
+                    "containers": [container],
                     "volumes": volumes,
                 },
             },
@@ -146,7 +172,8 @@ fn find_pvc_claims(value: &serde_json::Value) -> BTreeSet<String> {
 pub fn profile_job(p: &DataPipeline, dataset: &DatasetVersion, output: &str, settings: &JobSettings) -> Result<Job> {
     let request = ProfileRequest { dataset: named(dataset), output_uri: StorageUri(output.to_string()) };
     let request = serde_json::to_value(&request).map_err(|e| Error::Serialization(e.to_string()))?;
-    job(p, profile_job_name(p, dataset), "profile", "profile", &request, BTreeMap::new(), BTreeMap::new(), settings)
+    let name = profile_job_name(p, dataset);
+    job(p, name, "profile", "profile", &request, BTreeMap::new(), BTreeMap::new(), settings, None)
 }
 
 pub fn training_job(
@@ -162,7 +189,10 @@ pub fn training_job(
         (ANNOTATION_REVIEWED.to_string(), reviewed_at_trigger.to_string()),
         (ANNOTATION_BASE_MODEL.to_string(), request.base_model.name.clone()),
     ]);
-    job(p, training_job_name(p, run), "trainer", "train", &value, labels, annotations, settings)
+    // `continuousTraining.trainer` replaces the built-in trainer's image, command, args and
+    // resources; the request, credentials, mounts and result contract stay the same.
+    let trainer = p.spec.continuous_training.as_ref().and_then(|c| c.trainer.as_ref());
+    job(p, training_job_name(p, run), "trainer", "train", &value, labels, annotations, settings, trainer)
 }
 
 pub fn train_request(

@@ -206,3 +206,80 @@ fn a_pipeline_is_checked_before_anything_is_read_and_against_what_it_names() {
     let mismatch = references(&refs(Some(train), Some(classes))).unwrap_err();
     assert!(mismatch.contains("holds classification data") && mismatch.contains("holds detection"), "{mismatch}");
 }
+
+#[test]
+fn a_trainer_of_ones_own_replaces_image_command_args_resources_and_adds_env_but_keeps_the_contract() {
+    let mut p: DataPipeline = object(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: DataPipeline\nmetadata: {name: shapes, namespace: ns, uid: p-1}
+spec:
+  deployment: shapes
+  feedbackLoop: {datasetVersion: fb}
+  continuousTraining:
+    trigger: {reviewedSamples: 5}
+    resources: {requests: {cpu: '1'}}
+    trainer:
+      image: registry.example.com/team/trainer:1.4
+      command: [python, /app/train.py]
+      args: [--scale, '2']
+      resources: {requests: {cpu: '2'}, limits: {nvidia.com/gpu: 1, memory: 8Gi}}
+      env: [{name: EPOCH_SCALE, value: '2'}, {name: RAYON_NUM_THREADS, value: '8'}, {name: AWS_REGION, value: x}]",
+    );
+    let ds = dataset("fb", "pvc://data/fb/");
+    let request = train_request(&p, &base(), vec![named(&ds)], None, "pvc://data/out/runs/1/".into());
+    let job = training_job(&p, 1, 5, &request, &settings()).unwrap();
+    // The request is the built-in trainer's, unchanged.
+    let parsed: TrainRequest = serde_json::from_value(request_of(&job)).unwrap();
+    assert_eq!(parsed, request);
+    let run = run_from_job(&job).unwrap();
+    assert_eq!((run.number, run.reviewed_at_trigger, run.base_model.as_str()), (1, 5, "m-v1"));
+    let pod = job.spec.clone().unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    assert_eq!(c.name, "trainer");
+    assert_eq!(c.image.as_deref(), Some("registry.example.com/team/trainer:1.4"));
+    assert_eq!(c.command.clone().unwrap(), vec!["python", "/app/train.py"]);
+    assert_eq!(c.args.clone().unwrap(), vec!["--scale", "2"]);
+    let resources = c.resources.clone().unwrap();
+    assert_eq!(resources.limits.unwrap()["nvidia.com/gpu"].0, "1");
+    assert_eq!(resources.requests.unwrap()["cpu"].0, "2");
+    let env = c.env.clone().unwrap();
+    let values = |name: &str| env.iter().filter(|e| e.name == name).collect::<Vec<_>>();
+    assert_eq!(values("EPOCH_SCALE")[0].value.as_deref(), Some("2"));
+    let rayon = values("RAYON_NUM_THREADS");
+    assert_eq!((rayon.len(), rayon[0].value.as_deref()), (1, Some("8")), "the trainer's own value, once");
+    // Credentials still come from the Secret only: the trainer's AWS_REGION is not added.
+    let region = values("AWS_REGION");
+    assert_eq!(region.len(), 1);
+    assert_eq!(region[0].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "store");
+    assert_eq!(values(REQUEST_ENV).len(), 1);
+    // The PVC the request names is mounted, as for the built-in trainer.
+    assert_eq!(pod.volumes.unwrap()[0].persistent_volume_claim.as_ref().unwrap().claim_name, "data");
+    assert_eq!(c.volume_mounts.clone().unwrap()[0].mount_path, "/var/lib/flywheel/pvc/data");
+    assert_eq!(c.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+
+    // Without a command the image's entrypoint runs, with the trainer's args only; without
+    // resources of its own, continuousTraining.resources apply.
+    let trainer = p.spec.continuous_training.as_mut().unwrap().trainer.as_mut().unwrap();
+    trainer.command.clear();
+    trainer.args.clear();
+    trainer.resources = None;
+    let settings = JobSettings { resources: p.spec.continuous_training.as_ref().unwrap().resources.clone(), ..settings() };
+    let job = training_job(&p, 2, 10, &request, &settings).unwrap();
+    let c = job.spec.unwrap().template.spec.unwrap().containers.remove(0);
+    assert_eq!((c.command, c.args.unwrap_or_default()), (None, Vec::<String>::new()));
+    assert_eq!(c.resources.unwrap().requests.unwrap()["cpu"].0, "1");
+
+    // Profiling Jobs always run the built-in trainer.
+    let profile = profile_job(&p, &ds, "pvc://data/out/", &settings).unwrap();
+    let c = profile.spec.unwrap().template.spec.unwrap().containers.remove(0);
+    assert_eq!((c.image.as_deref(), c.args.unwrap()), (Some("flywheel/trainer:1"), vec!["profile".to_string()]));
+}
+
+#[test]
+fn the_built_in_trainer_runs_train_with_its_own_image() {
+    let p = pipeline();
+    let job = training_job(&p, 1, 5, &train_request(&p, &base(), vec![], None, "s3://o/".into()), &settings()).unwrap();
+    let c = job.spec.unwrap().template.spec.unwrap().containers.remove(0);
+    assert_eq!((c.image.as_deref(), c.command, c.args.unwrap()), (Some("flywheel/trainer:1"), None, vec!["train".to_string()]));
+    let env = c.env.unwrap();
+    assert!(env.iter().any(|e| e.name == "RAYON_NUM_THREADS" && e.value.as_deref() == Some("2")));
+}
