@@ -18,12 +18,14 @@
 //! crash never leaves a half-written object visible and a node crash keeps every acknowledged
 //! write.
 
+pub mod feedback;
 mod location;
 mod redact;
 mod uri;
 
 use sha2::{Digest, Sha256};
 
+pub use feedback::{FeedbackError, FeedbackWriter, Sample};
 pub use location::Location;
 pub use object_store;
 pub use redact::{redact, redact_text};
