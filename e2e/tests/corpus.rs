@@ -13,9 +13,7 @@ mod common;
 use std::path::PathBuf;
 
 use flywheel_api::{FlywheelDeployment, ModelVersion, condition};
-use flywheel_e2e::{TestNamespace, install_crds, shared_cluster, workspace_root};
-use flywheel_operator::context::{Context, Settings};
-use flywheel_operator::metrics::Metrics;
+use flywheel_e2e::{TestNamespace, install_crds, shared_cluster, start_operator, test_settings, workspace_root};
 use flywheel_test_support::models::{
     NUDENET_LABELS, assert_raw_outputs_match, assert_shapes_match, generated, png_tensor,
 };
@@ -115,22 +113,6 @@ fn corpus() -> Vec<Entry> {
     ]
 }
 
-fn start_operator(client: kube::Client, ns: &str) -> tokio::task::JoinHandle<()> {
-    let settings = Settings {
-        server_image: "flywheel/inference-server".into(),
-        trainer_image: "flywheel/trainer".into(),
-        default_output_uri: None,
-        namespace: Some(ns.to_string()),
-        // The corpus is files in the test cache.
-        allow_local_files: true,
-        verify_models: true,
-    };
-    tokio::spawn(flywheel_operator::controllers::run(
-        Context::new(client, Metrics::default(), settings),
-        std::future::pending(),
-    ))
-}
-
 fn is_true(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], type_: &str) -> bool {
     condition::find(conditions, type_).is_some_and(|c| c.status == "True")
 }
@@ -141,7 +123,7 @@ async fn every_model_of_the_corpus_serves_through_a_deployment_as_onnxruntime_an
     let client = cluster.client().await;
     install_crds(&client, &workspace_root().join("crds")).await.expect("CRDs install");
     let ns = TestNamespace::new(cluster, "corpus").await.unwrap();
-    let operator = start_operator(client.clone(), &ns.name);
+    let operator = start_operator(client.clone(), test_settings(&ns.name));
     let corpus = corpus();
 
     for e in &corpus {

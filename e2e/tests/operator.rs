@@ -7,8 +7,7 @@ use std::path::Path;
 use flywheel_api::condition;
 use flywheel_api::{DataPipeline, DatasetVersion, FlywheelDeployment, ModelVersion};
 use flywheel_e2e::{TestNamespace, install_crds, shared_cluster, workspace_root};
-use flywheel_operator::context::{Context, Settings};
-use flywheel_operator::metrics::Metrics;
+use flywheel_operator::context::Settings;
 use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -18,18 +17,13 @@ use kube::api::{ListParams, Patch, PatchParams};
 /// The operator's controllers in this process, watching one namespace; abort to "kill" it.
 fn start_operator(client: kube::Client, ns: &str, output: &Path) -> tokio::task::JoinHandle<()> {
     let settings = Settings {
-        server_image: "flywheel/inference-server".into(),
-        trainer_image: "flywheel/trainer".into(),
         default_output_uri: Some(format!("file://{}", output.display())),
-        namespace: Some(ns.to_string()),
-        // The tests' models and datasets are files in temporary directories.
-        allow_local_files: true,
         // Most artifacts here are placeholder bytes: these tests are about the operator's own
         // objects. Verification Jobs have their own tests (e2e/tests/verification.rs).
         verify_models: false,
+        ..flywheel_e2e::test_settings(ns)
     };
-    let ctx = Context::new(client, Metrics::default(), settings);
-    tokio::spawn(flywheel_operator::controllers::run(ctx, std::future::pending()))
+    flywheel_e2e::start_operator(client, settings)
 }
 
 async fn setup(prefix: &str) -> (TestNamespace, kube::Client) {

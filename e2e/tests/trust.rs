@@ -8,8 +8,7 @@ use std::path::Path;
 
 use flywheel_api::{DatasetVersion, FlywheelDeployment, ModelVersion};
 use flywheel_e2e::{TestNamespace, install_crds, shared_cluster, workspace_root};
-use flywheel_operator::context::{Context, Settings};
-use flywheel_operator::metrics::Metrics;
+use flywheel_operator::context::Settings;
 use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
@@ -19,16 +18,12 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch,
 /// The operator's controllers in this process, watching one namespace.
 fn start_operator(client: kube::Client, ns: &str, allow_local_files: bool) -> tokio::task::JoinHandle<()> {
     let settings = Settings {
-        server_image: "flywheel/inference-server".into(),
-        trainer_image: "flywheel/trainer".into(),
-        default_output_uri: None,
-        namespace: Some(ns.to_string()),
         allow_local_files,
         // The artifacts are placeholder bytes: trust is checked before any verification.
         verify_models: false,
+        ..flywheel_e2e::test_settings(ns)
     };
-    let ctx = Context::new(client, Metrics::default(), settings);
-    tokio::spawn(flywheel_operator::controllers::run(ctx, std::future::pending()))
+    flywheel_e2e::start_operator(client, settings)
 }
 
 async fn setup(prefix: &str) -> (TestNamespace, kube::Client) {

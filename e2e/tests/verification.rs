@@ -8,29 +8,11 @@
 use std::path::Path;
 
 use flywheel_api::{FlywheelDeployment, ModelVersion};
-use flywheel_e2e::{TestNamespace, install_crds, shared_cluster, workspace_root};
-use flywheel_operator::context::{Context, Settings};
-use flywheel_operator::metrics::Metrics;
+use flywheel_e2e::{TestNamespace, install_crds, shared_cluster, start_operator, test_settings, workspace_root};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
 use serde_json::{Value, json};
-
-fn start_operator(client: kube::Client, ns: &str) -> tokio::task::JoinHandle<()> {
-    let settings = Settings {
-        server_image: "flywheel/inference-server".into(),
-        trainer_image: "flywheel/trainer".into(),
-        default_output_uri: None,
-        namespace: Some(ns.to_string()),
-        // The test's models are files in a temporary directory.
-        allow_local_files: true,
-        verify_models: true,
-    };
-    tokio::spawn(flywheel_operator::controllers::run(
-        Context::new(client, Metrics::default(), settings),
-        std::future::pending(),
-    ))
-}
 
 fn generate(args: &[&str]) -> Value {
     let bin = flywheel_e2e::cluster::default_bin_dir().expect("bin dir").join("flywheel-trainer");
@@ -98,7 +80,7 @@ async fn models_are_ready_only_once_verified_and_a_model_that_cannot_serve_never
     let client = cluster.client().await;
     install_crds(&client, &workspace_root().join("crds")).await.expect("CRDs install");
     let ns = TestNamespace::new(cluster, "verify").await.unwrap();
-    let operator = start_operator(client.clone(), &ns.name);
+    let operator = start_operator(client.clone(), test_settings(&ns.name));
     let dir = tempfile::tempdir().unwrap();
     let uri = |leaf: &str| format!("file://{}/{leaf}", dir.path().display());
 

@@ -1,0 +1,26 @@
+//! The operator's controllers inside a test process, watching one namespace: quicker to start
+//! than the binary, and aborting the handle "kills" the operator mid-work.
+
+use flywheel_operator::context::{Context, Settings};
+use flywheel_operator::metrics::Metrics;
+
+/// Settings for tests: the workspace's images, one namespace, local files allowed (test models
+/// and datasets are files in temporary directories), models verified as in production.
+pub fn test_settings(namespace: &str) -> Settings {
+    Settings {
+        server_image: "flywheel/inference-server".into(),
+        trainer_image: "flywheel/trainer".into(),
+        default_output_uri: None,
+        namespace: Some(namespace.to_string()),
+        allow_local_files: true,
+        verify_models: true,
+    }
+}
+
+/// Runs every controller with `settings` until the handle is aborted.
+pub fn start_operator(client: kube::Client, settings: Settings) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(flywheel_operator::controllers::run(
+        Context::new(client, Metrics::default(), settings),
+        std::future::pending(),
+    ))
+}
