@@ -147,8 +147,7 @@ pub struct TrainerEnvVar {
     /// Variable name, e.g. `EPOCH_SCALE`.
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub name: String,
-    /// Its value.
-    #[serde(default)]
+    /// Its value (may be empty).
     pub value: String,
 }
 
