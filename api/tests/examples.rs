@@ -172,6 +172,20 @@ fn per_exporter_model_examples_deserialise_and_pass_the_schema() {
 }
 
 #[test]
+fn the_bring_your_own_trainer_pipeline_deserialises_and_passes_the_schema() {
+    for path in yaml_files(&examples_dir().join("byo-trainer")) {
+        for doc in documents(&path) {
+            assert_eq!(doc["kind"], "DataPipeline", "{}", path.display());
+            round_trip::<DataPipeline>(&doc, &path);
+            let errors = schema_errors(&doc);
+            assert!(errors.is_empty(), "{}: rejected by the schema: {errors:?}", path.display());
+            assert_eq!(operator_check(&doc), Ok(()), "{}: refused by the operator", path.display());
+            assert!(doc["spec"]["continuousTraining"]["trainer"]["image"].is_string(), "{}", path.display());
+        }
+    }
+}
+
+#[test]
 fn every_invalid_example_is_rejected_where_it_says() {
     let (mut by_schema, mut by_operator) = (0, 0);
     for path in yaml_files(&examples_dir().join("invalid")) {
