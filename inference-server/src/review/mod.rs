@@ -28,11 +28,11 @@ use crate::predlog::WrittenRx;
 use crate::record::{PredictionRecord, Shape};
 use crate::serving::Task;
 use flywheel_types::prediction::review_path;
-use flywheel_vision::review_order::{disagree, lowest_confidence};
+use flywheel_vision::review_order::{disagree, ground_truth, lowest_confidence};
 pub use quality::{Pair, Quality, Served, export_quality};
 
 /// Most shapes one review may hold (a correction's work is bounded, and so is the lock it holds).
-pub const MAX_REVIEW_SHAPES: usize = 1000;
+pub use flywheel_vision::review_order::MAX_REVIEW_SHAPES;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -320,55 +320,17 @@ impl ReviewStore {
         if sub.shapes.as_ref().is_some_and(|s| s.len() > MAX_REVIEW_SHAPES) {
             return Err(ServerError::bad_request(format!("a review holds at most {MAX_REVIEW_SHAPES} shapes")));
         }
-        let mut shapes = match sub.decision {
-            Decision::Accept => {
-                if sub.shapes.is_some() {
-                    return Err(ServerError::bad_request(
-                        "an accepted review takes no shapes; use decision \"correct\"",
-                    ));
-                }
-                item.record.champion.shapes.clone()
+        let corrected = match (sub.decision, &sub.shapes) {
+            (Decision::Accept, Some(_)) => {
+                return Err(ServerError::bad_request("an accepted review takes no shapes; use decision \"correct\""));
             }
-            Decision::Correct => {
-                sub.shapes.clone().ok_or_else(|| ServerError::bad_request("a correction needs shapes"))?
-            }
+            (Decision::Accept, None) => None,
+            (Decision::Correct, Some(s)) => Some(s.as_slice()),
+            (Decision::Correct, None) => return Err(ServerError::bad_request("a correction needs shapes")),
         };
-        if self.task == Task::Classification {
-            shapes.truncate(1);
-            if shapes.is_empty() {
-                return Err(ServerError::bad_request("a classification review needs one label"));
-            }
-        }
-        let (w, h) = (item.record.width as f32, item.record.height as f32);
-        for s in &mut shapes {
-            if !self.labels.is_empty() {
-                s.class_id = self.labels.iter().position(|l| l == &s.label).ok_or_else(|| {
-                    ServerError::bad_request(format!("unknown label {:?}; known labels: {:?}", s.label, self.labels))
-                })?;
-            }
-            s.confidence = 1.0;
-            match (self.task, s.bbox) {
-                (Task::Detection, None) => {
-                    return Err(ServerError::bad_request("detection shapes need a box [x1, y1, x2, y2]"));
-                }
-                (Task::Detection, Some(b)) => {
-                    let ok = b.iter().all(|v| v.is_finite())
-                        && b[0] >= 0.0
-                        && b[1] >= 0.0
-                        && b[0] < b[2]
-                        && b[1] < b[3]
-                        && b[2] <= w + 0.5
-                        && b[3] <= h + 0.5;
-                    if !ok {
-                        return Err(ServerError::bad_request(format!(
-                            "box {b:?} is not inside the {w}x{h} image with x1<x2, y1<y2"
-                        )));
-                    }
-                }
-                (Task::Classification, _) => s.bbox = None,
-            }
-        }
-        Ok(shapes)
+        let size = (item.record.width, item.record.height);
+        ground_truth(self.task, &self.labels, size, &item.record.champion.shapes, corrected)
+            .map_err(ServerError::bad_request)
     }
 }
 
