@@ -1,9 +1,13 @@
 //! Flywheel's review service: the single owner of a feedback loop's review state. It ingests
 //! the prediction log every inference replica writes, keeps one global review queue in SQL
-//! (SQLite by default, PostgreSQL from a URL) and stores each decision exactly once.
+//! (SQLite by default, PostgreSQL from a URL), stores each decision exactly once, writes each
+//! reviewed sample into the feedback dataset, and serves the review API and page.
 
+pub mod http;
 pub mod ingest;
+pub mod service;
 pub mod store;
 
 pub use ingest::{Ingested, ingest};
+pub use service::{Service, ServiceError, Submission, Written};
 pub use store::{Decision, Item, Review, Store, StoreError, Totals};

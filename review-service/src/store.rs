@@ -121,6 +121,11 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// Closes the database connections (waits for them to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// Paths of the prediction-log objects already ingested.
     pub async fn ingested_paths(&self) -> Result<std::collections::HashSet<String>> {
         let rows = sqlx::query("SELECT path FROM ingested").fetch_all(&self.pool).await?;
@@ -226,6 +231,17 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The stored review of a prediction, if any: decision, ground truth, time (ms).
+    pub async fn review(&self, id: &str) -> Result<Option<(Decision, Vec<Shape>, i64)>> {
+        let row = sqlx::query("SELECT decision, shapes, time_ms FROM reviews WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let shapes: String = row.try_get("shapes")?;
+        Ok(Some((Decision::parse(&row.try_get::<String, _>("decision")?), json(id, &shapes)?, row.try_get("time_ms")?)))
     }
 
     /// Reviews whose sample is not in the feedback dataset yet, oldest first.
