@@ -184,7 +184,10 @@ fn trainer(field: &str, t: &crate::data_pipeline::Trainer) -> Checked {
         return Err(format!("{field}.image is required: the container image of your trainer"));
     }
     if image != t.image || image.contains(char::is_whitespace) {
-        return Err(format!("{field}.image {:?} holds whitespace: name an image, e.g. registry/team/trainer:1", t.image));
+        return Err(format!(
+            "{field}.image {:?} holds whitespace: name an image, e.g. registry/team/trainer:1",
+            t.image
+        ));
     }
     if let Some(i) = t.command.iter().position(String::is_empty) {
         return Err(format!("{field}.command[{i}] is empty"));

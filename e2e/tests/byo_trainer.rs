@@ -48,7 +48,19 @@ fn generate(args: &[&str]) -> serde_json::Value {
 /// a DataPipeline with the trainer `args` that triggers at 3.
 async fn pipeline(ns: &TestNamespace, dir: &Path, base: &serde_json::Value, args: &str) {
     let feedback = format!("file://{}/feedback", dir.display());
-    generate(&["dataset", "--task", "detection", "--format", "coco", "--count", "3", "--seed", "7", "--out", &feedback]);
+    generate(&[
+        "dataset",
+        "--task",
+        "detection",
+        "--format",
+        "coco",
+        "--count",
+        "3",
+        "--seed",
+        "7",
+        "--out",
+        &feedback,
+    ]);
     let base_mv = serde_json::json!({
         "apiVersion": "flywheel.dev/v1alpha1", "kind": "ModelVersion", "metadata": {"name": "base"}, "spec": base,
     });
@@ -101,11 +113,13 @@ async fn a_trainer_of_ones_own_produces_a_registered_verified_model_and_its_fail
         ..test_settings(&ok.name)
     };
     let operator = start_operator(client.clone(), settings);
-    let base = generate(&["model", "--task", "detection", "--out", &format!("file://{}/base.onnx", dir.path().display())]);
+    let base =
+        generate(&["model", "--task", "detection", "--out", &format!("file://{}/base.onnx", dir.path().display())]);
     pipeline(&ok, dir.path(), &base, "[--noise, '0.001', --seed, '3']").await;
 
-    let produced =
-        |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).and_then(|s| s.last_model_version.clone()).is_some();
+    let produced = |p: Option<&DataPipeline>| {
+        p.and_then(|p| p.status.as_ref()).and_then(|s| s.last_model_version.clone()).is_some()
+    };
     let p = ok.wait_for::<DataPipeline>("loop", produced, 240).await.unwrap().unwrap();
     let status = p.status.unwrap();
     assert_eq!(status.last_model_version.as_deref(), Some("loop-r1"));
@@ -154,14 +168,14 @@ async fn a_trainer_of_ones_own_produces_a_registered_verified_model_and_its_fail
         ..test_settings(&bad.name)
     };
     let operator = start_operator(client.clone(), settings);
-    let mut base = generate(&["model", "--task", "detection", "--out", &format!("file://{}/base.onnx", dir.path().display())]);
+    let mut base =
+        generate(&["model", "--task", "detection", "--out", &format!("file://{}/base.onnx", dir.path().display())]);
     std::fs::write(dir.path().join("base.onnx"), b"not a model").unwrap();
     base["artifact"].as_object_mut().unwrap().remove("sha256");
     pipeline(&bad, dir.path(), &base, "[--noise, '0.001']").await;
     let failed = |p: Option<&DataPipeline>| {
-        p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
-            condition::find(&s.conditions, "TrainingSucceeded").is_some_and(|c| c.status == "False")
-        })
+        p.and_then(|p| p.status.as_ref())
+            .is_some_and(|s| condition::find(&s.conditions, "TrainingSucceeded").is_some_and(|c| c.status == "False"))
     };
     let p = bad.wait_for::<DataPipeline>("loop", failed, 180).await.unwrap().unwrap();
     let status = p.status.unwrap();

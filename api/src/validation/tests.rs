@@ -213,8 +213,16 @@ fn a_trainer_of_ones_own_needs_an_image_and_leaves_the_operators_variables_alone
         "spec.continuousTraining.trainer.env[1].name",
         "storage credentials",
     );
-    refused(p("{image: t, env: [{name: 1A, value: x}]}"), "spec.continuousTraining.trainer.env[0].name", "variable name");
-    refused(p("{image: t, env: [{name: A, value: x}, {name: A, value: y}]}"), "spec.continuousTraining.trainer.env", "twice");
+    refused(
+        p("{image: t, env: [{name: 1A, value: x}]}"),
+        "spec.continuousTraining.trainer.env[0].name",
+        "variable name",
+    );
+    refused(
+        p("{image: t, env: [{name: A, value: x}, {name: A, value: y}]}"),
+        "spec.continuousTraining.trainer.env",
+        "twice",
+    );
     refused(
         p("{image: t, resources: {requests: {nvidia.com/gpu: 2}, limits: {nvidia.com/gpu: 1}}}"),
         "spec.continuousTraining.trainer.resources.requests.nvidia.com/gpu",

@@ -262,7 +262,8 @@ spec:
     trainer.command.clear();
     trainer.args.clear();
     trainer.resources = None;
-    let settings = JobSettings { resources: p.spec.continuous_training.as_ref().unwrap().resources.clone(), ..settings() };
+    let settings =
+        JobSettings { resources: p.spec.continuous_training.as_ref().unwrap().resources.clone(), ..settings() };
     let job = training_job(&p, 2, 10, &request, &settings).unwrap();
     let c = job.spec.unwrap().template.spec.unwrap().containers.remove(0);
     assert_eq!((c.command, c.args.unwrap_or_default()), (None, Vec::<String>::new()));
@@ -279,7 +280,10 @@ fn the_built_in_trainer_runs_train_with_its_own_image() {
     let p = pipeline();
     let job = training_job(&p, 1, 5, &train_request(&p, &base(), vec![], None, "s3://o/".into()), &settings()).unwrap();
     let c = job.spec.unwrap().template.spec.unwrap().containers.remove(0);
-    assert_eq!((c.image.as_deref(), c.command, c.args.unwrap()), (Some("flywheel/trainer:1"), None, vec!["train".to_string()]));
+    assert_eq!(
+        (c.image.as_deref(), c.command, c.args.unwrap()),
+        (Some("flywheel/trainer:1"), None, vec!["train".to_string()])
+    );
     let env = c.env.unwrap();
     assert!(env.iter().any(|e| e.name == "RAYON_NUM_THREADS" && e.value.as_deref() == Some("2")));
 }
