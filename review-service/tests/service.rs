@@ -257,6 +257,14 @@ async fn scenario(url: &str) {
         found.insert(id, names[&a.category_id].to_string());
     }
     assert_eq!(found, acknowledged, "the dataset holds exactly the acknowledged ground truth");
+
+    // The database out of reach: 503, not a crash or a wrong answer.
+    run.service.store.close().await;
+    let r = client.get(format!("http://{}/status", run.addr)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let r = client.get(format!("http://{}/v1/review/items", run.addr)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
     run.kill().await;
 }
 
