@@ -287,7 +287,10 @@ async fn detection_letterbox_boxes_and_coco_feedback() {
         {"label": "blue", "classId": 1, "confidence": 1, "box": [100, 40, 120, 60]}]}))
     .await;
     assert_eq!(r.status(), 200);
-    let coco: Value = serde_json::from_slice(&std::fs::read(root.join("feedback/annotations.json")).unwrap()).unwrap();
+    // The sample's own COCO document, next to its image; no shared index is written.
+    assert!(!root.join("feedback/annotations.json").exists());
+    let sample = root.join(format!("feedback/annotations/{square_id}.json"));
+    let coco: Value = serde_json::from_slice(&std::fs::read(sample).unwrap()).unwrap();
     assert_eq!(coco["images"].as_array().unwrap().len(), 1);
     assert_eq!(coco["images"][0]["width"], 128);
     assert_eq!(coco["annotations"].as_array().unwrap().len(), 2);
