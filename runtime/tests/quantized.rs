@@ -293,3 +293,98 @@ fn the_set_covers_the_quantization_and_recurrent_ops() {
         assert!(ops.contains(op), "no generated model uses {op}: {ops:?}");
     }
 }
+
+/// One QDQ convolution (QuantizeLinear -> DequantizeLinear, DequantizeLinear of an int8 weight,
+/// Conv, QuantizeLinear -> DequantizeLinear) whose exact output, 81.49999 quanta, is below a
+/// rounding boundary while the float convolution of the dequantized values rounds above it
+/// (81.5 -> 82). onnxruntime's default session runs uint8 units as the integer QLinearConv (81);
+/// on x86-64 it fuses int8 ones only when it can turn them into uint8, not when the output's
+/// QuantizeLinear feeds two DequantizeLinear nodes (82). Also behind another fused convolution
+/// (an identity 1x1 one). Measured with onnxruntime 1.32; this runtime does the same.
+#[test]
+fn a_qdq_convolution_runs_as_onnxruntime_runs_it() {
+    use flywheel_runtime::proto_types::{
+        GraphProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto, ValueInfoProto, type_proto,
+    };
+    let (xs, ws, ys) = (f32::from_bits(0x3a94a8fc), f32::from_bits(0x3d302e33), f32::from_bits(0x3b0938e4));
+    let float =
+        |name: &str, v: f32| TensorProto { name: name.into(), data_type: 1, float_data: vec![v], ..Default::default() };
+    let ints = |name: &str, data_type: i32, dims: &[i64], v: &[i32]| TensorProto {
+        name: name.into(),
+        data_type,
+        dims: dims.to_vec(),
+        int32_data: v.to_vec(),
+        ..Default::default()
+    };
+    let node = |op: &str, ins: &[&str], out: &str| NodeProto {
+        op_type: op.into(),
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        ..Default::default()
+    };
+    let info = |name: &str| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: 1, shape: None })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // Activations uint8 (ONNX type 2, zero point 0) or int8 (3, zero point -128), read back by
+    // one or two DequantizeLinear nodes, after an identity convolution or not; the result in
+    // output quanta.
+    let run = |activation_type: i32, readers: usize, behind_identity: bool| -> f32 {
+        let zp = if activation_type == 2 { 0 } else { -128 };
+        let mut nodes =
+            vec![node("QuantizeLinear", &["x", "xs", "xz"], "xq"), node("DequantizeLinear", &["xq", "xs", "xz"], "xd")];
+        if behind_identity {
+            nodes.extend([
+                node("DequantizeLinear", &["iq", "one", "wz"], "id"),
+                node("Conv", &["xd", "id"], "i"),
+                node("QuantizeLinear", &["i", "xs", "xz"], "iyq"),
+                node("DequantizeLinear", &["iyq", "xs", "xz"], "ixd"),
+            ]);
+        }
+        nodes.extend([
+            node("DequantizeLinear", &["wq", "ws", "wz"], "wd"),
+            node("Conv", &[if behind_identity { "ixd" } else { "xd" }, "wd"], "y"),
+            node("QuantizeLinear", &["y", "ys", "yz"], "yq"),
+        ]);
+        let outs: Vec<String> = (0..readers).map(|i| format!("out{i}")).collect();
+        nodes.extend(outs.iter().map(|o| node("DequantizeLinear", &["yq", "ys", "yz"], o)));
+        let m = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+            graph: Some(GraphProto {
+                node: nodes,
+                input: vec![info("x")],
+                output: outs.iter().map(|o| info(o)).collect(),
+                initializer: vec![
+                    float("xs", xs),
+                    ints("xz", activation_type, &[], &[zp]),
+                    ints("wq", 3, &[1, 2, 1, 1], &[55, -29]),
+                    ints("iq", 3, &[2, 2, 1, 1], &[1, 0, 0, 1]),
+                    float("one", 1.0),
+                    float("ws", ws),
+                    ints("wz", 3, &[], &[0]),
+                    float("ys", ys),
+                    ints("yz", activation_type, &[], &[zp]),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let model = Model::from_proto(&m).unwrap();
+        // Quantized: 139 and 143 quanta above the zero point, times the weights 55 and -29.
+        let x = Tensor::from_vec(vec![139f32 * xs, 143f32 * xs], (1, 2, 1, 1), &candle_core::Device::Cpu).unwrap();
+        let out = model.run(&[("x", x)]).unwrap();
+        values(&out[0].1)[0] as f32 / ys
+    };
+    for behind_identity in [false, true] {
+        let case = if behind_identity { " behind an identity convolution" } else { "" };
+        assert_eq!(run(2, 1, behind_identity), 81.0, "uint8{case}: the integer convolution");
+        assert_eq!(run(2, 2, behind_identity), 81.0, "uint8 read twice{case}: the integer convolution");
+        assert_eq!(run(3, 1, behind_identity), 81.0, "int8 turned into uint8{case}: the integer convolution");
+        assert_eq!(run(3, 2, behind_identity), 82.0, "int8 read twice{case}: the float convolution (x86-64)");
+    }
+}

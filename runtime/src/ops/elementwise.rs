@@ -250,6 +250,13 @@ pub fn unary(u: Unary, x: &Tensor) -> Result<Tensor> {
     }
     match u {
         Unary::Relu => x.relu(),
+        // Untracked f32 (the fast path's, when the input is not contiguous): onnxruntime's
+        // arithmetic, see `kernels::sigmoid`.
+        Unary::Sigmoid if x.dtype() == DType::F32 && !x.track_op() => {
+            let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+            crate::kernels::sigmoid_slice(&mut v, false);
+            Tensor::from_vec(v, x.shape(), x.device())
+        }
         Unary::Sigmoid => {
             let one = x.ones_like()?;
             one.broadcast_div(&(x.neg()?.exp()? + 1.0)?)

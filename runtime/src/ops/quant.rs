@@ -5,9 +5,12 @@
 //! Integer products and sums are exact: zero points are subtracted in i64, the convolution or
 //! matrix product of the (integer-valued) operands runs in f64, whose sums of products of 8- and
 //! 16-bit values are exact far beyond any real layer (|sum| < 2^53), and the exact sum is wrapped
-//! to i32 as the spec's 32-bit accumulation would. Requantization follows the ONNX reference:
-//! the multiplier `x_scale * w_scale / y_scale` in the scales' float type, the product with the
-//! exact i32 accumulator in f64, rounding half to even, then the zero point and saturation.
+//! to i32 as the spec's 32-bit accumulation would. Requantization is onnxruntime's: the
+//! multiplier `x_scale * w_scale / y_scale` in the scales' float type, the accumulator converted
+//! to f32 and multiplied in f32, rounding half to even, then the zero point and saturation. (The
+//! ONNX reference multiplies in f64; the two differ where the exact product lies within f32
+//! rounding of a half, 21102 * 0.001303194 = 27.4999992 is 27.5 in f32, and in a deep network one
+//! such activation a quantum away from onnxruntime's spreads to the outputs.)
 //!
 //! int8 (and int4, int2, uint16, float8, ...) values are held in another candle dtype (see
 //! `narrow`); the load-time type pass records in [`Quant::held`] which inputs hold such a type,
@@ -312,10 +315,12 @@ fn zero_point_scalar(q: &Quant, ins: &[Option<&Tensor>], i: usize) -> Result<i64
     }
 }
 
-/// y = saturate(round_half_even(acc * multiplier) + zero_point), the multiplication in f64.
+/// y = saturate(round_half_even(acc * multiplier) + zero_point), the multiplication in f32 as
+/// onnxruntime's requantization (MLAS) does it.
 fn requantize(acc: &[i32], mult: impl Fn(usize) -> f64, zp: i64, to: QElem, shape: &Shape) -> Result<Tensor> {
     let Some((lo, hi)) = to.range() else { bail!("output type {} is not an integer type", to.name()) };
-    let v = acc.iter().enumerate().map(|(i, &a)| round_to_int(a as f64 * mult(i)).saturating_add(zp).clamp(lo, hi));
+    let product = |a: i32, m: f64| (a as f32 * m as f32) as f64;
+    let v = acc.iter().enumerate().map(|(i, &a)| round_to_int(product(a, mult(i))).saturating_add(zp).clamp(lo, hi));
     to.write(v.collect(), shape)
 }
 
@@ -660,6 +665,31 @@ mod tests {
         let want = 255 * 255 * (k as i64 - 1) + 255 * 254;
         assert_eq!(y[0].to_vec2::<i32>().unwrap(), vec![vec![want as i32]]);
         assert_ne!(want as f32 as i64, want, "the case must not be exact in f32");
+    }
+
+    /// The multiplier times the accumulator is rounded to f32 before rounding to an integer, as
+    /// onnxruntime does: 21102 * 0.0013031947 is 27.4999992 exactly but 27.5 in f32, which
+    /// rounds to 28 (27 in f64, the ONNX reference's arithmetic).
+    #[test]
+    fn requantization_multiplies_in_f32_like_onnxruntime() {
+        let dev = &Device::Cpu;
+        // 1x1 convolution over two channels: 255 * 82 + 192 * 1 = 21102.
+        let x = Tensor::from_vec(vec![255u8, 192], (1, 2, 1, 1), dev).unwrap();
+        let w = Held::I8.write(vec![82, 1], &Shape::from((1, 2, 1, 1)), dev).unwrap();
+        let xs = Tensor::new(f32::from_bits(0x3aaacfef), dev).unwrap();
+        let one = Tensor::new(1f32, dev).unwrap();
+        let geom = Geometry {
+            auto_pad: super::super::nn::AutoPad::NotSet,
+            kernel: None,
+            strides: None,
+            dilations: None,
+            pads: None,
+        };
+        let held = vec![None, None, None, Some(Held::I8)];
+        let ins = [Some(&x), Some(&xs), None, Some(&w), Some(&one), None, Some(&one)];
+        let y = run(&q(Kind::QLinearConv { geom, groups: 1 }, held), &ins).unwrap();
+        assert_eq!(y[0].flatten_all().unwrap().to_vec1::<u8>().unwrap(), vec![28]);
+        assert_eq!((21102.0 * f32::from_bits(0x3aaacfef) as f64).round_ties_even(), 27.0, "the case must need f32");
     }
 
     #[test]
