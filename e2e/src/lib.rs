@@ -21,10 +21,12 @@ pub mod dump;
 pub mod namespace;
 pub mod operator;
 pub mod prometheus;
+pub mod trainer;
 pub mod wait;
 
 pub use apply::{apply_yaml, install_crds, parse_yaml_documents};
 pub use cluster::{TestCluster, shared_cluster, start_cluster, workspace_root};
 pub use namespace::TestNamespace;
 pub use operator::{start_operator, test_settings};
+pub use trainer::generate;
 pub use wait::{WaitError, wait_for};

@@ -8,6 +8,7 @@
 //! `example/byo-trainer` to a small wrapper script (the image's "binary") that executes the
 //! example with the venv's Python, so `command: [byo-trainer]` is the image's entrypoint.
 
+use flywheel_e2e::generate;
 use std::path::Path;
 
 use flywheel_api::condition;
@@ -30,18 +31,6 @@ fn wrapper(dir: &Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
-}
-
-/// Runs `flywheel-trainer generate ...` and returns what it printed (a spec as JSON).
-fn generate(args: &[&str]) -> serde_json::Value {
-    let bin = flywheel_e2e::cluster::default_bin_dir().expect("bin dir").join("flywheel-trainer");
-    let out = std::process::Command::new(&bin)
-        .arg("generate")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
-    assert!(out.status.success(), "generate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A base ModelVersion, a Deployment serving it, a feedback dataset of 3 reviewed samples and

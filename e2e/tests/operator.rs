@@ -2,6 +2,7 @@
 //! conditions for bad references, hot config changes, exactly one training Job per trigger
 //! even across an operator restart, and placement of a trained model.
 
+use flywheel_e2e::generate;
 use std::path::Path;
 
 use flywheel_api::condition;
@@ -259,18 +260,6 @@ spec:
     let request = env.iter().find(|e| e.name == "FLYWHEEL_REQUEST").unwrap().value.clone().unwrap();
     assert!(request.contains("\"m-v1\"") && request.contains("\"fb\""), "{request}");
     operator.abort();
-}
-
-/// Runs `flywheel-trainer generate ...` and returns what it printed (a spec as JSON).
-fn generate(args: &[&str]) -> serde_json::Value {
-    let bin = flywheel_e2e::cluster::default_bin_dir().expect("bin dir").join("flywheel-trainer");
-    let out = std::process::Command::new(&bin)
-        .arg("generate")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
-    assert!(out.status.success(), "generate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A generated base model, training data and a feedback dataset holding `reviewed` samples,

@@ -5,6 +5,7 @@
 //! any inference pod loads them, and the champion keeps serving. The result is kept per digest
 //! and contract: an edit elsewhere in the spec runs no second Job.
 
+use flywheel_e2e::generate;
 use std::path::Path;
 
 use flywheel_api::{FlywheelDeployment, ModelVersion};
@@ -13,13 +14,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
 use serde_json::{Value, json};
-
-fn generate(args: &[&str]) -> Value {
-    let bin = flywheel_e2e::cluster::default_bin_dir().expect("bin dir").join("flywheel-trainer");
-    let out = std::process::Command::new(&bin).arg("generate").args(args).output().unwrap();
-    assert!(out.status.success(), "generate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// A classifier ending in Hardmax, an op the runtime does not implement, written by the onnx
 /// package as an exporter would.

@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -243,28 +242,7 @@ async fn ten_thousand_malformed_requests_never_crash_stall_or_bloat_the_server()
     cfg.auth.token_file = Some(dir.path().join("token").display().to_string());
     let config_path = dir.path().join("serving.yaml");
     write_config(&config_path, &cfg);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flywheel-inference-server"))
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .env("RAYON_NUM_THREADS", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = addr_tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let addr = addr_rx.recv_timeout(Duration::from_secs(60)).expect("the server starts");
+    let (mut child, addr) = spawn_server_binary(&config_path, dir.path(), &[]);
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
     wait_until("the model is loaded", || async {

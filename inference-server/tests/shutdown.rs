@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -37,28 +35,8 @@ async fn sigterm_answers_requests_in_flight_and_writes_every_logged_prediction()
     });
     let config_path = dir.path().join("serving.yaml");
     write_config(&config_path, &cfg);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flywheel-inference-server"))
-        .args(["--listen", "127.0.0.1:0", "--poll-ms", "50"])
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .env("RAYON_NUM_THREADS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The log goes to stdout too: keep reading it so the server never blocks on a full pipe.
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = addr_tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let base = format!("http://{}", addr_rx.recv_timeout(Duration::from_secs(30)).expect("the listening line"));
+    let (mut child, addr) = spawn_server_binary(&config_path, dir.path(), &["--poll-ms", "50"]);
+    let base = format!("http://{addr}");
     // A fresh connection per request: a refused connection then means "not accepted".
     let client = || reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     wait_until("ready", || {

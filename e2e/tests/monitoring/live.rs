@@ -2,6 +2,7 @@
 //! pod through the Kubernetes API and scrapes it and the operator; the alert rules load and
 //! evaluate without errors against the real series.
 
+use flywheel_e2e::generate;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -26,18 +27,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.iter().for_each(|t| t.abort());
     }
-}
-
-/// Runs `flywheel-trainer generate ...` and returns what it printed (a spec as JSON).
-fn generate(args: &[&str]) -> Value {
-    let bin = flywheel_e2e::cluster::default_bin_dir().expect("bin dir").join("flywheel-trainer");
-    let out = std::process::Command::new(&bin)
-        .arg("generate")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
-    assert!(out.status.success(), "generate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn model_version(name: &str, mut spec: Value, version: &str) -> String {

@@ -193,3 +193,35 @@ pub fn metric_value(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
         .find(|l| needles.iter().all(|n| l.contains(n)))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// Starts the real `flywheel-inference-server` binary on a free loopback port with `config`
+/// (its model cache under `dir`) and `args`; returns the child and its address once it printed
+/// the listening line. Its stdout is drained so the server never blocks on a full pipe.
+pub fn spawn_server_binary(config: &Path, dir: &Path, args: &[&str]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flywheel-inference-server"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .env("RAYON_NUM_THREADS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = addr_tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    let addr = addr_rx.recv_timeout(Duration::from_secs(60)).expect("the server prints its listening line");
+    (child, addr)
+}
