@@ -20,7 +20,6 @@ pub mod postprocess;
 pub mod predictor;
 pub mod predlog;
 pub mod preprocess;
-pub mod quality;
 pub mod record;
 pub mod reload;
 pub mod review;

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::service::{Service, ServiceError, Submission};
-use crate::store::{Item, StoreError};
+use crate::store::{Filter, Item, StoreError};
 
 /// The inference server's review page (it calls the API paths below).
 const PAGE: &str = include_str!("../../inference-server/src/http/review.html");
@@ -125,6 +125,7 @@ pub fn router(service: Arc<Service>, token: Token) -> Router {
         .route("/v1/review/items/{id}/image", get(image))
         .route("/review", get(page))
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(AppState { service, token })
 }
@@ -158,6 +159,9 @@ async fn item_json(service: &Service, item: Item) -> Result<Value, ApiError> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ListQuery {
     status: Option<String>,
+    label: Option<String>,
+    max_confidence: Option<f32>,
+    disagreement: Option<bool>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -188,7 +192,8 @@ async fn list(
     if offset < 0 {
         return Err(ApiError(StatusCode::BAD_REQUEST, "offset must not be negative".into()));
     }
-    let (items, total) = s.service.store.list(reviewed, limit, offset).await?;
+    let filter = Filter { reviewed, label: q.label, max_confidence: q.max_confidence, disagreement: q.disagreement };
+    let (items, total) = s.service.store.list(&filter, limit, offset).await?;
     let n = items.len() as i64;
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -238,9 +243,17 @@ async fn submit(
     })))
 }
 
+/// The totals and the quality figures per (champion, shadow) pair; the operator's promotion
+/// gate reads them here.
 async fn status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let totals = s.service.store.totals().await?;
-    Ok(Json(json!({ "totals": totals })))
+    let (totals, quality) = s.service.status().await?;
+    Ok(Json(json!({ "totals": totals, "quality": quality })))
+}
+
+async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let (totals, quality) = s.service.status().await?;
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok(([(header::CONTENT_TYPE, content_type)], crate::metrics::render(&totals, &quality)).into_response())
 }
 
 /// The page holds no data; it calls the API with the token the reviewer enters.

@@ -5,9 +5,12 @@
 
 pub mod http;
 pub mod ingest;
+pub mod metrics;
+pub mod quality;
 pub mod service;
 pub mod store;
 
 pub use ingest::{Ingested, ingest};
+pub use quality::{ModelRef, PairQuality};
 pub use service::{Service, ServiceError, Submission, Written};
-pub use store::{Decision, Item, Review, Store, StoreError, Totals};
+pub use store::{Decision, Filter, Item, Review, Store, StoreError, Totals};

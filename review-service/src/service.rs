@@ -15,7 +15,8 @@ use flywheel_vision::review_order::ground_truth;
 use serde::Deserialize;
 
 use crate::ingest::{IngestError, Ingested, ingest};
-use crate::store::{Decision, Review, Store, StoreError};
+use crate::quality::{PairQuality, QualityCache};
+use crate::store::{Decision, Review, Store, StoreError, Totals};
 
 /// Most reviews one writer pass takes (the rest go to the next pass).
 const WRITE_BATCH: i64 = 10_000;
@@ -55,11 +56,12 @@ pub struct Service {
     pub feedback: FeedbackWriter,
     pub task: Task,
     pub labels: Vec<String>,
+    quality: QualityCache,
 }
 
 impl Service {
     pub fn new(store: Store, log: Location, feedback: FeedbackWriter, task: Task, labels: Vec<String>) -> Self {
-        Self { store, log, feedback, task, labels }
+        Self { store, log, feedback, task, labels, quality: QualityCache::default() }
     }
 
     /// One ingestion pass over the prediction log.
@@ -95,6 +97,13 @@ impl Service {
                 Err(e) => tracing::warn!(error = %e, "writing reviewed samples failed; retrying"),
             }
         }
+    }
+
+    /// The totals and the quality figures per (champion, shadow) pair over every review.
+    pub async fn status(&self) -> Result<(Totals, Vec<PairQuality>), StoreError> {
+        let totals = self.store.totals().await?;
+        let quality = self.quality.current(&self.store, self.task, totals.reviewed).await?;
+        Ok((totals, quality))
     }
 
     /// Validates and stores a decision (exactly once: a second one is `AlreadyReviewed`).

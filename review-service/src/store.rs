@@ -82,6 +82,64 @@ pub struct Totals {
     pub written: i64,
 }
 
+/// Which predictions a queue page shows (all conditions must hold).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Filter {
+    /// None for all; Some(false) for those still to review.
+    pub reviewed: Option<bool>,
+    /// Only predictions with a champion shape of this label.
+    pub label: Option<String>,
+    /// Only predictions whose lowest champion confidence is at most this.
+    pub max_confidence: Option<f32>,
+    /// Only predictions where champion and shadow (dis)agree.
+    pub disagreement: Option<bool>,
+}
+
+/// A value bound to a filter's placeholder.
+enum Bind {
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+impl Bind {
+    fn bind_to<'q>(&self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        match self {
+            Bind::Int(v) => query.bind(*v),
+            Bind::Real(v) => query.bind(*v),
+            Bind::Text(v) => query.bind(v.clone()),
+        }
+    }
+}
+
+impl Filter {
+    /// ` WHERE ...` (or nothing) with numbered placeholders from $1, and their values.
+    fn to_sql(&self) -> (String, Vec<Bind>) {
+        let mut conditions = Vec::new();
+        let mut binds = Vec::new();
+        let mut push = |condition: &str, bind: Bind| {
+            binds.push(bind);
+            conditions.push(condition.replace('?', &format!("${}", binds.len())));
+        };
+        if let Some(r) = self.reviewed {
+            push("reviewed = ?", Bind::Int(i64::from(r)));
+        }
+        if let Some(l) = &self.label {
+            push("id IN (SELECT id FROM prediction_labels WHERE label = ?)", Bind::Text(l.clone()));
+        }
+        if let Some(m) = self.max_confidence {
+            push("min_confidence <= ?", Bind::Real(f64::from(m)));
+        }
+        if let Some(d) = self.disagreement {
+            push("disagreement = ?", Bind::Int(i64::from(d)));
+        }
+        let clause = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
+        (clause, binds)
+    }
+}
+
 pub struct Store {
     pool: AnyPool,
 }
@@ -161,6 +219,14 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            let labels: std::collections::BTreeSet<&str> = r.champion.shapes.iter().map(|s| s.label.as_str()).collect();
+            for label in labels {
+                sqlx::query("INSERT INTO prediction_labels (id, label) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(&r.id)
+                    .bind(label)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         let cursor = sqlx::query("INSERT INTO ingested (path, records) VALUES ($1, $2) ON CONFLICT (path) DO NOTHING")
             .bind(path)
@@ -177,26 +243,43 @@ impl Store {
     }
 
     /// One page of the queue, most useful first: disagreements, then the least confident, then
-    /// the newest. `reviewed`: None for all. Returns the page and the total matching.
-    pub async fn list(&self, reviewed: Option<bool>, limit: i64, offset: i64) -> Result<(Vec<Item>, i64)> {
-        let filter = match reviewed {
-            None => "",
-            Some(true) => " WHERE reviewed = 1",
-            Some(false) => " WHERE reviewed = 0",
-        };
-        let rows = sqlx::query(&format!(
-            "{SELECT_ITEM}{filter} ORDER BY disagreement DESC, min_confidence ASC, time_ms DESC, id ASC \
-             LIMIT $1 OFFSET $2"
-        ))
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total: i64 = sqlx::query(&format!("SELECT COUNT(*) AS n FROM predictions{filter}"))
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?;
+    /// the newest. Returns the page and the total matching `filter`.
+    pub async fn list(&self, filter: &Filter, limit: i64, offset: i64) -> Result<(Vec<Item>, i64)> {
+        let (clause, binds) = filter.to_sql();
+        let n = binds.len();
+        let page = format!(
+            "{SELECT_ITEM}{clause} ORDER BY disagreement DESC, min_confidence ASC, time_ms DESC, id ASC \
+             LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let mut query = sqlx::query(&page);
+        for b in &binds {
+            query = b.bind_to(query);
+        }
+        let rows = query.bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        let count = format!("SELECT COUNT(*) AS n FROM predictions{clause}");
+        let mut query = sqlx::query(&count);
+        for b in &binds {
+            query = b.bind_to(query);
+        }
+        let total: i64 = query.fetch_one(&self.pool).await?.try_get("n")?;
         Ok((rows.iter().map(item).collect::<Result<_>>()?, total))
+    }
+
+    /// Every reviewed prediction with its ground truth, for the quality figures, by id (tied
+    /// confidences rank in input order, so the order is fixed for the figures to be).
+    pub async fn reviewed(&self) -> Result<Vec<(PredictionRecord, Vec<Shape>)>> {
+        let rows = sqlx::query("SELECT p.id AS id, p.record AS record, r.shapes AS shapes FROM reviews r JOIN predictions p ON p.id = r.id ORDER BY p.id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let (record, shapes): (String, String) = (row.try_get("record")?, row.try_get("shapes")?);
+                Ok((json(&id, &record)?, json(&id, &shapes)?))
+            })
+            .collect()
     }
 
     pub async fn get(&self, id: &str) -> Result<Item> {

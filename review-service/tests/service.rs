@@ -216,6 +216,28 @@ async fn scenario(url: &str) {
     assert_eq!(item["status"], json!("REVIEWED"));
     assert_eq!(item["review"]["shapes"][0]["label"].as_str().unwrap(), acknowledged["r1-001"]);
 
+    // The quality figures the gate reads equal those computed offline from every acknowledged
+    // review, by the one definition of mAP@0.5 on reviewed samples.
+    let truth: BTreeMap<String, Vec<Shape>> = ok
+        .iter()
+        .map(|(id, _, v)| (id.clone(), serde_json::from_value(v["review"]["shapes"].clone()).unwrap()))
+        .collect();
+    let mut by_id: Vec<&PredictionRecord> = records.iter().collect();
+    by_id.sort_by(|a, b| a.id.cmp(&b.id));
+    let pairs: Vec<(&[Shape], &[Shape])> =
+        by_id.iter().map(|r| (r.champion.shapes.as_slice(), truth[&r.id].as_slice())).collect();
+    let offline = flywheel_vision::reviewed::map50(&pairs);
+    assert!(offline.is_some());
+    let status: Value = client.get(format!("{base}/status")).send().await.unwrap().json().await.unwrap();
+    let figures = status["quality"].as_array().unwrap();
+    assert_eq!(figures.len(), 1, "{status}");
+    assert_eq!(figures[0]["championModel"], json!({"model": "m", "version": "v1"}));
+    assert_eq!((figures[0]["metric"].as_str(), figures[0]["reviewedSamples"].as_u64()), (Some("mAP50"), Some(100)));
+    assert_eq!(figures[0]["champion"].as_f64(), offline);
+    assert!(figures[0]["shadow"].is_null() && figures[0]["shadowModel"].is_null());
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("flywheel_review_reviewed 100"), "{metrics}");
+
     // A crash after one sample's put and before it was marked written.
     let early = &records[0];
     let shapes = run.service.store.review(&early.id).await.unwrap().unwrap().1;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chrono::{Duration, Utc};
-use flywheel_review_service::{Decision, Store, StoreError, ingest};
+use flywheel_review_service::{Decision, Filter, Store, StoreError, ingest};
 use flywheel_storage::Location;
 use flywheel_types::Task;
 use flywheel_types::prediction::{ModelOutput, PredictionRecord, Shape, records_path};
@@ -16,9 +16,11 @@ fn shapes(label: &str, confidence: f32) -> Vec<Shape> {
     vec![Shape { label: label.into(), class_id: 0, confidence, bbox: None }]
 }
 
-/// Record `n`: the shadow disagrees on every 5th, confidences spread, every 7th has no image.
+/// Record `n`: the champion says bird on every 3rd (cat otherwise), the shadow dog on every
+/// 5th (cat otherwise), confidences spread, every 7th has no image.
 fn record(replica: usize, n: usize) -> PredictionRecord {
     let confidence = 0.05 + (n * 37 % 90) as f32 / 100.0;
+    let champion_label = if n.is_multiple_of(3) { "bird" } else { "cat" };
     let shadow_label = if n.is_multiple_of(5) { "dog" } else { "cat" };
     PredictionRecord {
         id: format!("r{replica}-{n:03}"),
@@ -31,7 +33,7 @@ fn record(replica: usize, n: usize) -> PredictionRecord {
         champion: ModelOutput {
             model: "m".into(),
             version: "v1".into(),
-            shapes: shapes("cat", confidence),
+            shapes: shapes(champion_label, confidence),
             latency_ms: 1.0,
         },
         shadow: Some(ModelOutput {
@@ -55,14 +57,20 @@ async fn write_object(log: &Location, records: &[PredictionRecord]) -> String {
     path
 }
 
+fn to_review() -> Filter {
+    Filter { reviewed: Some(false), ..Default::default() }
+}
+
 async fn scenario(url: &str) {
     let dir = tempfile::tempdir().unwrap();
     let log = Location::open(&format!("file://{}/log", dir.path().display())).unwrap();
     // Three replicas, 20 records each (17 with an image), plus a line that is not a record.
     let mut with_image = 0;
+    let mut reviewable = Vec::new();
     for replica in 0..3 {
         let records: Vec<_> = (0..20).map(|n| record(replica, n)).collect();
         with_image += records.iter().filter(|r| r.image.is_some()).count() as u64;
+        reviewable.extend(records.iter().filter(|r| r.image.is_some()).cloned());
         write_object(&log, &records).await;
     }
     log.put(&records_path(Utc::now(), "garbage"), Bytes::from_static(b"{not a record}\n")).await.unwrap();
@@ -83,15 +91,32 @@ async fn scenario(url: &str) {
     assert_eq!(store.totals().await.unwrap().predictions, total as i64);
 
     // One global queue: every disagreement before any agreement, each part by confidence.
-    let (page, n) = store.list(Some(false), 1000, 0).await.unwrap();
+    let (page, n) = store.list(&to_review(), 1000, 0).await.unwrap();
     assert_eq!(n, total as i64);
     let keys: Vec<(bool, f32)> = page.iter().map(|i| (i.disagreement, i.min_confidence)).collect();
     let mut sorted = keys.clone();
     sorted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)));
     assert_eq!(keys, sorted);
     assert!(keys[0].0 && !keys.last().unwrap().0);
-    let (second_page, _) = store.list(Some(false), 10, 10).await.unwrap();
+    let (second_page, _) = store.list(&to_review(), 10, 10).await.unwrap();
     assert_eq!(second_page, page[10..20]);
+
+    // The filters, each against the same count made from the records themselves.
+    let count = |f: &dyn Fn(&PredictionRecord) -> bool| reviewable.iter().filter(|r| f(r)).count() as i64;
+    let birds = Filter { label: Some("bird".into()), ..to_review() };
+    let (hits, n) = store.list(&birds, 1000, 0).await.unwrap();
+    assert_eq!(n, count(&|r| r.champion.shapes[0].label == "bird"));
+    assert!(n > 0 && hits.iter().all(|i| i.record.champion.shapes[0].label == "bird"));
+    let unsure = Filter { max_confidence: Some(0.3), ..to_review() };
+    let (hits, n) = store.list(&unsure, 1000, 0).await.unwrap();
+    assert_eq!(n, count(&|r| r.champion.shapes[0].confidence <= 0.3));
+    assert!(n > 0 && hits.iter().all(|i| i.min_confidence <= 0.3));
+    let both = Filter { disagreement: Some(true), label: Some("cat".into()), ..to_review() };
+    let (hits, n) = store.list(&both, 1000, 0).await.unwrap();
+    let disagrees = |r: &PredictionRecord| r.champion.shapes[0].label != r.shadow.as_ref().unwrap().shapes[0].label;
+    assert_eq!(n, count(&|r| r.champion.shapes[0].label == "cat" && disagrees(r)));
+    assert!(n > 0 && hits.iter().all(|i| i.disagreement));
+    assert_eq!(store.list(&Filter { label: Some("zebra".into()), ..to_review() }, 10, 0).await.unwrap().1, 0);
 
     // Eight reviewers decide the same 20 predictions at once: each is stored exactly once.
     let ids: Vec<String> = page.iter().take(20).map(|i| i.record.id.clone()).collect();
@@ -121,7 +146,7 @@ async fn scenario(url: &str) {
     assert_eq!(stored.len(), 20);
     assert!(stored.values().all(|&n| n == 1), "{stored:?}");
     assert!(matches!(store.decide("nope", Decision::Accept, &[], 1).await, Err(StoreError::NotFound(_))));
-    assert_eq!(store.list(Some(true), 1000, 0).await.unwrap().1, 20);
+    assert_eq!(store.list(&Filter { reviewed: Some(true), ..Default::default() }, 1000, 0).await.unwrap().1, 20);
 
     // Unwritten reviews, oldest first; marking some written survives a restart.
     let pending = store.unwritten(1000).await.unwrap();

@@ -9,6 +9,7 @@ pub mod detect;
 pub mod preprocess;
 pub mod quality;
 pub mod review_order;
+pub mod reviewed;
 pub mod stats;
 
 pub use boxes::{BoxTransform, Candidate, InverseTransform, iou, nms, nms_with};

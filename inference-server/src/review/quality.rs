@@ -6,11 +6,11 @@
 
 use std::sync::Mutex;
 
-use serde::Serialize;
-
 use super::Item;
 use crate::metrics::{Metrics, RoleLabel};
-use crate::record::{ModelOutput, Shape};
+pub use flywheel_vision::reviewed::{Quality, Scored, quality};
+
+use crate::record::ModelOutput;
 use crate::serving::Task;
 
 /// A served model as prediction records name it.
@@ -37,27 +37,6 @@ pub struct Pair {
     pub shadow: Option<Served>,
 }
 
-/// Champion and shadow quality on the same reviewed samples.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Quality {
-    /// `mAP50` (detection) or `accuracy` (classification).
-    pub metric: &'static str,
-    /// Reviewed samples both scores are computed on.
-    pub reviewed_samples: usize,
-    /// None until a sample is scored, never 0 for "unknown".
-    pub champion: Option<f64>,
-    pub shadow: Option<f64>,
-}
-
-/// What one reviewed sample contributes: both models' shapes and the ground truth.
-#[derive(Clone, Debug)]
-pub struct Scored {
-    pub champion: Vec<Shape>,
-    pub shadow: Option<Vec<Shape>>,
-    pub truth: Vec<Shape>,
-}
-
 /// The reviewed samples that count for `pair`: only those the current champion (and, with a
 /// shadow, the current shadow) predicted. A comparison must not mix in predictions of a model
 /// that is no longer served, or a freshly deployed shadow would inherit its predecessor's score.
@@ -75,27 +54,6 @@ pub fn select<'a>(items: impl Iterator<Item = &'a Item>, pair: &Pair) -> Vec<Sco
             truth: r.shapes.clone(),
         })
         .collect()
-}
-
-/// Pure: the scores over the selected samples.
-pub fn quality(task: Task, scored: &[Scored], with_shadow: bool) -> Quality {
-    let score = |pred: &dyn Fn(&Scored) -> Option<&[Shape]>| {
-        let pairs: Vec<(&[Shape], &[Shape])> =
-            scored.iter().filter_map(|s| Some((pred(s)?, s.truth.as_slice()))).collect();
-        match task {
-            Task::Classification => crate::quality::accuracy(&pairs),
-            Task::Detection => crate::quality::map50(&pairs),
-        }
-    };
-    Quality {
-        metric: match task {
-            Task::Classification => "accuracy",
-            Task::Detection => "mAP50",
-        },
-        reviewed_samples: scored.len(),
-        champion: score(&|s: &Scored| Some(s.champion.as_slice())),
-        shadow: with_shadow.then(|| score(&|s: &Scored| s.shadow.as_deref())).flatten(),
-    }
 }
 
 /// The last computed figure: for which models, and up to which review generation.
@@ -157,7 +115,7 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::record::PredictionRecord;
+    use crate::record::{PredictionRecord, Shape};
     use crate::review::{Decision, Review, ReviewStatus};
 
     fn label(l: &str) -> Vec<Shape> {
@@ -206,7 +164,10 @@ mod tests {
             Item { review: None, status: ReviewStatus::ToReview, ..item("v1", "cat", Some(("v3", "cat")), "cat") },
         ];
         let q = score(&items, &pair("v1", Some("v3")));
-        assert_eq!(q, Quality { metric: "accuracy", reviewed_samples: 1, champion: Some(1.0), shadow: Some(0.0) });
+        assert_eq!(
+            q,
+            Quality { metric: "accuracy".into(), reviewed_samples: 1, champion: Some(1.0), shadow: Some(0.0) }
+        );
         let q = score(&items, &pair("v1", Some("v2")));
         assert_eq!((q.reviewed_samples, q.champion, q.shadow), (2, Some(0.5), Some(1.0)));
     }
@@ -223,7 +184,7 @@ mod tests {
     #[test]
     fn the_cache_answers_only_for_the_same_models_and_a_recent_enough_generation() {
         let cache = QualityCache::default();
-        let q = Quality { metric: "accuracy", reviewed_samples: 3, champion: Some(0.5), shadow: None };
+        let q = Quality { metric: "accuracy".into(), reviewed_samples: 3, champion: Some(0.5), shadow: None };
         cache.store(pair("v1", None), 7, q.clone());
         assert_eq!(cache.fresh(&pair("v1", None), 7), Some(q.clone()));
         assert_eq!(cache.fresh(&pair("v1", None), 8), None);
