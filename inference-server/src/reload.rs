@@ -57,15 +57,16 @@ pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> 
     let same = |f: fn(&ServingConfig) -> String| old.as_ref().is_some_and(|o| f(&o.config) == f(&config));
     let same_reviews = same(|c| {
         format!(
-            "{:?}{:?}{:?}",
+            "{:?}{:?}{:?}{:?}",
             c.prediction_log.as_ref().map(|l| (&l.uri, l.retention_days)),
             c.feedback_dataset,
+            c.review_service,
             (c.champion.task, &c.champion.labels)
         )
     });
     // A part that failed before is tried again even when its settings did not change.
     let old_reviews = old.as_ref().and_then(|o| o.reviews.clone());
-    let reviews = if same_reviews && (config.prediction_log.is_none() || old_reviews.is_some()) {
+    let reviews = if same_reviews && (config.prediction_log.is_none() || config.review_service.is_some() || old_reviews.is_some()) {
         old_reviews
     } else {
         match open_reviews(&config).await {
@@ -164,6 +165,10 @@ async fn load_role(
 }
 
 async fn open_reviews(config: &ServingConfig) -> Result<Option<Arc<ReviewStore>>, String> {
+    // A review service owns the reviews: no index here, no samples written from here.
+    if config.review_service.is_some() {
+        return Ok(None);
+    }
     let Some(log) = &config.prediction_log else { return Ok(None) };
     let log_loc = Location::open(&log.uri).map_err(|e| format!("prediction log: {e}"))?;
     let task = config.champion.task;

@@ -450,3 +450,30 @@ async fn inference_can_require_the_token() {
     assert_eq!(r.status(), 200);
     let _ = Duration::ZERO;
 }
+
+/// With a review service configured the server keeps no review index and writes no sample: its
+/// review API and page answer 308 to the same path and query on the service, and predictions
+/// are still logged for the service to ingest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_requests_go_to_the_review_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = with_log_and_review(config(classifier("colour", "colour_classifier.onnx", "v1")), dir.path());
+    cfg.feedback_dataset = None;
+    cfg.review_service = Some(ReviewServiceConfig { url: "http://loop-review.ns.svc:8090/".into() });
+    let s = TestServer::start_in(dir, &cfg).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/review/items?status=all&label=red"),
+        (reqwest::Method::POST, "/v1/review/items/abc"),
+        (reqwest::Method::GET, "/v1/review/items/abc/image"),
+        (reqwest::Method::GET, "/review"),
+    ] {
+        let r = client.request(method, s.url(path)).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(r.status(), 308, "{path}");
+        assert_eq!(r.headers()["location"], format!("http://loop-review.ns.svc:8090{path}").as_str());
+    }
+    let r = s.client.post(s.url("/v1/predict")).body(png(8, 8, [255, 0, 0], None)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.client.get(s.url("/v2/health/live")).send().await.unwrap().status(), 200);
+    assert!(!s.dir.path().join("feedback").exists(), "the server writes no feedback sample");
+}

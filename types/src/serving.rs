@@ -43,6 +43,10 @@ pub struct ServingConfig {
     /// Where reviewed samples are written; the review API refuses submissions when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback_dataset: Option<FeedbackDatasetConfig>,
+    /// The review service that owns this Deployment's reviews: the server keeps no review index,
+    /// writes no samples and redirects its review API and page there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_service: Option<ReviewServiceConfig>,
     /// URI of a `ReferenceStatistics` JSON document; drift/outlier metrics appear once it loads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_statistics_uri: Option<String>,
@@ -89,6 +93,13 @@ pub struct PredictionLogConfig {
     pub flush_records: usize,
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReviewServiceConfig {
+    /// Base URL of the review service (`http://<pipeline>-review.<namespace>.svc:8090`).
+    pub url: String,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]

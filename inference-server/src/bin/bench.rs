@@ -138,6 +138,7 @@ async fn start_server(dir: &std::path::Path, model: &std::path::Path, shadow: bo
         shadow_sample_rate: 1.0,
         prediction_log: None,
         feedback_dataset: None,
+        review_service: None,
         reference_statistics_uri: None,
         batching: BatchingConfig::default(),
         auth: AuthConfig::default(),

@@ -46,10 +46,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/models/{name}/infer", post(oip::infer))
         .route("/v2/models/{name}/versions/{version}/infer", post(oip::infer_version))
         .route("/v1/predict", post(predict::predict))
-        .route("/v1/review/items", get(review::list))
-        .route("/v1/review/items/{id}", get(review::get_item).post(review::submit))
-        .route("/v1/review/items/{id}/image", get(review::image))
-        .route("/review", get(review::page))
+        .merge(
+            Router::new()
+                .route("/v1/review/items", get(review::list))
+                .route("/v1/review/items/{id}", get(review::get_item).post(review::submit))
+                .route("/v1/review/items/{id}/image", get(review::image))
+                .route("/review", get(review::page))
+                .route_layer(middleware::from_fn_with_state(state.clone(), review::to_review_service)),
+        )
         .route("/metrics", get(admin::metrics))
         .route("/status", get(admin::status))
         .fallback(admin::not_found)

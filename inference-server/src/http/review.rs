@@ -6,7 +6,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::error::ServerError;
@@ -14,6 +16,24 @@ use crate::review::{ListQuery, ReviewStore, ReviewSubmission};
 use crate::state::AppState;
 
 const PAGE: &str = include_str!("review.html");
+
+/// With a review service configured, the review API and page live there: a 308 (method and
+/// body kept) to the same path and query on the service.
+pub async fn to_review_service(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let target = state.current().ok().and_then(|s| s.config.review_service.as_ref().map(|r| r.url.clone()));
+    match target {
+        Some(base) => {
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let location = format!("{}{path}", base.trim_end_matches('/'));
+            match HeaderValue::from_str(&location) {
+                Ok(location) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, location)]).into_response(),
+                Err(_) => ServerError::Internal(format!("review service URL {base:?} is not a valid header"))
+                    .into_response(),
+            }
+        }
+        None => next.run(req).await,
+    }
+}
 
 fn store(state: &AppState, headers: &HeaderMap) -> Result<Arc<ReviewStore>, ServerError> {
     let serving = state.current()?;

@@ -80,6 +80,7 @@ pub fn config(champion: ServedModel) -> ServingConfig {
         shadow_sample_rate: 1.0,
         prediction_log: None,
         feedback_dataset: None,
+        review_service: None,
         reference_statistics_uri: None,
         batching: BatchingConfig::default(),
         auth: AuthConfig::default(),

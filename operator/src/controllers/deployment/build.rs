@@ -96,6 +96,7 @@ pub fn serving_config(d: &FlywheelDeployment, inputs: &Inputs) -> Result<Serving
         shadow_sample_rate: inputs.shadow_sample_rate,
         prediction_log,
         feedback_dataset: feedback,
+        review_service: None,
         reference_statistics_uri: inputs.reference_statistics_uri.clone(),
         batching: Default::default(),
         // The pod passes the mounted token's path (FLYWHEEL_REVIEW_TOKEN_FILE).
