@@ -112,7 +112,7 @@ def light_model(name: str, size: int | None, seed: int) -> onnx.ModelProto:
         else:
             nodes.append(n)
     for t in g.initializer:
-        if t.name in shape_inputs:
+        if t.name in shape_inputs or t.name not in users:  # (ResNet-50 keeps an unused queue blob)
             continue
         a = arrays[t.name]
         if users[t.name][0][0].op_type == "Reshape":

@@ -7,12 +7,32 @@ use crate::strings::{self, StringTensor, Value};
 use candle_core::Tensor;
 use std::collections::HashMap;
 
+/// The wall-clock time of one planned node in one run (see [`crate::Model::run_profiled`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTime {
+    /// The node's name in the graph (a fused node keeps the name of its first node, e.g. the Conv).
+    pub name: String,
+    /// The op type as planned: a Conv with a fused BatchNorm/activation stays "Conv".
+    pub op_type: String,
+    pub ms: f64,
+}
+
 /// Run the plan. `overrides` replaces constants (training binds initializers to Vars).
 /// String values live in their own slots (allocated only when the graph has strings).
 pub fn execute(
     plan: &Plan,
     inputs: &[(&str, Value)],
     overrides: &HashMap<usize, Tensor>,
+) -> Result<Vec<(String, Value)>, RunError> {
+    execute_timed(plan, inputs, overrides, None)
+}
+
+/// [`execute`], recording the time of every node into `times` when given.
+pub fn execute_timed(
+    plan: &Plan,
+    inputs: &[(&str, Value)],
+    overrides: &HashMap<usize, Tensor>,
+    mut times: Option<&mut Vec<NodeTime>>,
 ) -> Result<Vec<(String, Value)>, RunError> {
     let g = &plan.graph;
     let mut slots: Vec<Option<Tensor>> = vec![None; g.value_names.len()];
@@ -63,7 +83,7 @@ pub fn execute(
             return Err(RunError::MissingInput(info.name.clone()));
         }
     }
-    let profile = profiling();
+    let profile = profiling() || times.is_some();
     for (ni, node) in g.nodes.iter().enumerate() {
         let started = profile.then(std::time::Instant::now);
         if let ops::Op::Strings(op) = &node.op {
@@ -75,6 +95,13 @@ pub fn execute(
             match out {
                 Value::Tensor(t) => slots[node.outputs[0]] = Some(t),
                 Value::Strings(s) => strs[node.outputs[0]] = Some(s),
+            }
+            if let (Some(t0), Some(times)) = (started, times.as_deref_mut()) {
+                times.push(NodeTime {
+                    name: node.name.clone(),
+                    op_type: node.op_type.clone(),
+                    ms: t0.elapsed().as_secs_f64() * 1e3,
+                });
             }
             free(&plan.free_after[ni], &mut slots, &mut strs);
             continue;
@@ -93,13 +120,17 @@ pub fn execute(
             });
         }
         if let Some(t0) = started {
-            eprintln!(
-                "{:>9.3} ms  {:<20} {}  -> {:?}",
-                t0.elapsed().as_secs_f64() * 1e3,
-                node.op_type,
-                node.name,
-                outs.first().map(|t| t.dims().to_vec())
-            );
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            match times.as_deref_mut() {
+                Some(times) => times.push(NodeTime { name: node.name.clone(), op_type: node.op_type.clone(), ms }),
+                None => eprintln!(
+                    "{:>9.3} ms  {:<20} {}  -> {:?}",
+                    ms,
+                    node.op_type,
+                    node.name,
+                    outs.first().map(|t| t.dims().to_vec())
+                ),
+            }
         }
         for (id, t) in node.outputs.iter().zip(outs) {
             slots[*id] = Some(t);

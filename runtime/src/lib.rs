@@ -64,6 +64,7 @@ mod train;
 
 pub use candle_core::{DType, Device, Tensor, Var};
 pub use error::{ExportError, LoadError, RunError};
+pub use exec::NodeTime;
 pub use model::{Dim, Model, ValueInfo};
 pub use ops::SUPPORTED_OPS;
 pub use strings::{StringTensor, Value};

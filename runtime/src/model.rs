@@ -1,7 +1,7 @@
 //! The inference model: load once, run from any thread.
 
 use crate::error::{LoadError, RunError};
-use crate::exec::execute;
+use crate::exec::{NodeTime, execute, execute_timed};
 use crate::graph;
 use crate::plan::{self, Plan, PlanOptions};
 use crate::strings::Value;
@@ -49,6 +49,9 @@ impl ValueInfo {
         matches!(self.shape.as_deref(), Some([Dim::Dynamic(_), ..]))
     }
 }
+
+/// Outputs as (name, tensor) pairs.
+type NamedTensors = Vec<(String, Tensor)>;
 
 /// A loaded, planned ONNX model. Cheap to clone; `Send + Sync`.
 #[derive(Clone)]
@@ -115,6 +118,15 @@ impl Model {
     pub fn run(&self, inputs: &[(&str, Tensor)]) -> Result<Vec<(String, Tensor)>, RunError> {
         let inputs: Vec<(&str, Value)> = inputs.iter().map(|(n, t)| (*n, Value::Tensor(t.clone()))).collect();
         tensors_only(execute(&self.plan, &inputs, &HashMap::new())?)
+    }
+
+    /// Run once like [`Model::run`] and return, besides the outputs, the wall-clock time of every
+    /// planned node in execution order (what `flywheel-runtime-profile` aggregates).
+    pub fn run_profiled(&self, inputs: &[(&str, Tensor)]) -> Result<(NamedTensors, Vec<NodeTime>), RunError> {
+        let inputs: Vec<(&str, Value)> = inputs.iter().map(|(n, t)| (*n, Value::Tensor(t.clone()))).collect();
+        let mut times = Vec::with_capacity(self.plan.graph.nodes.len());
+        let outs = tensors_only(execute_timed(&self.plan, &inputs, &HashMap::new(), Some(&mut times))?)?;
+        Ok((outs, times))
     }
 
     /// Run once with values that may be string tensors (for models with string inputs or
