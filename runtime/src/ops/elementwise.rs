@@ -401,6 +401,11 @@ fn pow(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 pub fn variadic(op: Variadic, ins: &[Option<&Tensor>]) -> Result<Tensor> {
     let xs: Vec<&Tensor> = ins.iter().flatten().copied().collect();
+    if op == Variadic::Sum
+        && let Some(y) = super::fast::sum(&xs)
+    {
+        return y;
+    }
     let mut acc = xs.first().copied().cloned().ok_or_else(|| candle_core::Error::Msg("no inputs".into()))?;
     for x in &xs[1..] {
         acc = match op {
@@ -459,6 +464,15 @@ pub fn cast(x: &Tensor, dt: DType, to_bool: bool) -> Result<Tensor> {
 pub fn softmax(x: &Tensor, axis: i64, legacy: bool, log: bool) -> Result<Tensor> {
     let rank = x.rank();
     let ax = norm_axis(axis, rank)?;
+    let dims = x.dims();
+    let (outer, n, inner) = if legacy {
+        (dims[..ax].iter().product(), dims[ax..].iter().product(), 1)
+    } else {
+        (dims[..ax].iter().product(), dims[ax], dims[ax + 1..].iter().product())
+    };
+    if let Some(y) = super::fast::softmax(x, outer, n, inner, log) {
+        return y;
+    }
     if legacy {
         // Opset < 13: coerce to 2-D at `axis` and normalise over everything after it.
         let dims = x.dims();

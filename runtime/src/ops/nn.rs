@@ -433,6 +433,9 @@ pub fn bn_affine(scale: &Tensor, bias: &Tensor, mean: &Tensor, var: &Tensor, eps
 pub fn batch_norm(ins: &[Option<&Tensor>], eps: f32) -> Result<Tensor> {
     let x = req(ins, 0)?;
     let (a, b) = bn_affine(req(ins, 1)?, req(ins, 2)?, req(ins, 3)?, req(ins, 4)?, eps)?;
+    if let Some(y) = super::fast::channel_affine(x, &a, &b) {
+        return y;
+    }
     let mut shape = vec![1usize; x.rank()];
     if x.rank() > 1 {
         shape[1] = x.dims()[1];
@@ -443,6 +446,9 @@ pub fn batch_norm(ins: &[Option<&Tensor>], eps: f32) -> Result<Tensor> {
 pub fn gemm(g: &Gemm, ins: &[Option<&Tensor>]) -> Result<Tensor> {
     let a = req(ins, 0)?;
     let b = req(ins, 1)?;
+    if let Some(y) = super::fast::gemm(a, b, opt(ins, 2), (g.trans_a, g.trans_b), g.alpha as f32, g.beta as f32) {
+        return y;
+    }
     let a = if g.trans_a { a.t()? } else { a.clone() };
     let b = if g.trans_b { b.t()? } else { b.clone() };
     let mut y = a.contiguous()?.matmul(&b.contiguous()?)?;
