@@ -1,8 +1,12 @@
 //! Benchmark: median latency and throughput of flywheel-runtime vs candle-onnx's simple_eval vs
-//! onnxruntime (Python, same thread count) on the generated models at batch 1 and 8.
+//! onnxruntime (Python, same thread count) on the generated models at batch 1 and 8, then of
+//! flywheel-runtime vs onnxruntime on real exported models (`python/gen_real_models.py`) at
+//! batch 1 and 8, the two alternating run by run (a persistent `ort_bench.py --serve` peer) so
+//! both see the same machine load, with the geometric mean of the ratios.
 //!
 //! cargo run --release -p flywheel-runtime --bin flywheel-runtime-bench -- --size 224
 //! (RAYON_NUM_THREADS sets the thread count used by all three; default: all cores)
+//! `--models none` skips the generated models, `--real none` the real ones.
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -10,9 +14,15 @@ use clap::Parser;
 use flywheel_runtime::Model;
 use prost::Message;
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::Command;
+use std::process::Stdio;
 use std::time::Instant;
+
+#[path = "common/real.rs"]
+mod real;
+use real::{median, python, real_models, script};
 
 #[derive(Parser)]
 struct Args {
@@ -32,25 +42,12 @@ struct Args {
     /// Skip onnxruntime (e.g. to profile this runtime alone).
     #[arg(long)]
     no_ort: bool,
-}
-
-fn cache() -> PathBuf {
-    std::env::var_os("FLYWHEEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/flywheel"))
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("FLYWHEEL_PYTHON").map(PathBuf::from).unwrap_or_else(|| cache().join("venv/bin/python"))
-}
-
-fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    /// Real models to run (names from gen_real_models.py, "all" or "none").
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    real: Vec<String>,
+    /// Runs per real model and batch (each side; the two alternate).
+    #[arg(long, default_value_t = 9)]
+    real_iters: usize,
 }
 
 fn time(warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -84,7 +81,7 @@ fn main() -> Result<()> {
         "{:<16} {:>5} {:>12} {:>14} {:>12} {:>10} {:>12} {:>12}",
         "model", "batch", "ours ms", "candle-onnx ms", "ort ms", "ours img/s", "ort/ours", "candle/ours"
     );
-    for name in &a.models {
+    for name in a.models.iter().filter(|m| m.as_str() != "none") {
         let path = dir.join(name).join("model.onnx");
         let bytes = std::fs::read(&path)?;
         let model = Model::from_bytes(&bytes)?;
@@ -150,5 +147,115 @@ fn main() -> Result<()> {
         }
     }
     println!("ratios > 1 mean this runtime is faster; candle-onnx n/a = it cannot run the model");
+    if !a.real.iter().any(|r| r == "none") {
+        real_bench(&a, threads)?;
+    }
+    Ok(())
+}
+
+/// onnxruntime in a persistent Python process, driven line by line (see ort_bench.py --serve).
+struct OrtPeer {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl OrtPeer {
+    fn start(threads: usize) -> Result<OrtPeer> {
+        let mut child = Command::new(python())
+            .arg(script("ort_bench.py"))
+            .args(["--serve", "--threads", &threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting ort_bench.py --serve")?;
+        let out = BufReader::new(child.stdout.take().context("peer stdout")?);
+        Ok(OrtPeer { child, out })
+    }
+
+    fn ask(&mut self, line: &str) -> Result<String> {
+        let stdin = self.child.stdin.as_mut().context("peer stdin")?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        let mut answer = String::new();
+        self.out.read_line(&mut answer)?;
+        anyhow::ensure!(!answer.is_empty(), "ort_bench.py --serve exited on '{line}'");
+        Ok(answer.trim().to_string())
+    }
+
+    fn run(&mut self, n: usize) -> Result<Vec<f64>> {
+        self.ask(&format!("run {n}"))?.split_whitespace().map(|v| Ok(v.parse()?)).collect()
+    }
+}
+
+impl Drop for OrtPeer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Real models, batch 1 and 8: one run of ours, one of onnxruntime, and again, `real_iters`
+/// times (after a warm-up of each), medians compared.
+fn real_bench(a: &Args, threads: usize) -> Result<()> {
+    let all = a.real.iter().any(|r| r == "all");
+    let models: Vec<_> = real_models()?.into_iter().filter(|(n, _, _)| all || a.real.contains(n)).collect();
+    let mut peer = if a.no_ort { None } else { Some(OrtPeer::start(threads)?) };
+    println!(
+        "\nreal models: {threads} threads, ours and onnxruntime alternating run by run, median of {} runs each",
+        a.real_iters
+    );
+    println!(
+        "{:<16} {:>5} {:>10} {:>10} {:>12} {:>12} {:>10}",
+        "model", "batch", "input", "ours ms", "ort ms", "ours img/s", "ort/ours"
+    );
+    let mut ratios: HashMap<usize, Vec<f64>> = HashMap::new();
+    for (name, path, chw) in &models {
+        let model = Model::from_bytes(&std::fs::read(path)?)?;
+        let input = model.inputs().into_iter().next().context("no input")?;
+        for batch in [1usize, 8] {
+            let shape = [batch, chw[0], chw[1], chw[2]];
+            let x = Tensor::randn(0f32, 1f32, &shape[..], &Device::Cpu)?;
+            let feed = [(input.name.as_str(), x)];
+            if let Some(p) = peer.as_mut() {
+                let load = format!("load {} {batch} {} {} {}", path.display(), chw[0], chw[1], chw[2]);
+                anyhow::ensure!(p.ask(&load)? == "ok", "ort_bench.py could not load {name}");
+                p.run(a.warmup.max(1))?;
+            }
+            for _ in 0..a.warmup.max(1) {
+                model.run(&feed)?;
+            }
+            let (mut ours, mut ort) = (Vec::new(), Vec::new());
+            for _ in 0..a.real_iters {
+                let s = Instant::now();
+                model.run(&feed)?;
+                ours.push(s.elapsed().as_secs_f64() * 1e3);
+                if let Some(p) = peer.as_mut() {
+                    ort.extend(p.run(1)?);
+                }
+            }
+            let ours = median(ours);
+            let ort = (!ort.is_empty()).then(|| median(ort));
+            if let Some(o) = ort {
+                ratios.entry(batch).or_default().push(o / ours);
+            }
+            println!(
+                "{:<16} {:>5} {:>10} {:>10.2} {:>12} {:>12.1} {:>10}",
+                name,
+                batch,
+                format!("{}x{}", chw[1], chw[2]),
+                ours,
+                ort.map_or("n/a".into(), |o| format!("{o:.2}")),
+                batch as f64 * 1e3 / ours,
+                ort.map_or("n/a".into(), |o| format!("{:.2}", o / ours)),
+            );
+        }
+    }
+    for batch in [1usize, 8] {
+        if let Some(r) = ratios.get(&batch) {
+            let geo = (r.iter().map(|v| v.ln()).sum::<f64>() / r.len() as f64).exp();
+            let min = r.iter().copied().fold(f64::INFINITY, f64::min);
+            println!("geometric mean of ort/ours at batch {batch}: {geo:.2} over {} models (lowest {min:.2})", r.len());
+        }
+    }
     Ok(())
 }
