@@ -161,8 +161,10 @@ async fn run(cli: Cli) -> Result<()> {
             crate::profile::run(&req, extras.model.as_ref()).await?;
         }
         Command::Train(args) => {
-            let req: TrainRequest = parse(&read_request(&args)?)?;
-            let result = crate::train::run(&req).await?;
+            let text = read_request(&args)?;
+            let req: TrainRequest = parse(&text)?;
+            let extras: crate::train::RequestExtras = parse(&text)?;
+            let result = crate::train::run_with(&req, &extras.trainer_options).await?;
             println!("{}", serde_json::to_string_pretty(&result).expect("serialisable"));
         }
         Command::Generate(GenerateCommand::Dataset {

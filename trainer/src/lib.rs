@@ -10,6 +10,7 @@ pub mod cli;
 pub mod dataset;
 pub mod error;
 pub mod generate;
+pub mod heads;
 pub mod model;
 pub mod profile;
 pub mod train;

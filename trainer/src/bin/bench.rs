@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
             optimizer: Optimizer::Adamw,
             train_layers: layers,
         };
-        let mut session = Session::new(&bytes, &spec, &h, &data)?;
+        let mut session = Session::new(&bytes, &spec, &h, &data, 1)?;
         session.step(&idx[..args.batch], &data)?; // warm-up
         let mut rates = Vec::new();
         for _ in 0..args.rounds {

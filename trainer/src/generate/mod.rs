@@ -4,7 +4,7 @@ mod datasets;
 mod domains;
 mod images;
 mod models;
-mod onnx_builder;
+pub mod onnx_builder;
 mod shifts;
 
 pub use datasets::{DatasetOptions, write_dataset};

@@ -31,6 +31,10 @@ impl Optimizer {
         Ok(Self { kind, lr, params, m, v, step: 0 })
     }
 
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.step += 1;
         for (i, p) in self.params.iter().enumerate() {

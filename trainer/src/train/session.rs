@@ -1,29 +1,17 @@
 //! One fine-tuning session: the trainable model, the selected parameters, the optimiser and the
 //! objective, with epoch-level operations.
 
-use std::io::IsTerminal;
-use std::time::Instant;
-
 use candle_core::{Device, Tensor, Var};
 use flywheel_api::common::Task;
 use flywheel_api::data_pipeline::{Hyperparameters, TrainLayers};
 use flywheel_api::model_version::{InputSpec, ModelVersionSpec};
 use flywheel_runtime::{Dim, Model, ParamFilter, TrainableModel};
 use flywheel_vision::batch_shape;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 
 use super::objective::{Objective, Prepared};
 use super::optim::Optimizer;
-use super::report::EpochRecord;
 use crate::error::{Result, TrainerError};
 use crate::model::{io_names, weight_names};
-
-/// Eval batches are larger: no gradients are kept.
-const EVAL_BATCH: usize = 32;
-/// Shuffling seed, so a run is reproducible.
-const SHUFFLE_SEED: u64 = 0x5eed;
 
 pub struct Session {
     model: TrainableModel,
@@ -33,7 +21,6 @@ pub struct Session {
     pub objective: Objective,
     params: Vec<(String, Var)>,
     optimizer: Optimizer,
-    batch_size: usize,
     /// The model's batch dimension when it is fixed (many exports use 1): batches are run in
     /// pieces of that size and their outputs concatenated.
     fixed_batch: Option<usize>,
@@ -44,8 +31,15 @@ fn model_err(reason: impl std::fmt::Display) -> TrainerError {
 }
 
 impl Session {
-    /// `probe` (a few samples) is used to recognise the output layout.
-    pub fn new(bytes: &[u8], spec: &ModelVersionSpec, h: &Hyperparameters, probe: &Prepared) -> Result<Self> {
+    /// `probe` (a few samples) is used to recognise the output layout. `trainLayers: head`
+    /// trains the layers `head_depth` levels back from the outputs ([`crate::heads`]).
+    pub fn new(
+        bytes: &[u8],
+        spec: &ModelVersionSpec,
+        h: &Hyperparameters,
+        probe: &Prepared,
+        head_depth: u32,
+    ) -> Result<Self> {
         let model = TrainableModel::from_bytes(bytes).map_err(model_err)?;
         // Loading for inference too checks the model runs in the server as it is.
         let inference = Model::from_bytes(bytes).map_err(model_err)?;
@@ -61,7 +55,7 @@ impl Session {
             return Err(model_err(format!("expected one image input, the graph has {inputs:?}")));
         }
         let filter = match h.train_layers {
-            TrainLayers::Head => ParamFilter::Head,
+            TrainLayers::Head => ParamFilter::Names(crate::heads::head_params(bytes, head_depth)?),
             TrainLayers::All => ParamFilter::Names(weight_names(bytes)?),
         };
         let params = model.trainable_params(&filter);
@@ -78,7 +72,6 @@ impl Session {
             objective: Objective::Classification { classes: spec.labels.len(), probabilities: false },
             params,
             optimizer,
-            batch_size: h.batch_size as usize,
             fixed_batch,
         };
         let n = probe.len().min(4);
@@ -118,43 +111,14 @@ impl Session {
             .ok_or_else(|| model_err(format!("output {} was not produced", self.output_name)))
     }
 
-    pub fn evaluate(&self, data: &Prepared) -> Result<f64> {
+    /// The model's output for every sample of `data`, without gradients.
+    pub fn outputs(&self, data: &Prepared) -> Result<Tensor> {
         let idx: Vec<usize> = (0..data.len()).collect();
-        let mut outputs = Vec::new();
-        for chunk in idx.chunks(EVAL_BATCH) {
-            outputs.push(self.forward(chunk, data)?.detach());
-        }
-        self.objective.metric(&outputs, data)
+        Ok(self.forward(&idx, data)?.detach())
     }
 
-    /// One pass over `train` (shuffled reproducibly per epoch), then an evaluation.
-    pub fn train_epoch(&mut self, epoch: u32, train: &Prepared, eval: &Prepared) -> Result<EpochRecord> {
-        let start = Instant::now();
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(SHUFFLE_SEED + epoch as u64));
-        let bar = progress_bar(order.len(), epoch);
-        let (mut total, mut batches) = (0f64, 0usize);
-        for chunk in order.chunks(self.batch_size) {
-            let loss = self.step(chunk, train)?;
-            total += loss;
-            batches += 1;
-            if let Some(b) = &bar {
-                b.inc(chunk.len() as u64);
-                b.set_message(format!("loss {loss:.4}"));
-            }
-        }
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        let train_seconds = start.elapsed().as_secs_f64();
-        let value = self.evaluate(eval)?;
-        Ok(EpochRecord {
-            epoch,
-            loss: total / batches.max(1) as f64,
-            metrics: [(self.objective.metric_name().to_string(), value)].into(),
-            seconds: start.elapsed().as_secs_f64(),
-            images_per_second: train.len() as f64 / train_seconds.max(1e-9),
-        })
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.optimizer.set_learning_rate(lr);
     }
 
     /// One optimiser step on a batch; returns the batch loss.
@@ -211,19 +175,4 @@ fn objective_for(spec: &ModelVersionSpec, out: &Tensor) -> Result<Objective> {
             nms_iou: spec.output.nms_iou_threshold as f32,
         }),
     }
-}
-
-/// A progress bar on interactive terminals only; Jobs log one line per epoch instead.
-fn progress_bar(len: usize, epoch: u32) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(len as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} images {per_sec} {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(epoch.to_string());
-    Some(bar)
 }

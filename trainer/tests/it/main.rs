@@ -10,5 +10,6 @@ mod memory;
 mod onnxruntime;
 mod profile;
 mod pvc;
+mod recovery;
 mod refusal;
 mod s3;
