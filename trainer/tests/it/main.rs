@@ -5,6 +5,7 @@ mod common;
 mod domains;
 mod errors;
 mod finetune;
+mod heads;
 mod killed;
 mod memory;
 mod onnxruntime;
