@@ -73,6 +73,29 @@ pub struct FeedbackLoop {
     /// to; not the training data.
     #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub dataset_version: ObjectName,
+    /// Where the review service (`<pipeline>-review`, the one owner of this loop's reviews) keeps
+    /// its state: PostgreSQL from a connection URL in a Secret, or by default SQLite on a
+    /// PersistentVolumeClaim `<pipeline>-review-db` the operator creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<ReviewDatabase>,
+}
+
+/// A PostgreSQL database for the review service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewDatabase {
+    /// Secret holding the connection URL (`postgres://user:password@host:5432/db`), labelled
+    /// `flywheel.dev/credentials=true` like every Secret Flywheel reads.
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub secret_name: ObjectName,
+    /// Key of the URL in the Secret.
+    #[serde(default = "default_url_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_url_key() -> String {
+    "url".into()
 }
 
 fn default_true() -> bool {
@@ -390,6 +413,10 @@ pub struct DataPipelineStatus {
     /// A trained ModelVersion waiting for a manual decision (policy `manual`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate_model_version: Option<ObjectName>,
+    /// The review service: where reviewers go, its totals and the figures the promotion gate
+    /// reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_service: Option<ReviewServiceStatus>,
     /// Finished runs, oldest first (the last 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub run_history: Vec<TrainingRun>,
@@ -400,6 +427,45 @@ pub struct DataPipelineStatus {
     /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// The review service as the operator last read it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewServiceStatus {
+    /// In-cluster URL of the review API and page (`<url>/review`).
+    pub url: String,
+    /// `sqlite` or `postgresql`.
+    pub database: String,
+    /// Logged predictions ingested from every replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<u64>,
+    /// Predictions reviewed (each decision stored once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewed: Option<u64>,
+    /// Reviewed samples written into the feedback dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<u64>,
+    /// Champion and shadow on the reviewed samples both predicted, over all replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<ReviewQuality>,
+}
+
+/// Champion vs shadow on the same reviewed samples, as the promotion gate compares them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewQuality {
+    /// `mAP50` (detection) or `accuracy` (classification).
+    pub metric: String,
+    pub champion_model_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_model_version: Option<String>,
+    /// Reviewed samples both scores are computed on.
+    pub reviewed_samples: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<f64>,
 }
 
 /// One retraining run.
@@ -434,4 +500,6 @@ pub mod conditions {
     pub const PROFILING_COMPLETE: &str = "ProfilingComplete";
     pub const TRAINING_SUCCEEDED: &str = "TrainingSucceeded";
     pub const PROMOTED: &str = "Promoted";
+    /// The review service is deployed and its database answers.
+    pub const REVIEW_SERVICE_READY: &str = "ReviewServiceReady";
 }

@@ -57,7 +57,8 @@ impl FlywheelLoop {
         Ok(self.platform.wait_for::<ModelVersion>(name, ready, timeout).await?.expect("condition held"))
     }
 
-    /// Waits until the Deployment serves `champion` from a ready Pod; connects to that Pod.
+    /// Waits until the Deployment serves `champion` from a ready Pod; connects to that Pod and
+    /// to the pipeline's review service.
     pub async fn wait_serving(&mut self, champion: &str) -> anyhow::Result<FlywheelDeployment> {
         let serving = |d: Option<&FlywheelDeployment>| {
             d.and_then(|d| d.status.as_ref())
@@ -72,7 +73,9 @@ impl FlywheelLoop {
         let secret = self.platform.api::<Secret>().get(&format!("{DEPLOYMENT}-review-token")).await?;
         let token = secret.data.as_ref().and_then(|d| d.get("token")).context("review-token Secret has no token")?;
         let token = String::from_utf8(token.0.clone())?;
-        self.serving = Some(ServingClient::new(address, token));
+        // Reviewers use the pipeline's review service (the inference Pods redirect there).
+        let review = self.platform.review_address(PIPELINE, MODEL_TIMEOUT).await?;
+        self.serving = Some(ServingClient::new(address, token).with_review_service(review));
         // The Pod is Ready once a champion is loaded; wait until it is this champion.
         let client = self.serving()?.clone();
         flywheel_e2e::wait::eventually(&format!("the inference Pod serving {champion}"), MODEL_TIMEOUT, || {
@@ -122,8 +125,9 @@ impl FlywheelLoop {
 
     /// Corrects `n` predictions waiting for review that `pick` selects, with their ground
     /// truth; returns the reviewed items as the review API listed them. Predictions reach the
-    /// review list when the server's log writer flushes (about a second), so this polls until
-    /// `n` are done or `timeout` seconds pass (then it returns fewer).
+    /// review list when the server's log writer flushes (about a second) and the review service
+    /// ingests the log (every 2 s), so this polls until `n` are done or `timeout` seconds pass
+    /// (then it returns fewer).
     pub async fn review(&self, n: usize, timeout: u64, pick: impl Fn(&Value) -> bool) -> anyhow::Result<Vec<Value>> {
         let client = self.serving()?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);

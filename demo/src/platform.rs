@@ -20,6 +20,8 @@ use crate::assets::BUCKET;
 pub const RELEASE: &str = "flywheel";
 /// The inference server's HTTP port in its Pod.
 pub const INFERENCE_PORT: u16 = 8080;
+/// The review service's port (the operator's `review_service::PORT`).
+pub const REVIEW_PORT: u16 = 8090;
 
 pub struct Platform {
     pub cluster: TestCluster,
@@ -130,27 +132,44 @@ impl Platform {
     /// Address of a ready inference Pod of a Flywheel Deployment. There is no kube-proxy on
     /// the local cluster, so clients talk to Pod IPs (the Service's Endpoints) directly.
     pub async fn inference_address(&self, deployment: &str, timeout_secs: u64) -> anyhow::Result<SocketAddr> {
+        let what = format!("a ready inference Pod of {deployment}");
+        self.ready_pod_address(&format!("flywheel.dev/deployment={deployment}"), INFERENCE_PORT, &what, timeout_secs)
+            .await
+    }
+
+    /// Address of the ready review-service Pod of a DataPipeline (reviewers' API and page).
+    pub async fn review_address(&self, pipeline: &str, timeout_secs: u64) -> anyhow::Result<SocketAddr> {
+        let what = format!("the ready review-service Pod of {pipeline}");
+        self.ready_pod_address(&format!("flywheel.dev/review-service={pipeline}"), REVIEW_PORT, &what, timeout_secs)
+            .await
+    }
+
+    async fn ready_pod_address(
+        &self,
+        selector: &str,
+        port: u16,
+        what: &str,
+        timeout_secs: u64,
+    ) -> anyhow::Result<SocketAddr> {
         let pods: Api<Pod> = self.api();
-        let selector = format!("flywheel.dev/deployment={deployment}");
-        let found =
-            flywheel_e2e::wait::eventually(&format!("a ready inference Pod of {deployment}"), timeout_secs, || {
-                let (pods, selector) = (pods.clone(), selector.clone());
-                async move {
-                    let list = pods.list(&ListParams::default().labels(&selector)).await.map_err(|e| e.to_string())?;
-                    list.items
-                        .iter()
-                        .filter(|p| p.metadata.deletion_timestamp.is_none())
-                        .find_map(|p| {
-                            let status = p.status.as_ref()?;
-                            let ready =
-                                status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
-                            let ip: std::net::IpAddr = status.pod_ip.as_ref()?.parse().ok()?;
-                            ready.then_some(SocketAddr::new(ip, INFERENCE_PORT))
-                        })
-                        .ok_or_else(|| format!("{} Pods, none ready", list.items.len()))
-                }
-            })
-            .await;
+        let found = flywheel_e2e::wait::eventually(what, timeout_secs, || {
+            let pods = pods.clone();
+            async move {
+                let list = pods.list(&ListParams::default().labels(selector)).await.map_err(|e| e.to_string())?;
+                list.items
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .find_map(|p| {
+                        let status = p.status.as_ref()?;
+                        let ready =
+                            status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+                        let ip: std::net::IpAddr = status.pod_ip.as_ref()?.parse().ok()?;
+                        ready.then_some(SocketAddr::new(ip, port))
+                    })
+                    .ok_or_else(|| format!("{} Pods, none ready", list.items.len()))
+            }
+        })
+        .await;
         match found {
             Ok(a) => Ok(a),
             Err(e) => Err(e.with_dump(self.dump().await).into()),

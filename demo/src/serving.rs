@@ -1,5 +1,5 @@
-//! A client of one inference pod: the plain image endpoint, the review API, /status and
-//! /metrics, as users and reviewers call them.
+//! A client of one inference pod (the plain image endpoint, /status and /metrics, as users
+//! call them) and of the pipeline's review service (the review API, as reviewers call it).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +26,8 @@ pub struct Prediction {
 #[derive(Clone)]
 pub struct ServingClient {
     pub address: SocketAddr,
+    /// The review service's address (the inference pods redirect review requests there).
+    pub review_address: Option<SocketAddr>,
     token: String,
     http: reqwest::Client,
 }
@@ -33,11 +35,21 @@ pub struct ServingClient {
 impl ServingClient {
     pub fn new(address: SocketAddr, review_token: String) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client");
-        Self { address, token: review_token, http }
+        Self { address, review_address: None, token: review_token, http }
+    }
+
+    /// The same client, reviewing through the review service at `address`.
+    pub fn with_review_service(mut self, address: SocketAddr) -> Self {
+        self.review_address = Some(address);
+        self
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
+    }
+
+    fn review_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.review_address.unwrap_or(self.address))
     }
 
     async fn check(r: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
@@ -66,7 +78,7 @@ impl ServingClient {
     pub async fn review_items(&self, status: &str) -> anyhow::Result<Vec<Value>> {
         let r = self
             .http
-            .get(self.url("/v1/review/items"))
+            .get(self.review_url("/v1/review/items"))
             .query(&[("status", status), ("limit", "1000")])
             .bearer_auth(&self.token)
             .send()
@@ -81,7 +93,7 @@ impl ServingClient {
             truth.iter().map(|(label, b)| json!({"label": label, "classId": 0, "confidence": 1.0, "box": b})).collect();
         let r = self
             .http
-            .post(self.url(&format!("/v1/review/items/{id}")))
+            .post(self.review_url(&format!("/v1/review/items/{id}")))
             .bearer_auth(&self.token)
             .json(&json!({"decision": "correct", "shapes": shapes}))
             .send()
@@ -93,6 +105,12 @@ impl ServingClient {
     pub async fn status(&self) -> anyhow::Result<Value> {
         let r = self.http.get(self.url("/status")).send().await?;
         Ok(Self::check(r, "/status").await?.json().await?)
+    }
+
+    /// The review service's /status: totals and quality figures per (champion, shadow) pair.
+    pub async fn review_status(&self) -> anyhow::Result<Value> {
+        let r = self.http.get(self.review_url("/status")).send().await?;
+        Ok(Self::check(r, "review service /status").await?.json().await?)
     }
 
     pub async fn metrics(&self) -> anyhow::Result<String> {

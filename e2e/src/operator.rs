@@ -10,6 +10,7 @@ pub fn test_settings(namespace: &str) -> Settings {
     Settings {
         server_image: "flywheel/inference-server".into(),
         trainer_image: "flywheel/trainer".into(),
+        review_service_image: "flywheel/review-service".into(),
         default_output_uri: None,
         namespace: Some(namespace.to_string()),
         allow_local_files: true,

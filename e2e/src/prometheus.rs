@@ -77,11 +77,12 @@ pub struct PrometheusConfig {
 }
 
 /// Relabelling of Kubernetes pod targets to the label convention (docs/monitoring.md): keep
-/// pods labelled `flywheel.dev/deployment` on their `http` port, and give their series
-/// `namespace`, `pod` and `deployment`. The chart's PodMonitor does the same.
+/// inference pods (labelled `flywheel.dev/deployment`) and review-service pods (labelled
+/// `flywheel.dev/review-for`) on their `http` port, and give their series `namespace`, `pod`
+/// and `deployment`. The chart's PodMonitor does the same.
 pub const INFERENCE_POD_RELABEL_CONFIGS: &str =
-    "      - source_labels: [__meta_kubernetes_pod_label_flywheel_dev_deployment]
-        regex: .+
+    "      - source_labels: [__meta_kubernetes_pod_label_flywheel_dev_deployment, __meta_kubernetes_pod_label_flywheel_dev_review_for]
+        regex: (.+;.*|;.+)
         action: keep
       - source_labels: [__meta_kubernetes_pod_container_port_name]
         regex: http
@@ -94,6 +95,10 @@ pub const INFERENCE_POD_RELABEL_CONFIGS: &str =
       - source_labels: [__meta_kubernetes_pod_name]
         target_label: pod
       - source_labels: [__meta_kubernetes_pod_label_flywheel_dev_deployment]
+        regex: (.+)
+        target_label: deployment
+      - source_labels: [__meta_kubernetes_pod_label_flywheel_dev_review_for]
+        regex: (.+)
         target_label: deployment
 ";
 

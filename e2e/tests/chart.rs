@@ -197,6 +197,7 @@ fn rendered_objects_have_what_the_operator_and_monitoring_need() {
         assert!(c["resources"]["limits"]["memory"].is_string() && c["resources"]["requests"]["cpu"].is_string());
         assert_eq!(env(&c, "FLYWHEEL_SERVER_IMAGE"), Some(format!("flywheel/inference-server:{version}")));
         assert_eq!(env(&c, "FLYWHEEL_TRAINER_IMAGE"), Some(format!("flywheel/trainer:{version}")));
+        assert_eq!(env(&c, "FLYWHEEL_REVIEW_SERVICE_IMAGE"), Some(format!("flywheel/review-service:{version}")));
         assert!(c["args"].as_array().unwrap().contains(&Value::from("--listen=$(POD_IP):8081")));
         for field in ["metadata.name", "metadata.namespace", "status.podIP"] {
             assert!(
@@ -281,7 +282,8 @@ fn rendered_objects_have_what_the_operator_and_monitoring_need() {
     }
 }
 
-/// The dashboard and alerts group inference series by namespace, pod and deployment.
+/// The dashboard and alerts group inference (and review-service) series by namespace, pod and
+/// deployment.
 fn assert_inference_relabelings(endpoint: &Value, port: &str) {
     assert_eq!(endpoint["port"], port);
     assert_eq!(endpoint["path"], "/metrics");
@@ -300,9 +302,13 @@ fn assert_inference_relabelings(endpoint: &Value, port: &str) {
         ("__meta_kubernetes_namespace", "namespace"),
         ("__meta_kubernetes_pod_name", "pod"),
         ("__meta_kubernetes_pod_label_flywheel_dev_deployment", "deployment"),
+        ("__meta_kubernetes_pod_label_flywheel_dev_review_for", "deployment"),
     ] {
         assert!(relabel.contains(&(source.to_string(), target.to_string())), "{target} from {source}: {relabel:?}");
     }
+    // Only inference and review-service pods are kept (not the operator's Jobs).
+    let keep = endpoint["relabelings"].as_array().unwrap().iter().find(|r| r["action"] == "keep").expect("a keep rule");
+    assert_eq!(keep["regex"], "(.+;.*|;.+)");
 }
 
 /// checkov lints docker/ offline (`--skip-download`) and fails on any finding; a Dockerfile that

@@ -66,7 +66,9 @@ pub async fn apply(state: &Arc<AppState>, config: ServingConfig) -> Vec<String> 
     });
     // A part that failed before is tried again even when its settings did not change.
     let old_reviews = old.as_ref().and_then(|o| o.reviews.clone());
-    let reviews = if same_reviews && (config.prediction_log.is_none() || config.review_service.is_some() || old_reviews.is_some()) {
+    let reviews = if same_reviews
+        && (config.prediction_log.is_none() || config.review_service.is_some() || old_reviews.is_some())
+    {
         old_reviews
     } else {
         match open_reviews(&config).await {

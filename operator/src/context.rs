@@ -17,6 +17,8 @@ pub const FIELD_MANAGER: &str = "flywheel-operator";
 pub struct Settings {
     pub server_image: String,
     pub trainer_image: String,
+    /// Image of each DataPipeline's review service.
+    pub review_service_image: String,
     /// Where DataPipelines without `outputUri` write profiles and trained models.
     pub default_output_uri: Option<String>,
     /// Watch only this namespace (all namespaces when None).
@@ -35,6 +37,7 @@ impl Default for Settings {
         Self {
             server_image: format!("flywheel/inference-server:{version}"),
             trainer_image: format!("flywheel/trainer:{version}"),
+            review_service_image: format!("flywheel/review-service:{version}"),
             default_output_uri: None,
             namespace: None,
             allow_local_files: false,

@@ -246,14 +246,14 @@ async fn submit(
 /// The totals and the quality figures per (champion, shadow) pair; the operator's promotion
 /// gate reads them here.
 async fn status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (totals, quality) = s.service.status().await?;
-    Ok(Json(json!({ "totals": totals, "quality": quality })))
+    let st = s.service.status().await?;
+    Ok(Json(json!({ "totals": st.totals, "quality": st.quality, "serving": st.serving })))
 }
 
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let (totals, quality) = s.service.status().await?;
+    let st = s.service.status().await?;
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    Ok(([(header::CONTENT_TYPE, content_type)], crate::metrics::render(&totals, &quality)).into_response())
+    Ok(([(header::CONTENT_TYPE, content_type)], crate::metrics::render(&st)).into_response())
 }
 
 /// The page holds no data; it calls the API with the token the reviewer enters.

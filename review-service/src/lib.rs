@@ -12,5 +12,5 @@ pub mod store;
 
 pub use ingest::{Ingested, ingest};
 pub use quality::{ModelRef, PairQuality};
-pub use service::{Service, ServiceError, Submission, Written};
+pub use service::{Service, ServiceError, Serving, Status, Submission, Written};
 pub use store::{Decision, Filter, Item, Review, Store, StoreError, Totals};

@@ -1,25 +1,35 @@
-//! `/metrics` in the Prometheus text format: the review totals and the quality figures, read
-//! from the database at scrape time (the figures are cached per review count).
+//! `/metrics` in the Prometheus text format, read from the database at scrape time (the quality
+//! figures are cached per review count):
+//! - the figures of the pair serving now under the inference server's names
+//!   (`flywheel_reviewed_map50`/`_accuracy{role}`, `flywheel_reviewed_samples`,
+//!   `flywheel_reviews_total`), so the shipped dashboard and alert rules read them unchanged;
+//! - the totals (`flywheel_review_predictions`, `_reviewed`, `_written`, `_pending_writes`);
+//! - every pair's figures (`flywheel_review_quality{champion_version, shadow_version, role}`).
 
+use std::sync::atomic::AtomicU64;
+
+use flywheel_types::Task;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::quality::PairQuality;
-use crate::store::Totals;
+use crate::service::Status;
 
 type Labels = Vec<(String, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// The exposition of `totals` and `quality`.
-pub fn render(totals: &Totals, quality: &[PairQuality]) -> String {
-    let mut registry = Registry::with_prefix("flywheel_review");
+/// The exposition of `status`.
+pub fn render(status: &Status) -> String {
+    let mut registry = Registry::with_prefix("flywheel");
+    let totals = &status.totals;
     for (name, help, value) in [
-        ("predictions", "Logged predictions ingested for review", totals.predictions),
-        ("reviewed", "Predictions reviewed (each decision stored once)", totals.reviewed),
-        ("written", "Reviewed samples written into the feedback dataset", totals.written),
+        ("review_predictions", "Logged predictions ingested for review", totals.predictions),
+        ("review_reviewed", "Predictions reviewed (each decision stored once)", totals.reviewed),
+        ("review_written", "Reviewed samples written into the feedback dataset", totals.written),
         (
-            "pending_writes",
+            "review_pending_writes",
             "Reviewed samples not yet written into the feedback dataset",
             totals.reviewed - totals.written,
         ),
@@ -28,9 +38,31 @@ pub fn render(totals: &Totals, quality: &[PairQuality]) -> String {
         gauge.set(value);
         registry.register(name, help, gauge);
     }
-    let score = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    // Reviews are never removed: their count only grows, as a counter's must.
+    let reviews = Counter::<u64>::default();
+    reviews.inc_by(totals.reviewed.max(0) as u64);
+    registry.register("reviews", "Reviews applied", reviews);
+
+    let served = Family::<Labels, FloatGauge>::default();
+    let served_samples = Gauge::<i64>::default();
+    if let Some(q) = status.serving_quality() {
+        served_samples.set(q.quality.reviewed_samples as i64);
+        for (role, value) in [("champion", q.quality.champion), ("shadow", q.quality.shadow)] {
+            if let Some(v) = value {
+                served.get_or_create(&vec![("role".to_string(), role.to_string())]).set(v);
+            }
+        }
+    }
+    let (name, help) = match status.task {
+        Task::Detection => ("reviewed_map50", "mAP@0.5 on reviewed samples (detection) by role"),
+        Task::Classification => ("reviewed_accuracy", "Top-1 accuracy on reviewed samples (classification) by role"),
+    };
+    registry.register(name, help, served);
+    registry.register("reviewed_samples", "Reviewed samples the served pair's scores are computed on", served_samples);
+
+    let score = Family::<Labels, FloatGauge>::default();
     let samples = Family::<Labels, Gauge<i64>>::default();
-    for q in quality {
+    for q in &status.quality {
         let mut pair = vec![
             ("champion_model".to_string(), q.champion_model.model.clone()),
             ("champion_version".to_string(), q.champion_model.version.clone()),
@@ -48,8 +80,12 @@ pub fn render(totals: &Totals, quality: &[PairQuality]) -> String {
             score.get_or_create(&labels).set(v);
         }
     }
-    registry.register("quality", "Score (mAP50 or accuracy) of a model on the reviewed samples of its pair", score);
-    registry.register("quality_samples", "Reviewed samples a pair's scores are computed on", samples);
+    registry.register(
+        "review_quality",
+        "Score (mAP50 or accuracy) of a model on the reviewed samples of its pair",
+        score,
+    );
+    registry.register("review_quality_samples", "Reviewed samples a pair's scores are computed on", samples);
     let mut out = String::new();
     encode(&mut out, &registry).expect("encoding to a String");
     out
@@ -60,20 +96,40 @@ mod tests {
     use flywheel_vision::reviewed::Quality;
 
     use super::*;
-    use crate::quality::ModelRef;
+    use crate::quality::{ModelRef, PairQuality};
+    use crate::service::Serving;
+    use crate::store::Totals;
 
     #[test]
-    fn totals_and_scores_are_exported() {
+    fn totals_every_pair_and_the_served_pair_under_the_servers_names() {
         let m = |v: &str| ModelRef { model: "det".into(), version: v.into() };
-        let q = PairQuality {
+        let pair = |shadow: Option<&str>, n, c, s| PairQuality {
             champion_model: m("v1"),
-            shadow_model: Some(m("v2")),
-            quality: Quality { metric: "mAP50".into(), reviewed_samples: 7, champion: Some(0.5), shadow: None },
+            shadow_model: shadow.map(m),
+            quality: Quality { metric: "mAP50".into(), reviewed_samples: n, champion: c, shadow: s },
         };
-        let text = render(&Totals { predictions: 10, reviewed: 7, written: 5 }, &[q]);
-        assert!(text.contains("flywheel_review_pending_writes 2"), "{text}");
-        assert!(text.contains("role=\"champion\"} 0.5"), "{text}");
-        assert!(!text.contains("role=\"shadow\""), "{text}");
-        assert!(text.contains("flywheel_review_quality_samples{champion_model=\"det\",champion_version=\"v1\",shadow_model=\"det\",shadow_version=\"v2\"} 7"), "{text}");
+        let status = Status {
+            task: Task::Detection,
+            totals: Totals { predictions: 10, reviewed: 9, written: 5 },
+            quality: vec![pair(Some("v2"), 7, Some(0.5), Some(0.75)), pair(None, 2, Some(0.25), None)],
+            serving: Some(Serving { champion: m("v1"), shadow: Some(m("v2")) }),
+        };
+        let text = render(&status);
+        for line in [
+            "flywheel_review_pending_writes 4",
+            "flywheel_reviews_total 9",
+            "flywheel_reviewed_map50{role=\"champion\"} 0.5",
+            "flywheel_reviewed_map50{role=\"shadow\"} 0.75",
+            "flywheel_reviewed_samples 7",
+            "flywheel_review_quality_samples{champion_model=\"det\",champion_version=\"v1\"} 2",
+            "flywheel_review_quality{champion_model=\"det\",champion_version=\"v1\",metric=\"mAP50\",role=\"champion\"} 0.25",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        let nothing = render(&Status { serving: None, ..status });
+        assert!(
+            nothing.contains("flywheel_reviewed_samples 0") && !nothing.contains("flywheel_reviewed_map50{"),
+            "{nothing}"
+        );
     }
 }

@@ -12,10 +12,10 @@ use flywheel_storage::{Location, StorageError};
 use flywheel_types::Task;
 use flywheel_types::prediction::Shape;
 use flywheel_vision::review_order::ground_truth;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ingest::{IngestError, Ingested, ingest};
-use crate::quality::{PairQuality, QualityCache};
+use crate::quality::{ModelRef, PairQuality, QualityCache};
 use crate::store::{Decision, Review, Store, StoreError, Totals};
 
 /// Most reviews one writer pass takes (the rest go to the next pass).
@@ -48,6 +48,30 @@ pub struct Written {
     pub written: usize,
     /// Reviews whose sample could not be written this pass (left unwritten, retried next pass).
     pub failed: usize,
+}
+
+/// The pair the newest prediction names: what the Deployment serves now.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Serving {
+    pub champion: ModelRef,
+    pub shadow: Option<ModelRef>,
+}
+
+/// What `/status` and `/metrics` show.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Status {
+    pub task: Task,
+    pub totals: Totals,
+    pub quality: Vec<PairQuality>,
+    pub serving: Option<Serving>,
+}
+
+impl Status {
+    /// The figures of the pair serving now.
+    pub fn serving_quality(&self) -> Option<&PairQuality> {
+        let serving = self.serving.as_ref()?;
+        self.quality.iter().find(|q| q.champion_model == serving.champion && q.shadow_model == serving.shadow)
+    }
 }
 
 pub struct Service {
@@ -99,11 +123,16 @@ impl Service {
         }
     }
 
-    /// The totals and the quality figures per (champion, shadow) pair over every review.
-    pub async fn status(&self) -> Result<(Totals, Vec<PairQuality>), StoreError> {
+    /// The totals, the quality figures per (champion, shadow) pair over every review, and the
+    /// pair serving now.
+    pub async fn status(&self) -> Result<Status, StoreError> {
         let totals = self.store.totals().await?;
         let quality = self.quality.current(&self.store, self.task, totals.reviewed).await?;
-        Ok((totals, quality))
+        let serving = self.store.serving_pair().await?.map(|(model, version, shadow)| Serving {
+            champion: ModelRef { model, version },
+            shadow: shadow.map(|(model, version)| ModelRef { model, version }),
+        });
+        Ok(Status { task: self.task, totals, quality, serving })
     }
 
     /// Validates and stores a decision (exactly once: a second one is `AlreadyReviewed`).

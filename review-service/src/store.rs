@@ -267,10 +267,37 @@ impl Store {
         Ok((rows.iter().map(item).collect::<Result<_>>()?, total))
     }
 
-    /// Every reviewed prediction with its ground truth, for the quality figures, by id (tied
-    /// confidences rank in input order, so the order is fixed for the figures to be).
+    /// The (champion, shadow) versions serving now, as the newest prediction names them: its
+    /// champion, and the shadow of that champion's newest prediction that has one.
+    pub async fn serving_pair(&self) -> Result<Option<(String, String, Option<(String, String)>)>> {
+        let Some(newest) = sqlx::query(
+            "SELECT champion_model, champion_version FROM predictions ORDER BY time_ms DESC, id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let (model, version): (String, String) =
+            (newest.try_get("champion_model")?, newest.try_get("champion_version")?);
+        let shadow = sqlx::query(
+            "SELECT shadow_model, shadow_version FROM predictions WHERE champion_model = $1 AND champion_version = $2 \
+             AND shadow_version IS NOT NULL ORDER BY time_ms DESC, id DESC LIMIT 1",
+        )
+        .bind(&model)
+        .bind(&version)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| Ok::<_, StoreError>((row.try_get("shadow_model")?, row.try_get("shadow_version")?)))
+        .transpose()?;
+        Ok(Some((model, version, shadow)))
+    }
+
+    /// Every reviewed prediction with its ground truth, for the quality figures, by id in byte
+    /// order (tied confidences rank in input order, so the order must not depend on a
+    /// database's collation for the figures to be the same everywhere).
     pub async fn reviewed(&self) -> Result<Vec<(PredictionRecord, Vec<Shape>)>> {
-        let rows = sqlx::query("SELECT p.id AS id, p.record AS record, r.shapes AS shapes FROM reviews r JOIN predictions p ON p.id = r.id ORDER BY p.id")
+        let rows = sqlx::query("SELECT p.id AS id, p.record AS record, r.shapes AS shapes FROM reviews r JOIN predictions p ON p.id = r.id")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -279,7 +306,11 @@ impl Store {
                 let (record, shapes): (String, String) = (row.try_get("record")?, row.try_get("shapes")?);
                 Ok((json(&id, &record)?, json(&id, &shapes)?))
             })
-            .collect()
+            .collect::<Result<Vec<(PredictionRecord, Vec<Shape>)>>>()
+            .map(|mut rows| {
+                rows.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+                rows
+            })
     }
 
     pub async fn get(&self, id: &str) -> Result<Item> {

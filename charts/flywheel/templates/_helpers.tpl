@@ -48,7 +48,7 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
-{{/* "<registry>/<repository>:<tag>" for one of image, serverImage, trainerImage; tag defaults to appVersion. */}}
+{{/* "<registry>/<repository>:<tag>" for one of image, serverImage, trainerImage, reviewServiceImage; tag defaults to appVersion. */}}
 {{- define "flywheel.image" -}}
 {{- $image := index . 0 -}}
 {{- $root := index . 1 -}}

@@ -169,9 +169,14 @@ async fn run(
 
     let t = progress.step("reviewing 20 more predictions the new shadow also made; the promotion gate compares them");
     flywheel.review_shadow_samples(&trained, 20).await?;
-    let quality = flywheel.serving()?.status().await?["quality"].clone();
+    let status = flywheel.serving()?.review_status().await?;
+    let quality = status["quality"]
+        .as_array()
+        .and_then(|pairs| pairs.iter().find(|q| q["shadowModel"]["version"] == trained.as_str()))
+        .cloned()
+        .unwrap_or_default();
     progress.info(format!(
-        "the pod's /status: mAP@0.5 on {} reviewed samples both scored: champion {}, shadow {}",
+        "the review service's /status: mAP@0.5 on {} reviewed samples both scored: champion {}, shadow {}",
         quality["reviewedSamples"],
         fmt(&quality["champion"]),
         fmt(&quality["shadow"])
@@ -187,10 +192,11 @@ async fn run(
 
     let t = progress.step("where to look");
     let address = flywheel.serving()?.address;
+    let reviews = flywheel.serving()?.review_address.unwrap_or(address);
     let ns = &args.namespace;
     progress.done(t, "");
     println!(
-        "\n  export KUBECONFIG={kc}\n  kubectl -n {ns} get modelversions,datasetversions,fwdeploy,datapipelines\n  kubectl -n {ns} get fwdeploy shapes -o jsonpath='{{.status.promotionHistory}}'\n  kubectl -n {ns} describe datapipeline {PIPELINE}\n\n  metrics:      http://{address}/metrics\n  status:       http://{address}/status\n  review page:  http://{address}/review#token=$(kubectl -n {ns} get secret shapes-review-token -o jsonpath='{{.data.token}}' | base64 -d)\n",
+        "\n  export KUBECONFIG={kc}\n  kubectl -n {ns} get modelversions,datasetversions,fwdeploy,datapipelines\n  kubectl -n {ns} get fwdeploy shapes -o jsonpath='{{.status.promotionHistory}}'\n  kubectl -n {ns} describe datapipeline {PIPELINE}\n\n  metrics:      http://{address}/metrics\n  status:       http://{address}/status\n  review page:  http://{reviews}/review#token=$(kubectl -n {ns} get secret shapes-review-token -o jsonpath='{{.data.token}}' | base64 -d)\n",
         kc = cluster.kubeconfig_path().display()
     );
     Ok(Some(flywheel.platform))

@@ -168,13 +168,8 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     let state = HttpState { metrics: metrics.clone(), ready: Arc::new(AtomicBool::new(true)) };
     let http = tokio::spawn(async move { axum::serve(listener, router(state)).await });
     let settings = Settings {
-        server_image: "flywheel/inference-server".into(),
-        trainer_image: "flywheel/trainer".into(),
         default_output_uri: Some(format!("file://{}/pipelines", dir.path().display())),
-        namespace: Some(ns.name.clone()),
-        // The test's models and datasets are files in a temporary directory.
-        allow_local_files: true,
-        verify_models: true,
+        ..flywheel_e2e::test_settings(&ns.name)
     };
     let operator = tokio::spawn(flywheel_operator::controllers::run(
         Context::new(client.clone(), metrics, settings),
@@ -239,23 +234,30 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     };
     background.0.push(trickle.abort_handle());
 
-    // Reviewers correct three predictions with the ground truth: mAP for both roles.
+    // Reviewers correct three predictions with the ground truth through the pipeline's review
+    // service: mAP for both roles.
     let secrets: kube::Api<Secret> = ns.api();
     let secret = secrets.get("shapes-review-token").await.unwrap();
     let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
+    let reviewer = Server::new(ns.service_address("loop-review", "http", 180).await.unwrap());
     let listed = wait_until("the burst's predictions listed for review", 60, || async {
-        let ids = server.to_review(&token).await.ok()?;
+        let ids = reviewer.to_review(&token).await.ok()?;
         let ours: Vec<&(String, Sample)> =
             predicted.iter().filter(|(id, s)| !s.shapes.is_empty() && ids.contains(id)).collect();
         (ours.len() >= 3).then(|| ours.into_iter().take(3).cloned().collect::<Vec<_>>())
     })
     .await;
     for (id, sample) in &listed {
-        server.review(&token, id, &sample.shapes).await.unwrap();
+        reviewer.review(&token, id, &sample.shapes).await.unwrap();
     }
     wait_until("quality scored for champion and shadow", 60, || async {
-        let q = server.status().await?["quality"].clone();
-        (q["reviewedSamples"].as_u64()? >= 3 && q["champion"].is_number() && q["shadow"].is_number()).then_some(())
+        let pairs = reviewer.status().await?["quality"].as_array()?.clone();
+        pairs
+            .iter()
+            .any(|q| {
+                q["reviewedSamples"].as_u64().unwrap_or(0) >= 3 && q["champion"].is_number() && q["shadow"].is_number()
+            })
+            .then_some(())
     })
     .await;
 

@@ -33,7 +33,7 @@ pub fn coco_samples(dir: &Path) -> Vec<Sample> {
     samples
 }
 
-/// A client of one inference pod.
+/// A client of one inference pod (or of the review service: the same review API).
 #[derive(Clone)]
 pub struct Server {
     pub base: String,

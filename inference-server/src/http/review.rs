@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::Request;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
@@ -27,8 +27,9 @@ pub async fn to_review_service(State(state): State<Arc<AppState>>, req: Request,
             let location = format!("{}{path}", base.trim_end_matches('/'));
             match HeaderValue::from_str(&location) {
                 Ok(location) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, location)]).into_response(),
-                Err(_) => ServerError::Internal(format!("review service URL {base:?} is not a valid header"))
-                    .into_response(),
+                Err(_) => {
+                    ServerError::Internal(format!("review service URL {base:?} is not a valid header")).into_response()
+                }
             }
         }
         None => next.run(req).await,

@@ -23,6 +23,9 @@ struct Args {
     /// Image of profiling and training Jobs.
     #[arg(long, env = "FLYWHEEL_TRAINER_IMAGE")]
     trainer_image: Option<String>,
+    /// Image of each DataPipeline's review service.
+    #[arg(long, env = "FLYWHEEL_REVIEW_SERVICE_IMAGE")]
+    review_service_image: Option<String>,
     /// Where DataPipelines without spec.outputUri write profiles and models.
     #[arg(long, env = "FLYWHEEL_DEFAULT_OUTPUT_URI")]
     default_output_uri: Option<String>,
@@ -63,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = Settings::default();
     settings.server_image = args.server_image.unwrap_or(settings.server_image);
     settings.trainer_image = args.trainer_image.unwrap_or(settings.trainer_image);
+    settings.review_service_image = args.review_service_image.unwrap_or(settings.review_service_image);
     settings.default_output_uri = args.default_output_uri;
     settings.namespace = args.watch_namespace;
     settings.allow_local_files = args.allow_local_files;

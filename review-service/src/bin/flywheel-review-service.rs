@@ -16,13 +16,12 @@ use flywheel_types::dataset::DatasetFormat;
 #[derive(Parser, Debug)]
 #[command(name = "flywheel-review-service", about = "Flywheel's review service")]
 struct Args {
-    /// sqlite://<file>?mode=rwc or postgres://user:password@host/db.
-    #[arg(
-        long,
-        env = "FLYWHEEL_REVIEW_DATABASE_URL",
-        default_value = "sqlite:///var/lib/flywheel/review/reviews.db?mode=rwc"
-    )]
-    database_url: String,
+    /// postgres://user:password@host/db (or sqlite://<file>?mode=rwc); wins over --sqlite-file.
+    #[arg(long, env = "FLYWHEEL_REVIEW_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The SQLite database file (created when missing), used without --database-url.
+    #[arg(long, default_value = "/var/lib/flywheel/review/reviews.db")]
+    sqlite_file: PathBuf,
     /// The prediction log every inference replica writes.
     #[arg(long)]
     log_uri: String,
@@ -61,9 +60,9 @@ async fn main() -> anyhow::Result<()> {
         None => DatasetFormat::default_for(task),
     };
     format.check_holds(task).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Store::connect(&args.database_url)
-        .await
-        .with_context(|| format!("connecting to {}", flywheel_storage::redact(&args.database_url)))?;
+    let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}?mode=rwc", args.sqlite_file.display()));
+    let store =
+        Store::connect(&url).await.with_context(|| format!("connecting to {}", flywheel_storage::redact(&url)))?;
     let log = Location::open(&args.log_uri)?;
     let feedback = FeedbackWriter::new(Location::open(&args.feedback_uri)?, format, args.labels.clone());
     let service = Arc::new(Service::new(store, log, feedback, task, args.labels));

@@ -35,6 +35,7 @@ pub(super) async fn create_directly(
         shadow: None,
         shadow_sample_rate: 1.0,
         feedback: None,
+        review_service: None,
         reference_statistics_uri: None,
         server_image: &image,
     };

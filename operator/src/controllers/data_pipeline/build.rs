@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::decide::{RunInfo, RunState};
-use crate::controllers::deployment::build::CREDENTIAL_KEYS;
+use crate::controllers::deployment::build::{CREDENTIAL_KEYS, credential_env};
 use crate::{Error, Result};
 
 pub const LABEL_PIPELINE: &str = "flywheel.dev/pipeline";
@@ -85,13 +85,7 @@ fn job(
     if !own_env.iter().any(|e| e.name == "RAYON_NUM_THREADS") {
         env.push(json!({"name": "RAYON_NUM_THREADS", "value": "2"}));
     }
-    for secret in &settings.credential_secrets {
-        for key in CREDENTIAL_KEYS {
-            env.push(
-                json!({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}}),
-            );
-        }
-    }
+    env.extend(settings.credential_secrets.iter().flat_map(|s| credential_env(s)));
     // A trainer's own variables, never the request or the credentials (validation refuses
     // those names; they are dropped here too so a Job never carries a second value).
     env.extend(own_env.iter().filter(|e| !reserved_env(&e.name)).map(|e| json!({"name": e.name, "value": e.value})));

@@ -7,7 +7,7 @@
 //! deterministic name too, so registering twice is a no-op.
 //!
 //! The reconcile runs in named steps: [`read`] the objects the spec names → [`validate`] →
-//! [`profile`] → [`runs`] (read back, register, summarise) → [`place`] (decide, pure) →
+//! [`profile`] → [`review_service`] → [`runs`] (read back, register, summarise) → [`place`] (decide, pure) →
 //! [`runs::trigger`] → status, then the promotion request, then the Events. Promotions are
 //! asked of the Deployment controller, never written into the Deployment.
 
@@ -16,11 +16,14 @@ pub mod decide;
 pub mod place;
 pub mod profile;
 pub mod read;
+pub mod review_service;
 pub mod runs;
 pub mod validate;
 
 #[cfg(test)]
 mod build_tests;
+#[cfg(test)]
+mod review_service_tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +78,8 @@ pub async fn reconcile(p: Arc<DataPipeline>, ctx: Arc<Context>) -> Result<Action
         Err(e) if e.is_user_error() => refused = Some((e.reason(), format!("profiling not started: {e}"))),
         Err(e) => return Err(e),
     }
+    // The review service: the loop's one owner of reviews, and the gate's figures.
+    status.review_service = review_service::reconcile(&ctx, &p, &refs, &mut rec).await?;
     let reviewed_total =
         refs.feedback.as_ref().and_then(|f| f.status.as_ref()).and_then(|s| s.reviewed_count).unwrap_or(0);
     let runs = runs::read(&ctx, &p).await?;
@@ -92,7 +97,8 @@ pub async fn reconcile(p: Arc<DataPipeline>, ctx: Arc<Context>) -> Result<Action
         Some(name) => Some(place::Produced { name, ready: read::model_ready(&ctx, &p, name).await? }),
         None => None,
     };
-    let decision = place::decide(&p, &refs.deployment, produced, at);
+    let reviewed = status.review_service.as_ref().and_then(|r| r.quality.as_ref());
+    let decision = place::decide(&p, &refs.deployment, produced, reviewed, at);
     status.candidate_model_version = decision.candidate.clone();
     place::record(&mut rec, &decision);
 

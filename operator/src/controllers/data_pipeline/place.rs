@@ -5,8 +5,9 @@
 //! not recorded it, the pipeline asks for nothing else; once recorded, `Promoted` says so and
 //! the annotation goes.
 
+use flywheel_api::data_pipeline::ReviewQuality;
 use flywheel_api::data_pipeline::conditions;
-use flywheel_api::deployment::Role;
+use flywheel_api::deployment::{MonitoringSummary, Role};
 use flywheel_api::{DataPipeline, FlywheelDeployment};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -42,9 +43,15 @@ pub struct Decision {
     pub candidate: Option<String>,
 }
 
-/// Pure: decides from the pipeline (its spec and pending request) and the Deployment as read
-/// now (its history, served models and monitoring figures).
-pub fn decide(p: &DataPipeline, d: &FlywheelDeployment, produced: Option<Produced>, at: Timestamp) -> Decision {
+/// Pure: decides from the pipeline (its spec and pending request), the Deployment as read now
+/// (its history, served models and monitoring figures) and the review service's figures.
+pub fn decide(
+    p: &DataPipeline,
+    d: &FlywheelDeployment,
+    produced: Option<Produced>,
+    reviewed: Option<&ReviewQuality>,
+    at: Timestamp,
+) -> Decision {
     let policy = p.spec.continuous_deployment.policy;
     let mut decision = Decision::default();
     if let (Some(m), Placement::Candidate) = (&produced, decide::placement(policy)) {
@@ -60,7 +67,7 @@ pub fn decide(p: &DataPipeline, d: &FlywheelDeployment, produced: Option<Produce
         Some(recorded) => decision.recorded = Some(recorded),
         None => {}
     }
-    decision.request = continuous_deployment(p, d, produced, at).or_else(|| promotion_gate(p, d, at));
+    decision.request = continuous_deployment(p, d, produced, at).or_else(|| promotion_gate(p, d, reviewed, at));
     decision
 }
 
@@ -87,15 +94,33 @@ fn continuous_deployment(
     ))
 }
 
-/// A shadow that beats the champion on reviewed data becomes champion.
-fn promotion_gate(p: &DataPipeline, d: &FlywheelDeployment, at: Timestamp) -> Option<PromotionRequest> {
+/// A shadow that beats the champion on reviewed data becomes champion. The figures are the
+/// review service's (every replica's reviews) when it has them for the pair served now, else
+/// the Deployment's monitoring summary (inference pods that keep their own reviews).
+fn promotion_gate(
+    p: &DataPipeline,
+    d: &FlywheelDeployment,
+    reviewed: Option<&ReviewQuality>,
+    at: Timestamp,
+) -> Option<PromotionRequest> {
     let gate = p.spec.continuous_deployment.promotion_gate.as_ref()?;
     let status = d.status.clone().unwrap_or_default();
     // The history, not status.shadow, says what is served now: right after a promotion
     // status.shadow and the monitoring figures still describe the old pair.
     let shadow =
         served::served(&status.promotion_history, Role::Shadow).filter(|s| status.shadow.as_ref() == Some(s))?;
-    let justification = decide::gate_says_promote(gate, status.monitoring.as_ref())?;
+    let from_service = reviewed
+        .filter(|q| {
+            status.champion.as_deref() == Some(q.champion_model_version.as_str())
+                && q.shadow_model_version.as_deref() == Some(shadow.as_str())
+        })
+        .map(|q| MonitoringSummary {
+            champion_metric: q.champion,
+            shadow_metric: q.shadow,
+            reviewed_samples: Some(q.reviewed_samples),
+            ..Default::default()
+        });
+    let justification = decide::gate_says_promote(gate, from_service.as_ref().or(status.monitoring.as_ref()))?;
     let changes = [(Role::Champion, Some(shadow)), (Role::Shadow, None)];
     Some(PromotionRequest::new(&d.name_any(), &p.name_any(), &changes, REASON_PROMOTION_GATE, &justification, at))
 }
@@ -148,7 +173,6 @@ pub async fn ask(ctx: &Context, p: &DataPipeline, request: Option<&PromotionRequ
 mod tests {
     use super::*;
     use flywheel_api::condition;
-    use flywheel_api::deployment::MonitoringSummary;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn at(s: i64) -> Timestamp {
@@ -213,10 +237,10 @@ spec:
     #[test]
     fn a_ready_model_is_requested_once_then_promoted_when_recorded() {
         let (p, d) = (pipeline("shapes"), deployment(None));
-        let not_ready = decide(&p, &d, Some(Produced { name: "loop-r1", ready: false }), at(10));
+        let not_ready = decide(&p, &d, Some(Produced { name: "loop-r1", ready: false }), None, at(10));
         assert_eq!(not_ready, Decision::default());
 
-        let decision = decide(&p, &d, Some(Produced { name: "loop-r1", ready: true }), at(10));
+        let decision = decide(&p, &d, Some(Produced { name: "loop-r1", ready: true }), None, at(10));
         let request = decision.request.clone().expect("a request");
         assert_eq!(
             (request.reason.as_str(), request.message.as_str(), request.requested_at.clone()),
@@ -231,22 +255,22 @@ spec:
 
         // Pending: the same request stays, whatever the time.
         let p = with_request(p, &request);
-        let waiting = decide(&p, &d, Some(Produced { name: "loop-r1", ready: true }), at(15));
+        let waiting = decide(&p, &d, Some(Produced { name: "loop-r1", ready: true }), None, at(15));
         assert_eq!((waiting.request.as_ref(), waiting.recorded.as_ref()), (Some(&request), None));
 
         // Recorded: Promoted, the annotation goes, nothing more to ask.
         let d = applied(d, &request);
-        let done = decide(&p, &d, Some(Produced { name: "loop-r1", ready: true }), at(20));
+        let done = decide(&p, &d, Some(Produced { name: "loop-r1", ready: true }), None, at(20));
         assert_eq!((done.request.as_ref(), done.recorded.as_ref()), (None, Some(&request)));
         assert_eq!(promoted(&done), Some(("ContinuousDeployment".into(), "loop-r1 is the Shadow".into())));
-        let later = decide(&pipeline("shapes"), &d, Some(Produced { name: "loop-r1", ready: true }), at(25));
+        let later = decide(&pipeline("shapes"), &d, Some(Produced { name: "loop-r1", ready: true }), None, at(25));
         assert_eq!(later, Decision::default(), "already promoted");
     }
 
     #[test]
     fn the_gate_promotes_the_served_shadow_and_empties_the_role() {
         let (p, d) = (pipeline("shapes"), deployment(Some((0.5, 0.7, 25))));
-        let decision = decide(&p, &d, None, at(30));
+        let decision = decide(&p, &d, None, None, at(30));
         let request = decision.request.clone().expect("the gate asks");
         assert_eq!(request.reason, "PromotionGate");
         assert!(request.message.starts_with("shadow 0.700 beats champion 0.500"), "{}", request.message);
@@ -254,23 +278,52 @@ spec:
         assert_eq!(roles, [(Role::Champion, Some("v2".to_string())), (Role::Shadow, None)]);
 
         let d = applied(d, &request);
-        let done = decide(&with_request(p, &request), &d, None, at(35));
+        let done = decide(&with_request(p, &request), &d, None, None, at(35));
         assert_eq!(done.request, None, "no served shadow any more");
         let (reason, message) = promoted(&done).unwrap();
         assert_eq!(reason, "PromotionGate");
         assert_eq!(message, format!("v2 promoted to champion: {}", request.message));
         assert_eq!(
-            decide(&pipeline("shapes"), &deployment(Some((0.5, 0.51, 25))), None, at(30)),
+            decide(&pipeline("shapes"), &deployment(Some((0.5, 0.51, 25))), None, None, at(30)),
             Decision::default(),
             "below the margin"
         );
     }
 
     #[test]
+    fn the_gate_reads_the_review_service_for_the_pair_served_now() {
+        let p = pipeline("shapes");
+        let figures = |champion: &str, shadow: Option<&str>, c: f64, s: f64| ReviewQuality {
+            metric: "mAP50".into(),
+            champion_model_version: champion.into(),
+            shadow_model_version: shadow.map(str::to_string),
+            reviewed_samples: 40,
+            champion: Some(c),
+            shadow: Some(s),
+        };
+        // The pods' own figures say no; every replica's reviews say yes.
+        let d = deployment(Some((0.5, 0.5, 25)));
+        let decision = decide(&p, &d, None, Some(&figures("base", Some("v2"), 0.4, 0.8)), at(30));
+        let request = decision.request.expect("the review service's figures promote");
+        assert!(request.message.starts_with("shadow 0.800 beats champion 0.400"), "{}", request.message);
+        // Figures of another pair are not this pair's: the Deployment's own decide.
+        for other in [
+            figures("base", Some("v1"), 0.4, 0.8),
+            figures("old", Some("v2"), 0.4, 0.8),
+            figures("base", None, 0.4, 0.8),
+        ] {
+            assert_eq!(decide(&p, &d, None, Some(&other), at(30)).request, None, "{other:?}");
+        }
+        // Too few reviews on the service's side refuse too.
+        let few = ReviewQuality { reviewed_samples: 3, ..figures("base", Some("v2"), 0.4, 0.8) };
+        assert_eq!(decide(&p, &deployment(None), None, Some(&few), at(30)).request, None);
+    }
+
+    #[test]
     fn manual_policy_names_a_candidate_and_requests_for_another_deployment_are_dropped() {
         let mut p = pipeline("shapes");
         p.spec.continuous_deployment.policy = flywheel_api::data_pipeline::Policy::Manual;
-        let decision = decide(&p, &deployment(None), Some(Produced { name: "loop-r1", ready: true }), at(10));
+        let decision = decide(&p, &deployment(None), Some(Produced { name: "loop-r1", ready: true }), None, at(10));
         assert_eq!((decision.candidate.as_deref(), decision.request.as_ref()), (Some("loop-r1"), None));
 
         let old = PromotionRequest::new(
@@ -282,7 +335,7 @@ spec:
             at(5),
         );
         let p = with_request(pipeline("shapes"), &old);
-        let decision = decide(&p, &deployment(None), Some(Produced { name: "loop-r1", ready: true }), at(10));
+        let decision = decide(&p, &deployment(None), Some(Produced { name: "loop-r1", ready: true }), None, at(10));
         assert_eq!(decision.recorded, None);
         assert_eq!(decision.request.map(|r| r.deployment), Some("shapes".to_string()));
     }

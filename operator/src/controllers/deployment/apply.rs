@@ -13,7 +13,8 @@ use super::desired::Children;
 use crate::context::{Context, FIELD_MANAGER};
 use crate::{Error, Result};
 
-async fn apply<K>(client: &kube::Client, ns: &str, obj: &K) -> Result<()>
+/// Server-side apply of `obj` with the operator's field manager.
+pub async fn apply<K>(client: &kube::Client, ns: &str, obj: &K) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone

@@ -30,6 +30,14 @@ pub const CREDENTIAL_KEYS: &[&str] = &[
     "AZURE_STORAGE_ACCOUNT_KEY",
 ];
 
+/// The storage-credential variables a container takes from `secret` (each key optional).
+pub fn credential_env(secret: &str) -> Vec<serde_json::Value> {
+    CREDENTIAL_KEYS
+        .iter()
+        .map(|key| json!({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}}))
+        .collect()
+}
+
 /// Names of a Deployment's children.
 pub fn server_name(d: &FlywheelDeployment) -> String {
     format!("{}-inference", d.name_any())
@@ -47,6 +55,8 @@ pub struct Inputs<'a> {
     pub shadow: Option<&'a ModelVersion>,
     pub shadow_sample_rate: f64,
     pub feedback: Option<&'a DatasetVersion>,
+    /// URL of the pipeline's review service: the pods then keep no reviews and write no samples.
+    pub review_service: Option<String>,
     pub reference_statistics_uri: Option<String>,
     pub server_image: &'a str,
 }
@@ -71,7 +81,7 @@ fn served_model(mv: &ModelVersion) -> Result<ServedModel> {
 
 /// The serving config the pods load.
 pub fn serving_config(d: &FlywheelDeployment, inputs: &Inputs) -> Result<ServingConfig> {
-    let feedback = inputs.feedback.map(|ds| FeedbackDatasetConfig {
+    let feedback = inputs.feedback.filter(|_| inputs.review_service.is_none()).map(|ds| FeedbackDatasetConfig {
         uri: ds.spec.uri.to_string(),
         format: Some(ds.spec.format),
         labels: ds.spec.labels.clone(),
@@ -96,7 +106,7 @@ pub fn serving_config(d: &FlywheelDeployment, inputs: &Inputs) -> Result<Serving
         shadow_sample_rate: inputs.shadow_sample_rate,
         prediction_log,
         feedback_dataset: feedback,
-        review_service: None,
+        review_service: inputs.review_service.clone().map(|url| serving::ReviewServiceConfig { url }),
         reference_statistics_uri: inputs.reference_statistics_uri.clone(),
         batching: Default::default(),
         // The pod passes the mounted token's path (FLYWHEEL_REVIEW_TOKEN_FILE).
@@ -129,18 +139,43 @@ pub fn config_map(d: &FlywheelDeployment, config: &ServingConfig) -> Result<Conf
 }
 
 /// PersistentVolumeClaims named by pvc:// URIs, mounted where the storage layer expects them.
-fn pvc_claims(config: &ServingConfig) -> BTreeSet<String> {
+fn serving_claims(config: &ServingConfig) -> BTreeSet<String> {
     let mut uris = vec![config.champion.uri.clone()];
     uris.extend(config.shadow.iter().map(|s| s.uri.clone()));
     uris.extend(config.prediction_log.iter().map(|p| p.uri.clone()));
     uris.extend(config.feedback_dataset.iter().map(|f| f.uri.clone()));
     uris.extend(config.reference_statistics_uri.clone());
+    pvc_claims(&uris)
+}
+
+/// The PersistentVolumeClaims pvc:// URIs name.
+pub fn pvc_claims(uris: &[String]) -> BTreeSet<String> {
     uris.iter()
         .filter_map(|u| u.strip_prefix("pvc://"))
         .filter_map(|rest| rest.split('/').next())
         .filter(|c| !c.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// The volume and mount of a claim a pvc:// URI names, where the storage layer looks for it.
+pub fn pvc_volume(claim: &str) -> (serde_json::Value, serde_json::Value) {
+    let volume = format!("pvc-{claim}");
+    (
+        json!({"name": volume, "persistentVolumeClaim": {"claimName": claim}}),
+        json!({"name": volume, "mountPath": format!("{}/{claim}", flywheel_storage::DEFAULT_PVC_ROOT)}),
+    )
+}
+
+/// The hardened security context of every container the operator runs.
+pub fn security_context() -> serde_json::Value {
+    json!({
+        "runAsNonRoot": true,
+        "runAsUser": 65532,
+        "readOnlyRootFilesystem": true,
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+    })
 }
 
 pub fn apps_deployment(
@@ -159,13 +194,7 @@ pub fn apps_deployment(
         json!({"name": "FLYWHEEL_REVIEW_TOKEN_FILE", "value": format!("{TOKEN_DIR}/token")}),
         json!({"name": "RAYON_NUM_THREADS", "value": "2"}),
     ];
-    for secret in credential_secrets {
-        for key in CREDENTIAL_KEYS {
-            env.push(
-                json!({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}}),
-            );
-        }
-    }
+    env.extend(credential_secrets.iter().flat_map(|s| credential_env(s)));
     let mut volumes = vec![
         json!({"name": "serving-config", "configMap": {"name": config_map_name(d)}}),
         json!({"name": "review-token", "secret": {"secretName": token_secret_name(d)}}),
@@ -176,10 +205,10 @@ pub fn apps_deployment(
         json!({"name": "review-token", "mountPath": TOKEN_DIR, "readOnly": true}),
         json!({"name": "model-cache", "mountPath": MODEL_CACHE_DIR}),
     ];
-    for claim in pvc_claims(config) {
-        let volume = format!("pvc-{claim}");
-        volumes.push(json!({"name": volume, "persistentVolumeClaim": {"claimName": claim}}));
-        mounts.push(json!({"name": volume, "mountPath": format!("{}/{claim}", flywheel_storage::DEFAULT_PVC_ROOT)}));
+    for claim in serving_claims(config) {
+        let (volume, mount) = pvc_volume(&claim);
+        volumes.push(volume);
+        mounts.push(mount);
     }
     let probe =
         |path: &str| json!({"httpGet": {"path": path, "port": "http"}, "periodSeconds": 5, "failureThreshold": 3});
@@ -198,13 +227,7 @@ pub fn apps_deployment(
                     "readinessProbe": probe("/v2/health/ready"),
                     "livenessProbe": probe("/v2/health/live"),
                     "resources": d.spec.resources.clone().unwrap_or_default(),
-                    "securityContext": {
-                        "runAsNonRoot": true,
-                        "runAsUser": 65532,
-                        "readOnlyRootFilesystem": true,
-                        "allowPrivilegeEscalation": false,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
+                    "securityContext": security_context(),
                 }],
                 "volumes": volumes,
             },

@@ -47,6 +47,7 @@ fn config(d: &FlywheelDeployment, champion: &ModelVersion, shadow: Option<&Model
         shadow,
         shadow_sample_rate: 0.25,
         feedback: Some(&fb),
+        review_service: None,
         reference_statistics_uri: Some("s3://b/ref.json".into()),
         server_image: "img",
     };
@@ -81,6 +82,7 @@ fn an_unverified_champion_is_refused() {
         shadow: None,
         shadow_sample_rate: 1.0,
         feedback: None,
+        review_service: None,
         reference_statistics_uri: None,
         server_image: "img",
     };
@@ -188,6 +190,7 @@ fn every_decoder_reaches_the_server_with_the_model_versions_output_spec() {
         shadow: None,
         shadow_sample_rate: 1.0,
         feedback: None,
+        review_service: None,
         reference_statistics_uri: None,
         server_image: "img",
     };

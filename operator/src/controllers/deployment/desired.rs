@@ -41,6 +41,11 @@ pub fn children(
         shadow,
         shadow_sample_rate: d.spec.shadow.as_ref().map_or(1.0, |s| s.sample_rate),
         feedback: observed.feedback.as_ref(),
+        review_service: observed
+            .pipeline
+            .as_ref()
+            .filter(|p| crate::controllers::data_pipeline::review_service::wanted(p, d))
+            .map(crate::controllers::data_pipeline::review_service::url),
         reference_statistics_uri: observed
             .pipeline
             .as_ref()
