@@ -314,19 +314,22 @@ pub async fn reconcile(
     apply(&ctx.client, &ns, &children.service).await?;
     let served = d.status.as_ref();
     let (champion, shadow) = (served.and_then(|s| s.champion.as_deref()), served.and_then(|s| s.shadow.as_deref()));
-    let (status, condition) = match read(&ctx.client, p).await {
+    let c = conditions::REVIEW_SERVICE_READY;
+    let status = match read(&ctx.client, p).await {
         Reading::Answered(answer) => {
-            (status(p, &answer, champion, shadow), (true, "Serving", format!("reviews at {}/review", url(p))))
+            rec.ok(c, "Serving", format!("reviews at {}/review", url(p))).announce();
+            status(p, &answer, champion, shadow)
         }
-        Reading::Starting => (empty(p), (false, "Starting", "the review service has no running pod yet".into())),
-        Reading::Failing(why) => (empty(p), (false, "Unavailable", format!("the review service answers {why}"))),
+        // A pod starting is no fault: no Event.
+        Reading::Starting => {
+            rec.unknown(c, "Starting", "the review service has no running pod yet").changed();
+            empty(p)
+        }
+        Reading::Failing(why) => {
+            rec.fail(c, "Unavailable", format!("the review service answers {why}")).announce_reason();
+            empty(p)
+        }
     };
-    let (ok, reason, message) = condition;
-    if ok {
-        rec.ok(conditions::REVIEW_SERVICE_READY, reason, message).announce();
-    } else {
-        rec.fail(conditions::REVIEW_SERVICE_READY, reason, message).announce_reason();
-    }
     Ok(Some(status))
 }
 
