@@ -129,7 +129,15 @@ fn max_pool2d_separable(x: &[f32], nc: usize, h: usize, w: usize, wn: &Window, o
         let xc = &x[ch * h * w..(ch + 1) * h * w];
         // rows[y * ow + ox]: max over the column taps of input row y for output column ox.
         let mut rows = vec![f32::NEG_INFINITY; h * ow];
+        // Strided windows: the row maximum at every input position j = ox*sw first (contiguous,
+        // vectorised; the positions between the kept ones are computed and dropped), then every
+        // sw-th one kept, instead of a strided gather per tap.
+        let full = (ow - 1) * wn.sw + 1;
+        let mut dense = if wn.sw == 1 { Vec::new() } else { vec![f32::NEG_INFINITY; full] };
         for (xrow, r) in xc.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
+            if wn.sw != 1 {
+                dense.fill(f32::NEG_INFINITY);
+            }
             for &(off, lo, hi) in &col_taps {
                 if lo >= hi {
                     continue;
@@ -140,9 +148,18 @@ fn max_pool2d_separable(x: &[f32], nc: usize, h: usize, w: usize, wn: &Window, o
                         *a = max_nan(*a, v);
                     }
                 } else {
-                    for (ox, a) in r.iter_mut().enumerate().take(hi).skip(lo) {
-                        *a = max_nan(*a, xrow[((ox * wn.sw) as isize + off) as usize]);
+                    // Positions lo*sw ..= (hi-1)*sw: their multiples of sw are exactly the output
+                    // columns [lo, hi) this tap reaches, and j + off stays inside the row.
+                    let (j0, j1) = (lo * wn.sw, (hi - 1) * wn.sw + 1);
+                    let src = &xrow[(j0 as isize + off) as usize..(j1 as isize + off) as usize];
+                    for (a, &v) in dense[j0..j1].iter_mut().zip(src) {
+                        *a = max_nan(*a, v);
                     }
+                }
+            }
+            if wn.sw != 1 {
+                for (a, &v) in r.iter_mut().zip(dense.iter().step_by(wn.sw)) {
+                    *a = v;
                 }
             }
         }
