@@ -30,6 +30,7 @@ pub fn build(mut g: Graph, opts: &PlanOptions) -> Result<Plan, LoadError> {
     check_spatial_rank(&g)?;
     if opts.fuse {
         fold_batch_norm(&mut g)?;
+        fold_channel_affine(&mut g);
         fuse_activations(&mut g);
     }
     let free_after = liveness(&g);
@@ -309,6 +310,98 @@ fn fold_batch_norm(g: &mut Graph) -> Result<(), LoadError> {
         !remove.contains(&(i - 1))
     });
     Ok(())
+}
+
+/// A per-output-channel Mul or Add by a constant right after a Conv (BatchNorm as Caffe2 and
+/// some converters export it: Conv, Mul by the scale, Add of the shift) folded into the Conv's
+/// weights and bias, as onnxruntime's ConvMulFusion / ConvAddFusion do, so the activation that
+/// follows can be fused too and the output is written once.
+fn fold_channel_affine(g: &mut Graph) {
+    let mut remove = HashSet::new();
+    for ci in 0..g.nodes.len() {
+        if !matches!(&g.nodes[ci].op, Op::Conv(c) if c.act == Activation::None) {
+            continue;
+        }
+        loop {
+            let out = g.nodes[ci].outputs[0];
+            let users = consumers(g, out);
+            if users.len() != 1 || is_output(g, out) {
+                break;
+            }
+            let ui = users[0];
+            let is_mul = match g.nodes[ui].op {
+                Op::Binary(ops::elementwise::Binary::Mul) => true,
+                Op::Binary(ops::elementwise::Binary::Add) => false,
+                _ => break,
+            };
+            let ins = &g.nodes[ui].inputs;
+            let other = match ins.as_slice() {
+                [Some(a), Some(b)] if *a == out && *b != out => *b,
+                [Some(a), Some(b)] if *b == out && *a != out => *a,
+                _ => break,
+            };
+            let Some(w_id) = g.nodes[ci].inputs.get(1).copied().flatten() else { break };
+            let b_id = g.nodes[ci].inputs.get(2).copied().flatten();
+            let (Some(w), Some(k)) = (g.consts.get(&w_id), g.consts.get(&other)) else { break };
+            if b_id.is_some_and(|b| !g.consts.contains_key(&b)) {
+                break;
+            }
+            let m = w.dims()[0];
+            // The constant must broadcast along the channel axis only: [M, 1, 1], [1, M, 1, 1],
+            // or a single value, and never add dimensions to the output.
+            let per_channel = {
+                let d = k.dims();
+                let mut padded = vec![1usize; w.rank().saturating_sub(d.len())];
+                padded.extend_from_slice(d);
+                d.len() <= w.rank()
+                    && w.dtype() == k.dtype()
+                    && (k.elem_count() == 1
+                        || (padded.len() > 1
+                            && padded[1] == m
+                            && padded.iter().enumerate().all(|(i, &v)| i == 1 || v == 1)))
+            };
+            if !per_channel {
+                break;
+            }
+            let fold = || -> candle_core::Result<(Tensor, Option<Tensor>)> {
+                let kv = k.flatten_all()?.broadcast_as(m)?.contiguous()?;
+                let mut shape = vec![1usize; w.rank()];
+                shape[0] = m;
+                let bias = b_id.map(|b| g.consts[&b].clone());
+                Ok(if is_mul {
+                    (w.broadcast_mul(&kv.reshape(shape.as_slice())?)?, bias.map(|b| b.mul(&kv)).transpose()?)
+                } else {
+                    (
+                        w.clone(),
+                        Some(match bias {
+                            Some(b) => b.add(&kv)?,
+                            None => kv,
+                        }),
+                    )
+                })
+            };
+            let Ok((nw, nb)) = fold() else { break };
+            let wid = g.value_names.len();
+            g.value_names.push(format!("{}::folded_w", g.nodes[ci].name));
+            g.consts.insert(wid, nw);
+            let bid = nb.map(|nb| {
+                let bid = g.value_names.len();
+                g.value_names.push(format!("{}::folded_b", g.nodes[ci].name));
+                g.consts.insert(bid, nb);
+                bid
+            });
+            let new_out = g.nodes[ui].outputs[0];
+            let conv = &mut g.nodes[ci];
+            conv.inputs = vec![conv.inputs[0], Some(wid), bid];
+            conv.outputs = vec![new_out];
+            remove.insert(ui);
+        }
+    }
+    let mut i = 0;
+    g.nodes.retain(|_| {
+        i += 1;
+        !remove.contains(&(i - 1))
+    });
 }
 
 fn activation_of(g: &Graph, n: &Node) -> Option<Activation> {
