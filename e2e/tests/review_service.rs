@@ -92,7 +92,8 @@ async fn decide(http: &reqwest::Client, base: &str, token: &str, id: &str, body:
     }
 }
 
-async fn scenario(prefix: &str, database: Option<String>) {
+/// Runs the scenario; returns the namespace and the operator still running.
+async fn scenario(prefix: &str, database: Option<String>) -> (TestNamespace, AbortOnDrop) {
     let cluster = shared_cluster();
     let client = cluster.client().await;
     // Both tests of this binary share the cluster: the CRDs are installed once.
@@ -104,7 +105,7 @@ async fn scenario(prefix: &str, database: Option<String>) {
     let ns = TestNamespace::new(cluster, prefix).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let settings = flywheel_operator::context::Settings { verify_models: false, ..test_settings(&ns.name) };
-    let _operator = AbortOnDrop(start_operator(client.clone(), settings));
+    let operator = AbortOnDrop(start_operator(client.clone(), settings));
 
     let uri = |leaf: &str| format!("file://{}/{leaf}", dir.path().display());
     let champion = generate(&["model", "--task", "detection", "--seed", "1", "--out", &uri("champion.onnx")]);
@@ -335,8 +336,10 @@ spec:
         .wait_for::<DataPipeline>(
             "loop",
             |p| {
-                p.and_then(|p| p.status.as_ref()?.review_service.as_ref()?.quality.as_ref())
-                    .is_some_and(|q| q.reviewed_samples == PREDICTIONS as u64)
+                p.and_then(|p| p.status.as_ref()?.review_service.as_ref()).is_some_and(|r| {
+                    r.written == Some(PREDICTIONS as u64)
+                        && r.quality.as_ref().is_some_and(|q| q.reviewed_samples == PREDICTIONS as u64)
+                })
             },
             120,
         )
@@ -358,6 +361,7 @@ spec:
     let r = no_redirect.get(format!("http://{}/review", replicas[1])).send().await.unwrap();
     assert_eq!(r.status(), 308);
     assert_eq!(r.headers()["location"], format!("http://loop-review.{}.svc:8090/review", ns.name).as_str());
+    (ns, operator)
 }
 
 /// Aborts the in-process operator when the test ends, however it ends.
@@ -378,5 +382,18 @@ async fn three_replicas_one_queue_exactly_once_on_sqlite() {
 async fn three_replicas_one_queue_exactly_once_on_postgresql() {
     let pg = flywheel_test_support::postgres::Postgres::start();
     pg.create_database("reviews");
-    scenario("review-pg", Some(pg.url("reviews"))).await;
+    let (ns, _operator) = scenario("review-pg", Some(pg.url("reviews"))).await;
+
+    // The database goes away: the service answers 503 and the pipeline says so.
+    drop(pg);
+    let unavailable = |p: Option<&DataPipeline>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "ReviewServiceReady" && c.status == "False" && c.reason == "Unavailable")
+        })
+    };
+    let p = ns.wait_for::<DataPipeline>("loop", unavailable, 120).await.unwrap().unwrap();
+    let c = p.status.unwrap().conditions.into_iter().find(|c| c.type_ == "ReviewServiceReady").unwrap();
+    assert!(c.message.contains("503"), "{}", c.message);
 }

@@ -167,7 +167,12 @@ impl Store {
         // SQLite allows one writer: one connection serialises writers without "database is
         // locked" retries. PostgreSQL takes concurrent transactions.
         let connections = if url.starts_with("sqlite:") { 1 } else { 8 };
-        let pool = AnyPoolOptions::new().max_connections(connections).connect(url).await?;
+        // A database out of reach answers within seconds (a 503), not after sqlx's 30 s default.
+        let pool = AnyPoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(std::time::Duration::from_secs(3))
+            .connect(url)
+            .await?;
         if url.starts_with("sqlite:") {
             // Write-ahead log with full sync: a crash or a full disk never leaves the file
             // half-written, and a committed transaction survives a power cut.

@@ -226,7 +226,8 @@ pub async fn read(client: &kube::Client, p: &DataPipeline) -> Reading {
     else {
         return Reading::Starting;
     };
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("HTTP client");
+    // The service answers 503 within 3 s when its database is out of reach.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(6)).build().expect("HTTP client");
     let url = format!("http://{ip}:{PORT}/status");
     match http.get(&url).send().await {
         Ok(r) if r.status().is_success() => match r.json().await {
@@ -238,7 +239,8 @@ pub async fn read(client: &kube::Client, p: &DataPipeline) -> Reading {
             let body: serde_json::Value = r.json().await.unwrap_or_default();
             Reading::Failing(format!("{code}: {}", body["error"].as_str().unwrap_or("no reason given")))
         }
-        Err(e) if e.is_connect() || e.is_timeout() => Reading::Starting,
+        Err(e) if e.is_connect() => Reading::Starting,
+        Err(e) if e.is_timeout() => Reading::Failing("nothing within 6 s".into()),
         Err(e) => Reading::Failing(e.to_string()),
     }
 }
