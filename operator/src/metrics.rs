@@ -56,6 +56,7 @@ pub struct Metrics {
     duration: Family<KindLabel, Histogram>,
     training_runs: Family<TrainingRunLabels, Counter>,
     promotions: Family<PromotionLabels, Counter>,
+    child_applies: Family<KindLabel, Counter>,
     /// Finished runs already counted, by (pipeline uid, run number): runs are re-read from
     /// their Jobs on every reconcile, and each must count once.
     counted_runs: Arc<Mutex<HashSet<(String, u32)>>>,
@@ -84,6 +85,12 @@ impl Default for Metrics {
             "Models the operator promoted (continuous deployment or promotion gate), by role",
             promotions.clone(),
         );
+        let child_applies = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "child_applies",
+            "Server-side applies of Deployments' children, by kind (children unchanged since the last apply are skipped)",
+            child_applies.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             reconciles,
@@ -91,6 +98,7 @@ impl Default for Metrics {
             duration,
             training_runs,
             promotions,
+            child_applies,
             counted_runs: Arc::default(),
         }
     }
@@ -102,6 +110,11 @@ impl Metrics {
         let label = KindLabel { kind: kind.to_string() };
         self.reconciles.get_or_create(&label).inc();
         ReconcileTimer { start: Instant::now(), histogram: self.duration.get_or_create(&label).clone() }
+    }
+
+    /// Counts a server-side apply of a Deployment's child of `kind`.
+    pub fn child_applied(&self, kind: &str) {
+        self.child_applies.get_or_create(&KindLabel { kind: kind.to_string() }).inc();
     }
 
     pub fn error(&self, kind: &str, error: &crate::Error) {

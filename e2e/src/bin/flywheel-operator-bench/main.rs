@@ -11,8 +11,8 @@
 //! objects, or the controller-manager's work on them):
 //! - **Operator**: the real `flywheel-operator` binary runs as a child process watching one
 //!   namespace (so its RSS is its own). Once its ModelVersion is Ready, the bench applies N
-//!   flywheel Deployments (replicas 0), `--concurrency` in flight, and polls with list calls
-//!   until every one reports ChampionReady=True and its four children exist.
+//!   flywheel Deployments (replicas 0), `--concurrency` in flight, and watches them until
+//!   every one reports ChampionReady=True (then checks that its four children exist).
 //! - **API server alone**: no operator. For each Deployment the bench applies the flywheel
 //!   Deployment (its children need its uid as owner) and then creates its children exactly as
 //!   the operator does (review-token Secret by POST, then server-side apply of ConfigMap,
@@ -57,7 +57,7 @@ use observe::{deployment_reconciles, mib, peak_rss_kib, print_table, wait_conver
 const FIELD_MANAGER: &str = "flywheel-operator-bench";
 /// The ModelVersion every benchmark Deployment serves.
 const MODEL: &str = "bench-model";
-/// Interval between list calls while waiting; bounds the resolution of the converge time.
+/// Interval of the liveness, timeout and progress checks while waiting, and of the ModelVersion polls.
 const POLL: Duration = Duration::from_millis(250);
 /// Label the operator puts on every child (see `build::labels`).
 const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=flywheel-operator";
@@ -95,6 +95,8 @@ struct Round {
     operator_peak_rss_kib: u64,
     /// Deployment reconciles the operator had started when it converged (its /metrics).
     operator_reconciles: f64,
+    /// Server-side applies of children the operator had made by then (its /metrics).
+    operator_child_applies: f64,
 }
 
 #[tokio::main]
@@ -140,11 +142,12 @@ async fn main() -> anyhow::Result<()> {
         let api_server_alone = outcome?;
         let r = Round { api_server_alone, ..operator };
         eprintln!(
-            "round {round}: API server alone {:.2}s, operator {:.2}s, operator peak RSS {:.1} MiB, {} Deployment reconciles",
+            "round {round}: API server alone {:.2}s, operator {:.2}s, operator peak RSS {:.1} MiB, {} Deployment reconciles, {} child applies",
             r.api_server_alone.as_secs_f64(),
             r.operator_converge.as_secs_f64(),
             mib(r.operator_peak_rss_kib),
-            r.operator_reconciles
+            r.operator_reconciles,
+            r.operator_child_applies
         );
         rounds.push(r);
     }
@@ -222,13 +225,14 @@ async fn operator_phase(
         let timeout = Duration::from_secs(args.timeout_secs);
         let operator_converge = wait_converged(&client, &ns, args.count, start, timeout, &mut operator, &log).await?;
         let operator_peak_rss_kib = peak_rss_kib(operator.pid())?;
-        let operator_reconciles = deployment_reconciles(metrics_port).await?;
+        let (operator_reconciles, operator_child_applies) = deployment_reconciles(metrics_port).await?;
         let round = Round {
             api_server_alone: Duration::ZERO,
             operator_converge,
             operator_idle_rss_kib,
             operator_peak_rss_kib,
             operator_reconciles,
+            operator_child_applies,
         };
         anyhow::Ok((champion, round))
     }

@@ -2,23 +2,31 @@
 
 use super::*;
 
-/// `reconciles_total{kind="Deployment"}` from the operator's /metrics (plain HTTP/1.0 GET).
-pub(super) async fn deployment_reconciles(port: u16) -> anyhow::Result<f64> {
+/// From the operator's /metrics (plain HTTP/1.0 GET): `reconciles_total{kind="Deployment"}`, and
+/// the server-side applies of children (`child_applies_total`, all kinds; 0 for an operator
+/// without that metric).
+pub(super) async fn deployment_reconciles(port: u16) -> anyhow::Result<(f64, f64)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream =
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.context("connecting to the operator's /metrics")?;
     stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await?;
     let mut body = String::new();
     stream.read_to_string(&mut body).await?;
-    body.lines()
+    let value = |l: &str| l.rsplit(' ').next()?.parse::<f64>().ok();
+    let reconciles = body
+        .lines()
         .filter(|l| l.contains("reconciles_total{") && l.contains("kind=\"Deployment\""))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .context("no Deployment reconciles_total in the operator's /metrics")
+        .find_map(value)
+        .context("no Deployment reconciles_total in the operator's /metrics")?;
+    let applies = body.lines().filter(|l| l.contains("child_applies_total{")).filter_map(value).fold(0.0, |a, b| a + b);
+    Ok((reconciles, applies))
 }
 
-/// Polls until every Deployment of `ns` has ChampionReady=True and all four children; returns
-/// the time from `start` to the list that first saw it (the operator applies the children
-/// before it writes the status, so a ready status means they were already there).
+/// Watches the Deployments of `ns` until every one has ChampionReady=True and all four
+/// children; returns the time from `start` to the watch event that completed them (the
+/// operator applies the children before it writes the status, so a ready status means they
+/// were already there). A watch, not repeated lists: lists of N Deployments every few hundred
+/// milliseconds would load the API server the operator is measured against.
 pub(super) async fn wait_converged(
     client: &Client,
     ns: &str,
@@ -28,47 +36,83 @@ pub(super) async fn wait_converged(
     operator: &mut ManagedChild,
     log: &Path,
 ) -> anyhow::Result<Duration> {
+    use kube::runtime::{WatchStreamExt, watcher};
     let parents: Api<FlywheelDeployment> = Api::namespaced(client.clone(), ns);
+    let mut events = std::pin::pin!(watcher(parents, watcher::Config::default()).default_backoff());
+    let mut ready = BTreeSet::new();
     let mut last_report = Instant::now();
+    let mut tick = tokio::time::interval(POLL);
     loop {
-        check_alive(operator, log)?;
-        let list = parents.list(&ListParams::default()).await?;
-        let seen = start.elapsed();
-        let ready: BTreeSet<String> = list
-            .items
-            .iter()
-            .filter(|d| {
-                d.status
-                    .as_ref()
-                    .and_then(|s| condition::find(&s.conditions, CHAMPION_READY))
-                    .is_some_and(|c| c.status == condition::TRUE)
-            })
-            .map(|d| d.name_any())
-            .collect();
-        if ready.len() >= count {
-            let missing = missing_children(client, ns, &ready).await?;
-            if missing.is_empty() {
-                return Ok(seen);
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { bail!("the watch of the Deployments ended") };
+                let objects = match event {
+                    Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => vec![d],
+                    Ok(watcher::Event::Delete(d)) => {
+                        ready.remove(&d.name_any());
+                        Vec::new()
+                    }
+                    Ok(watcher::Event::Init | watcher::Event::InitDone) => Vec::new(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch of the Deployments failed; retrying");
+                        Vec::new()
+                    }
+                };
+                for d in objects {
+                    let champion_ready = d
+                        .status
+                        .as_ref()
+                        .and_then(|s| condition::find(&s.conditions, CHAMPION_READY))
+                        .is_some_and(|c| c.status == condition::TRUE);
+                    if champion_ready {
+                        ready.insert(d.name_any());
+                    } else {
+                        ready.remove(&d.name_any());
+                    }
+                }
+                let seen = start.elapsed();
+                if ready.len() >= count && all_children(client, ns, &ready).await? {
+                    return Ok(seen);
+                }
             }
-            tracing::warn!(?missing, "ChampionReady=True but children missing");
+            _ = tick.tick() => {
+                check_alive(operator, log)?;
+                let seen = start.elapsed();
+                if ready.len() >= count && all_children(client, ns, &ready).await? {
+                    return Ok(seen);
+                }
+                if last_report.elapsed() > Duration::from_secs(10) {
+                    eprintln!("  {:.0}s: {} of {count} ChampionReady", seen.as_secs_f64(), ready.len());
+                    last_report = Instant::now();
+                }
+                if seen > timeout {
+                    let untouched = parents_without_status(client, ns).await?;
+                    bail!(
+                        "only {} of {count} Deployments ChampionReady after {timeout:?}; {} never got a status (e.g. {:?}); operator log:\n{}",
+                        ready.len(),
+                        untouched.len(),
+                        &untouched[..untouched.len().min(5)],
+                        log_tail(log, 30)
+                    );
+                }
+            }
         }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!("  {:.0}s: {} of {count} ChampionReady", seen.as_secs_f64(), ready.len());
-            last_report = Instant::now();
-        }
-        if seen > timeout {
-            let untouched: Vec<String> =
-                list.items.iter().filter(|d| d.status.is_none()).map(|d| d.name_any()).collect();
-            bail!(
-                "only {} of {count} Deployments ChampionReady after {timeout:?}; {} never got a status (e.g. {:?}); operator log:\n{}",
-                ready.len(),
-                untouched.len(),
-                &untouched[..untouched.len().min(5)],
-                log_tail(log, 30)
-            );
-        }
-        tokio::time::sleep(POLL).await;
     }
+}
+
+/// Whether every child of `ready` exists (a warning names the missing ones otherwise).
+async fn all_children(client: &Client, ns: &str, ready: &BTreeSet<String>) -> anyhow::Result<bool> {
+    let missing = missing_children(client, ns, ready).await?;
+    if !missing.is_empty() {
+        tracing::warn!(?missing, "ChampionReady=True but children missing");
+    }
+    Ok(missing.is_empty())
+}
+
+/// Deployments of `ns` without any status yet.
+async fn parents_without_status(client: &Client, ns: &str) -> anyhow::Result<Vec<String>> {
+    let list = Api::<FlywheelDeployment>::namespaced(client.clone(), ns).list(&ListParams::default()).await?;
+    Ok(list.items.iter().filter(|d| d.status.is_none()).map(|d| d.name_any()).collect())
 }
 
 /// Children (kind/name) of `parents` not found in `ns`.

@@ -7,12 +7,14 @@
 //! mounted file, so nothing restarts.
 //!
 //! The reconcile runs in named steps: [`read`] (promotion requests, served models, what feeds
-//! them) → [`validate`] → build the children ([`desired`], pure) → [`apply`] → status
-//! ([`report`], pure, then one status write and the Events). The controller is the one writer
-//! of `status.promotionHistory` (see [`promotion`]).
+//! them; from the watches' stores, see [`cache`]) → [`validate`] → build the children
+//! ([`desired`], pure) → apply (only the children that changed, [`Cache::apply_children`]) →
+//! status ([`report`], pure, then one status write when it changed, and the Events). The
+//! controller is the one writer of `status.promotionHistory` (see [`promotion`]).
 
 pub mod apply;
 pub mod build;
+pub mod cache;
 pub mod desired;
 pub mod monitoring;
 pub mod promotion;
@@ -35,9 +37,9 @@ use kube::{Api, ResourceExt};
 use super::recorder::publish;
 use super::status::{apply_status, now};
 use super::trust;
-use crate::context::Context;
 use crate::{Error, Result};
 
+pub use cache::{Cache, Env};
 pub use validate::unservable;
 
 pub const KIND: &str = "Deployment";
@@ -53,8 +55,9 @@ pub fn references(d: &FlywheelDeployment, name: &str) -> bool {
     spec || served
 }
 
-pub async fn reconcile(d: Arc<FlywheelDeployment>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(d: Arc<FlywheelDeployment>, ctx: Arc<Env>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(KIND);
+    ctx.cache.ready().await?;
     let at = now();
     let mut status = d.status.clone().unwrap_or_default();
     let api: Api<FlywheelDeployment> = Api::namespaced(ctx.client.clone(), &d.namespace().unwrap_or_default());
@@ -70,13 +73,13 @@ pub async fn reconcile(d: Arc<FlywheelDeployment>, ctx: Arc<Context>) -> Result<
     }
 
     // Read: the pipelines' promotion requests, then the spec, decide the served models.
-    let pipelines = read::pipelines(&ctx.client, &d).await?;
+    let pipelines = read::pipelines(&ctx.cache, &d);
     let requests = promotion::apply_requests(&d.name_any(), &pipelines, &mut status.promotion_history);
     for message in &requests.invalid {
         tracing::warn!(deployment = %d.name_any(), %message, "ignoring a promotion request");
     }
     let spec_changes = served::apply_spec(&d.spec, &mut status.promotion_history, Time(at));
-    let observed = read::observe(&ctx.client, &d, &status.promotion_history, pipelines).await?;
+    let observed = read::observe(&ctx.client, &ctx.cache, &d, &status.promotion_history, pipelines).await?;
 
     // Validate, build (pure), apply: a champion that cannot serve, or credentials that
     // cannot be given, change no child.
@@ -91,11 +94,11 @@ pub async fn reconcile(d: Arc<FlywheelDeployment>, ctx: Arc<Context>) -> Result<
     }
     let children = desired::children(&d, &observed, &verdict, &ctx.settings.server_image)?;
     if let Some(children) = &children {
-        apply::children(&ctx, &d, children).await?;
+        ctx.cache.apply_children(&ctx, &d, children).await?;
     }
 
     // Status.
-    let pods = read::pods(&ctx.client, &d).await?;
+    let pods = read::pods(&ctx.client, &ctx.cache, &d).await;
     let mut notices = report::history_notices(&requests.promoted, &spec_changes);
     notices.extend(report::record(
         &mut status,

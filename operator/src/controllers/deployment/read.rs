@@ -2,10 +2,10 @@
 
 use flywheel_api::deployment::{Promotion, Role};
 use flywheel_api::{DataPipeline, DatasetVersion, FlywheelDeployment, ModelVersion};
-use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
-use kube::api::ListParams;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
+use super::cache::Cache;
 use super::{build, monitoring, served};
 use crate::Result;
 
@@ -27,27 +27,34 @@ pub struct Pods {
     pub statuses: Vec<serde_json::Value>,
 }
 
-/// The DataPipelines naming this Deployment: the one feeding it, and their promotion requests.
-pub async fn pipelines(client: &kube::Client, d: &FlywheelDeployment) -> Result<Vec<DataPipeline>> {
-    let api: Api<DataPipeline> = Api::namespaced(client.clone(), &d.namespace().unwrap_or_default());
-    let name = d.name_any();
-    Ok(api.list(&ListParams::default()).await?.items.into_iter().filter(|p| p.spec.deployment == name).collect())
+/// The DataPipelines naming this Deployment (from the watch's store), by name: the one feeding
+/// it, and their promotion requests.
+pub fn pipelines(cache: &Cache, d: &FlywheelDeployment) -> Vec<DataPipeline> {
+    let (ns, name) = (d.namespace(), d.name_any());
+    let mut pipelines: Vec<DataPipeline> = cache
+        .pipelines
+        .state_filter(|p| p.namespace() == ns && p.spec.deployment == name)
+        .into_iter()
+        .map(|p| p.as_ref().clone())
+        .collect();
+    pipelines.sort_by_key(|p| p.name_any());
+    pipelines
 }
 
 /// The ModelVersions the history serves and the feedback dataset of the feeding pipeline.
 pub async fn observe(
     client: &kube::Client,
+    cache: &Cache,
     d: &FlywheelDeployment,
     history: &[Promotion],
     pipelines: Vec<DataPipeline>,
 ) -> Result<Observed> {
     let ns = d.namespace().unwrap_or_default();
-    let models: Api<ModelVersion> = Api::namespaced(client.clone(), &ns);
     let champion_name = served::served(history, Role::Champion).unwrap_or_default();
     let shadow_name = served::served(history, Role::Shadow);
-    let champion = models.get_opt(&champion_name).await?;
+    let champion = cache.model(client, &ns, &champion_name).await?;
     let shadow = match &shadow_name {
-        Some(name) => models.get_opt(name).await?,
+        Some(name) => cache.model(client, &ns, name).await?,
         None => None,
     };
     let pipeline = pipelines.into_iter().next();
@@ -63,11 +70,11 @@ pub async fn observe(
     Ok(Observed { champion_name, champion, shadow_name, shadow, pipeline, feedback })
 }
 
-/// Ready replicas from the apps/v1 Deployment; the pods' `/status` when any is ready.
-pub async fn pods(client: &kube::Client, d: &FlywheelDeployment) -> Result<Pods> {
-    let apps: Api<AppsDeployment> = Api::namespaced(client.clone(), &d.namespace().unwrap_or_default());
-    let ready =
-        apps.get_opt(&build::server_name(d)).await?.and_then(|a| a.status).and_then(|s| s.ready_replicas).unwrap_or(0);
+/// Ready replicas from the apps/v1 Deployment (the watch's store: its changes trigger a
+/// reconcile); the pods' `/status` when any is ready.
+pub async fn pods(client: &kube::Client, cache: &Cache, d: &FlywheelDeployment) -> Pods {
+    let key = ObjectRef::new(&build::server_name(d)).within(&d.namespace().unwrap_or_default());
+    let ready = cache.apps.get(&key).and_then(|a| a.status.as_ref()?.ready_replicas).unwrap_or(0);
     let statuses = if ready > 0 { monitoring::read_pods(client, d).await } else { Vec::new() };
-    Ok(Pods { ready, statuses })
+    Pods { ready, statuses }
 }
