@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod dataset;
+pub mod efficacy;
 pub mod error;
 pub mod generate;
 pub mod heads;
