@@ -29,12 +29,23 @@ impl Parts {
     }
 }
 
+/// Fewest held-out feedback samples that judge a run: a slice of one or two reviews is noise
+/// (one box more or less swings mAP by tens of points), so smaller feedback all trains and the
+/// old data's eval set judges.
+pub const MIN_FEEDBACK_EVAL: usize = 5;
+
 /// Holds out the newest `fraction` of `items` (ordered by key, then path): at least one when
-/// there are two or more and `fraction` is above 0, never all of them. Returns (train, eval).
-pub fn newest_split<K: Ord>(mut items: Vec<(K, SampleRef)>, fraction: f64) -> (Vec<SampleRef>, Vec<SampleRef>) {
+/// there are two or more and `fraction` is above 0, never all of them, and none when that
+/// would be fewer than `min_eval`. Returns (train, eval).
+pub fn newest_split<K: Ord>(
+    mut items: Vec<(K, SampleRef)>,
+    fraction: f64,
+    min_eval: usize,
+) -> (Vec<SampleRef>, Vec<SampleRef>) {
     items.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.path.cmp(&b.1.path)));
     let n = items.len();
     let n_eval = if n < 2 || fraction <= 0.0 { 0 } else { ((n as f64 * fraction).round() as usize).clamp(1, n - 1) };
+    let n_eval = if n_eval < min_eval { 0 } else { n_eval };
     let mut train: Vec<SampleRef> = items.into_iter().map(|(_, s)| s).collect();
     let eval = train.split_off(n - n_eval);
     (train, eval)
@@ -60,7 +71,7 @@ pub async fn read(req: &TrainRequest, opts: &TrainOptions) -> Result<Parts> {
         None if old.is_empty() => (old, Vec::new()),
         None => split_train_eval(old, opts.eval_fraction),
     };
-    let (feedback, eval_feedback) = newest_split(feedback, opts.feedback_eval_fraction);
+    let (feedback, eval_feedback) = newest_split(feedback, opts.feedback_eval_fraction, MIN_FEEDBACK_EVAL);
     let parts = Parts { old, feedback, eval_old, eval_feedback };
     if parts.train_len() == 0 || parts.eval_len() == 0 {
         return Err(TrainerError::Request(format!(
@@ -101,7 +112,7 @@ mod tests {
     #[test]
     fn the_newest_samples_are_held_out() {
         let items = vec![(3, sample("c")), (1, sample("a")), (5, sample("e")), (2, sample("b")), (4, sample("d"))];
-        let (train, eval) = newest_split(items, 0.4);
+        let (train, eval) = newest_split(items, 0.4, 1);
         assert_eq!(paths(&train), ["a", "b", "c"]);
         assert_eq!(paths(&eval), ["d", "e"]);
     }
@@ -109,17 +120,25 @@ mod tests {
     #[test]
     fn ties_go_by_path_and_unknown_times_count_as_oldest() {
         let items = vec![(Some(1), sample("b")), (Some(1), sample("a")), (None, sample("z"))];
-        let (train, eval) = newest_split(items, 0.2);
+        let (train, eval) = newest_split(items, 0.2, 1);
         assert_eq!(paths(&train), ["z", "a"]);
         assert_eq!(paths(&eval), ["b"]);
     }
 
     #[test]
     fn small_feedback_keeps_at_least_one_sample_to_train_on() {
-        assert_eq!(newest_split(vec![(1, sample("a"))], 0.5).1.len(), 0);
-        let (t, e) = newest_split(vec![(1, sample("a")), (2, sample("b"))], 0.9);
+        assert_eq!(newest_split(vec![(1, sample("a"))], 0.5, 1).1.len(), 0);
+        let (t, e) = newest_split(vec![(1, sample("a")), (2, sample("b"))], 0.9, 1);
         assert_eq!((t.len(), e.len()), (1, 1));
-        let (t, e) = newest_split((0..10).map(|i| (i, sample(&format!("s{i}")))).collect(), 0.0);
+        let (t, e) = newest_split((0..10).map(|i| (i, sample(&format!("s{i}")))).collect(), 0.0, 1);
         assert_eq!((t.len(), e.len()), (10, 0));
+    }
+
+    #[test]
+    fn too_few_to_judge_are_not_held_out() {
+        let items = |n: usize| (0..n).map(|i| (i, sample(&format!("s{i:02}")))).collect::<Vec<_>>();
+        assert_eq!(newest_split(items(4), 0.5, MIN_FEEDBACK_EVAL).1.len(), 0, "2 would judge: too few");
+        let (t, e) = newest_split(items(20), 0.25, MIN_FEEDBACK_EVAL);
+        assert_eq!((t.len(), paths(&e)), (15, vec!["s15", "s16", "s17", "s18", "s19"]));
     }
 }
