@@ -17,7 +17,7 @@ use flywheel_api::{DataPipeline, DatasetVersion, FlywheelDeployment, ModelVersio
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -229,8 +229,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 }
 
 /// The Deployment controller. Its reconcile reads the related objects from the stores of its
-/// watches ([`deployment::Cache`]); the owned ConfigMaps, Services and review-token Secrets
-/// are watched by metadata only, and only those carrying the operator's managed-by label.
+/// watches ([`deployment::Cache`]); the owned ConfigMaps and Services are watched by metadata
+/// only, and only those carrying the operator's managed-by label (as are the apps/v1
+/// Deployments). Secrets are never listed or watched (the RBAC does not allow it).
 fn deployment_controller(
     ctx: Arc<Context>,
     client: &kube::Client,
@@ -245,8 +246,7 @@ fn deployment_controller(
     let (apps, apps_writer) = reflector::store();
     let (config_maps, config_maps_writer) = reflector::store();
     let (services, services_writer) = reflector::store();
-    let (secrets, secrets_writer) = reflector::store();
-    let cache = deployment::Cache::new(models, pipelines, apps, config_maps, services, secrets);
+    let cache = deployment::Cache::new(models, pipelines, apps, config_maps, services);
 
     let deployments = controller(scoped::<FlywheelDeployment>(client, namespace), config, kind);
     // A model that becomes Ready (or fails) after the Deployment naming it was reconciled must
@@ -292,18 +292,11 @@ fn deployment_controller(
             "Service",
         ))
         .owns_stream(stored(
-            watcher(scoped::<PartialObjectMeta<ConfigMap>>(client, namespace), children.clone()),
+            watcher(scoped::<PartialObjectMeta<ConfigMap>>(client, namespace), children),
             config_maps_writer,
             lean,
             kind,
             "ConfigMap",
-        ))
-        .owns_stream(stored(
-            watcher(scoped::<PartialObjectMeta<Secret>>(client, namespace), children),
-            secrets_writer,
-            lean,
-            kind,
-            "Secret",
         ))
         .reconcile_all_on(every(RESYNC))
         .graceful_shutdown_on(shutdown)

@@ -3,9 +3,12 @@
 //!
 //! The controller's watches fill the stores: ModelVersions and DataPipelines in full (they
 //! trigger reconciles too), the owned apps/v1 Deployments without their spec (only the ready
-//! replicas and metadata are read), and only the metadata of the owned ConfigMaps, Services and
-//! review-token Secrets, selected by the `app.kubernetes.io/managed-by` label the operator puts
-//! on every child. `managedFields` are dropped from every stored object.
+//! replicas and metadata are read), and only the metadata of the owned ConfigMaps and Services,
+//! selected by the `app.kubernetes.io/managed-by` label the operator puts on every child.
+//! `managedFields` are dropped from every stored object. Secrets are never listed or watched
+//! (the operator's RBAC does not allow it): the review-token Secret is created when this
+//! process has not confirmed it for its Deployment in the last [`TOKEN_RECHECK`], and read
+//! back by name after that, as before.
 //!
 //! A child is applied again only when its desired content changed or the object is not the
 //! one the last apply wrote: its resourceVersion in the store differs from the one that apply
@@ -15,6 +18,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use flywheel_api::{DataPipeline, FlywheelDeployment, ModelVersion};
 use k8s_openapi::ByteString;
@@ -57,9 +61,14 @@ pub struct Cache {
     pub apps: Store<AppsDeployment>,
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     pub services: Store<PartialObjectMeta<Service>>,
-    pub secrets: Store<PartialObjectMeta<Secret>>,
     applied: Mutex<Applied>,
+    /// Review-token Secrets confirmed to exist, by (namespace, name, owner uid), and when.
+    tokens: Mutex<HashMap<(String, String, String), Instant>>,
 }
+
+/// How long a confirmed review-token Secret is taken to exist before it is read again (a
+/// deleted one is recreated at the first reconcile after this).
+pub const TOKEN_RECHECK: Duration = Duration::from_secs(30);
 
 /// Children applied by this process: (kind, namespace, name) → (hash of the applied object,
 /// the resourceVersion the apply returned).
@@ -79,10 +88,9 @@ impl Cache {
         apps: Store<AppsDeployment>,
         config_maps: Store<PartialObjectMeta<ConfigMap>>,
         services: Store<PartialObjectMeta<Service>>,
-        secrets: Store<PartialObjectMeta<Secret>>,
     ) -> Self {
         let applied = Mutex::new(Applied { entries: HashMap::new(), prune_at: PRUNE_MIN });
-        Self { models, pipelines, apps, config_maps, services, secrets, applied }
+        Self { models, pipelines, apps, config_maps, services, applied, tokens: Mutex::default() }
     }
 
     /// Waits until every store holds its watch's first list (at once after start-up), so an
@@ -97,7 +105,6 @@ impl Cache {
         self.apps.wait_until_ready().await.map_err(not_ready)?;
         self.config_maps.wait_until_ready().await.map_err(not_ready)?;
         self.services.wait_until_ready().await.map_err(not_ready)?;
-        self.secrets.wait_until_ready().await.map_err(not_ready)?;
         Ok(())
     }
 
@@ -181,11 +188,19 @@ impl Cache {
         Ok(())
     }
 
-    /// Creates the review-token Secret once; its random token is never rewritten.
+    /// Creates the review-token Secret once; its random token is never rewritten. The first
+    /// time this process sees the Deployment it creates the Secret straight away (a 409 means
+    /// it exists); later it reads it by name once [`TOKEN_RECHECK`] has passed since it was
+    /// last confirmed.
     async fn ensure_token_secret(&self, client: &kube::Client, d: &FlywheelDeployment, ns: &str) -> Result<()> {
         let name = build::token_secret_name(d);
-        if self.secrets.get(&ObjectRef::new(&name).within(ns)).is_some() {
-            return Ok(());
+        let key = (ns.to_string(), name.clone(), d.uid().unwrap_or_default());
+        let confirmed = self.tokens.lock().expect("token secrets lock").get(&key).copied();
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        match confirmed {
+            Some(at) if at.elapsed() < TOKEN_RECHECK => return Ok(()),
+            Some(_) if api.get_opt(&name).await?.is_some() => return self.confirm_token(key),
+            _ => {}
         }
         let token = random_token().map_err(|e| Error::Serialization(format!("reading random bytes: {e}")))?;
         let mut secret = Secret::default();
@@ -193,13 +208,21 @@ impl Cache {
         secret.metadata.labels = Some(build::labels(d));
         secret.metadata.owner_references = Some(vec![d.controller_owner_ref(&()).expect("stored object has a uid")]);
         secret.data = Some([("token".to_string(), ByteString(token.into_bytes()))].into());
-        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
         match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => Ok(()),
-            // Already there (the store had not seen it, or it lacks the managed-by label).
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Ok(_) => self.confirm_token(key),
+            Err(kube::Error::Api(e)) if e.code == 409 => self.confirm_token(key),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn confirm_token(&self, key: (String, String, String)) -> Result<()> {
+        let mut tokens = self.tokens.lock().expect("token secrets lock");
+        tokens.insert(key, Instant::now());
+        if tokens.len() > PRUNE_MIN {
+            // Entries past the re-check are read again anyway; dropping them bounds the map.
+            tokens.retain(|_, at| at.elapsed() < TOKEN_RECHECK);
+        }
+        Ok(())
     }
 }
 
