@@ -1,6 +1,8 @@
 //! Reads and decodes the images of a sample list, keeping the list's order, and reduces each
 //! image right away to what the caller needs (the model input, statistics), so the decoded
-//! full-resolution pixels of at most [`CONCURRENT_DECODES`] images are in memory at any time.
+//! full-resolution pixels of at most [`CONCURRENT_DECODES`] images, and of at most
+//! [`DECODE_PIXEL_BUDGET`] pixels, are in memory at any time in the whole process (a batch
+//! prefetched while another loads shares the same bound).
 //!
 //! An image whose header declares more than [`MAX_IMAGE_PIXELS`] pixels is refused before it is
 //! decoded.
@@ -20,6 +22,15 @@ use crate::error::{Result, TrainerError};
 const CONCURRENT_READS: usize = 16;
 /// Images decoded (and held at full resolution) at once.
 pub const CONCURRENT_DECODES: usize = 2;
+/// Pixels decoded at once (16 Mi: one 4096x4096 image, whose decoder holds about twice its
+/// 48 MiB of RGB at its peak). Two such images decoding together would double the peak.
+pub const DECODE_PIXEL_BUDGET: u64 = 16 * 1024 * 1024;
+/// Pixels per decode permit.
+const PIXELS_PER_PERMIT: u64 = 64 * 1024;
+const PIXEL_PERMITS: u32 = (DECODE_PIXEL_BUDGET / PIXELS_PER_PERMIT) as u32;
+/// The process-wide decode permits: images, and pixels.
+static DECODES: Semaphore = Semaphore::const_new(CONCURRENT_DECODES);
+static PIXELS: Semaphore = Semaphore::const_new(PIXEL_PERMITS as usize);
 /// Most pixels an image may declare: 64 Mi (8192x8192), the inference server's limit for one
 /// request (`MAX_REQUEST_PIXELS`), about 192 MiB as 8-bit RGB.
 pub const MAX_IMAGE_PIXELS: u64 = 64 * 1024 * 1024;
@@ -35,14 +46,13 @@ where
     F: Fn(Sample) -> Result<T> + Send + Sync + 'static,
 {
     let reduce = Arc::new(reduce);
-    let decodes = Arc::new(Semaphore::new(CONCURRENT_DECODES));
-    futures::stream::iter(refs.iter().cloned().map(|r| load_one(r, reduce.clone(), decodes.clone())))
+    futures::stream::iter(refs.iter().cloned().map(|r| load_one(r, reduce.clone())))
         .buffered(CONCURRENT_READS)
         .try_collect()
         .await
 }
 
-async fn load_one<T, F>(r: SampleRef, reduce: Arc<F>, decodes: Arc<Semaphore>) -> Result<T>
+async fn load_one<T, F>(r: SampleRef, reduce: Arc<F>) -> Result<T>
 where
     T: Send + 'static,
     F: Fn(Sample) -> Result<T> + Send + Sync + 'static,
@@ -54,13 +64,23 @@ where
             return Err(TrainerError::dataset(&uri, format!("image is missing (listed in {})", r.annotation_file)));
         }
     };
-    let permit = decodes.acquire_owned().await.map_err(|e| TrainerError::Training(e.to_string()))?;
+    // The header's size (a cheap read) weighs the decode; a larger image than the budget takes
+    // all of it. An unreadable header is reported by `decode`.
+    let pixels = ImageReader::new(Cursor::new(&bytes[..]))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_dimensions().ok())
+        .map_or(0, |(w, h)| u64::from(w) * u64::from(h));
+    let weight = pixels.div_ceil(PIXELS_PER_PERMIT).clamp(1, u64::from(PIXEL_PERMITS)) as u32;
+    let failed = |e: tokio::sync::AcquireError| TrainerError::Training(e.to_string());
+    let permit = DECODES.acquire().await.map_err(failed)?;
+    let pixel_permit = PIXELS.acquire_many(weight).await.map_err(failed)?;
     tokio::task::spawn_blocking(move || {
         let image = decode(&bytes, &uri)?;
         drop(bytes);
         let sample = checked_sample(r, uri, image)?;
         let reduced = reduce(sample);
-        drop(permit);
+        drop((permit, pixel_permit));
         reduced
     })
     .await
