@@ -341,7 +341,8 @@ mod tests {
         let parsed: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         let jobs = parsed["scrape_configs"].as_sequence().unwrap();
         assert_eq!(jobs[0]["file_sd_configs"][0]["files"][0], "/t/pods.json");
-        assert_eq!(jobs[0]["relabel_configs"].as_sequence().unwrap().len(), 6);
+        // keep (inference or review pod), port, phase, namespace, pod, deployment from either label.
+        assert_eq!(jobs[0]["relabel_configs"].as_sequence().unwrap().len(), 7);
         assert_eq!(jobs[1]["honor_labels"], true);
         assert_eq!(parsed["rule_files"][0], "/r.yaml");
     }

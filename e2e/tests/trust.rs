@@ -86,13 +86,25 @@ async fn refused(ns: &TestNamespace, kind: &str, name: &str, reason: &str, secs:
 }
 
 /// The Warning Events of `reason` on the object named `name`.
+/// The Warning Events of `reason` on object `name`, once there is at least one (the operator
+/// publishes them after the status write that a caller has just seen), or none after 30 s.
 async fn warnings(ns: &TestNamespace, name: &str, reason: &str) -> Vec<Event> {
-    let list = ns.api::<Event>().list(&ListParams::default()).await.unwrap();
-    list.items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some("Warning"))
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .collect()
+    let api = ns.api::<Event>();
+    flywheel_e2e::wait::eventually(&format!("a {reason} Warning on {name}"), 30, || {
+        let api = api.clone();
+        async move {
+            let list = api.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+            let found: Vec<Event> = list
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some("Warning"))
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+                .collect();
+            if found.is_empty() { Err("none yet".to_string()) } else { Ok(found) }
+        }
+    })
+    .await
+    .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
