@@ -76,6 +76,12 @@ fn review_service_pid(marker: &str) -> Option<i32> {
     })
 }
 
+/// The first 1,000 review items of `status` (`toReview`, `reviewed`), as the API lists them.
+async fn review_items(http: &reqwest::Client, base: &str, token: &str, status: &str) -> Value {
+    let url = format!("{base}/v1/review/items?status={status}&limit=1000");
+    http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
 /// One decision, sent until the service answers it: 200 (stored now) or 409 (stored by an
 /// earlier attempt whose answer was lost when the service was killed). Returns the status.
 async fn decide(http: &reqwest::Client, base: &str, token: &str, id: &str, body: &Value) -> u16 {
@@ -211,15 +217,7 @@ spec:
     .unwrap();
     let token_secret = ns.api::<Secret>().get("shapes-review-token").await.unwrap();
     let token = String::from_utf8(token_secret.data.unwrap()["token"].0.clone()).unwrap();
-    let page: Value = http
-        .get(format!("{base}/v1/review/items?status=toReview&limit=1000"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = review_items(&http, &base, &token, "toReview").await;
     assert_eq!(page["total"], json!(PREDICTIONS));
     let queued: BTreeSet<String> =
         page["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
@@ -309,15 +307,7 @@ spec:
 
     // 5. The gate's figures (the DataPipeline's status) equal the offline figures over every
     //    reviewed sample both models predicted.
-    let reviewed: Value = http
-        .get(format!("{base}/v1/review/items?status=reviewed&limit=1000"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reviewed = review_items(&http, &base, &token, "reviewed").await;
     let mut by_id: BTreeMap<String, Reviewed> = BTreeMap::new();
     for item in reviewed["items"].as_array().unwrap() {
         let shapes = |v: &Value| serde_json::from_value::<Vec<Shape>>(v.clone()).unwrap();

@@ -301,7 +301,7 @@ pub async fn reconcile(
         return Ok(None);
     }
     let children = match inputs(ctx, p, refs, feedback).await {
-        Ok(owned) => children(p, &borrowed(&owned))?,
+        Ok(inputs) => children(p, &inputs)?,
         Err(e) if e.is_user_error() => {
             rec.fail(conditions::REVIEW_SERVICE_READY, e.reason(), e.to_string()).announce_reason();
             return Ok(None);
@@ -339,32 +339,14 @@ fn empty(p: &DataPipeline) -> ReviewServiceStatus {
     ReviewServiceStatus { url: url(p), database: database_kind(p).into(), ..Default::default() }
 }
 
-/// Owned inputs (the builders borrow them).
-struct Owned {
-    feedback: DatasetVersion,
-    deployment: FlywheelDeployment,
-    task: Task,
-    labels: Vec<String>,
-    credentials: Option<String>,
-    token_secret: String,
-    image: String,
-}
-
-fn borrowed(o: &Owned) -> Inputs<'_> {
-    Inputs {
-        deployment: &o.deployment,
-        feedback: &o.feedback,
-        task: o.task,
-        labels: o.labels.clone(),
-        credentials: o.credentials.clone(),
-        token_secret: o.token_secret.clone(),
-        image: &o.image,
-    }
-}
-
 /// Reads what the builders need: the champion (labels when the feedback dataset lists none,
 /// credentials for the log its pods write), and checks every Secret the pod would read.
-async fn inputs(ctx: &Context, p: &DataPipeline, refs: &Refs, feedback: &DatasetVersion) -> Result<Owned> {
+async fn inputs<'a>(
+    ctx: &'a Context,
+    p: &DataPipeline,
+    refs: &'a Refs,
+    feedback: &'a DatasetVersion,
+) -> Result<Inputs<'a>> {
     let ns = p.namespace().unwrap_or_default();
     let d = &refs.deployment;
     let models: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &ns);
@@ -398,13 +380,13 @@ async fn inputs(ctx: &Context, p: &DataPipeline, refs: &Refs, feedback: &Dataset
             )));
         }
     };
-    Ok(Owned {
-        feedback: feedback.clone(),
-        deployment: d.clone(),
+    Ok(Inputs {
+        deployment: d,
+        feedback,
         task: feedback.spec.task,
         labels,
         credentials,
         token_secret: token_secret_name(d),
-        image: ctx.settings.review_service_image.clone(),
+        image: &ctx.settings.review_service_image,
     })
 }
