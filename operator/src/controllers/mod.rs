@@ -29,10 +29,11 @@ use crate::context::Context;
 
 /// Transient errors retry with a short backoff; errors only the user can fix wait longer
 /// (the reconcile has already written a condition and an Event for them).
-fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
-    move |_obj, error, ctx| {
+fn error_policy<K: Resource>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |obj, error, ctx| {
         ctx.metrics.error(kind, error);
-        tracing::warn!(kind, %error, "reconcile failed");
+        let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+        tracing::warn!(kind, %namespace, %name, %error, "reconcile failed");
         if error.is_user_error() {
             Action::requeue(Duration::from_secs(60))
         } else {
