@@ -82,6 +82,11 @@ pub fn dataset_version(own_name: &str, spec: &DatasetVersionSpec) -> Checked {
     if spec.parent.as_deref() == Some(own_name) {
         return Err(format!("spec.parent names this DatasetVersion ({own_name}) itself"));
     }
+    if let Some(m) = &spec.manifest
+        && (m.starts_with('/') || m.contains("://") || m.split('/').any(|part| part == ".."))
+    {
+        return Err(format!("spec.manifest ({m:?}) must be a path below spec.uri"));
+    }
     credentials("spec.credentials", spec.credentials.as_ref())
 }
 

@@ -78,7 +78,9 @@ async fn the_whole_loop_from_traffic_to_a_gated_promotion() {
     let prov = mv.spec.provenance.clone().expect("provenance");
     assert_eq!(prov.parent.as_deref(), Some(CHAMPION));
     assert_eq!(prov.job.as_deref(), Some("shapes-train-1"));
-    for ds in [TRAIN, FEEDBACK] {
+    // The run trained on the feedback frozen when it started, never on the growing dataset.
+    let frozen = format!("{FEEDBACK}-r1");
+    for ds in [TRAIN, frozen.as_str()] {
         assert!(prov.dataset_versions.iter().any(|d| d == ds), "{ds} missing from {prov:?}");
     }
     assert_eq!(prov.hyperparameters.get("epochs").map(String::as_str), Some("6"), "{prov:?}");

@@ -66,11 +66,38 @@ def write_atomically(path, data):
         raise
 
 
+def frozen_objects(dataset, root):
+    """A frozen version (spec.manifest, e.g. the feedback frozen when the run started): the
+    paths of the objects it holds, each checked against its SHA-256. Read only these: the
+    dataset at spec.uri keeps growing, and several versions share it."""
+    manifest_path = os.path.join(root, dataset["spec"]["manifest"])
+    try:
+        with open(manifest_path, "rb") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise TrainerError(f"dataset {dataset['name']}: manifest {manifest_path}: {e}")
+    paths = []
+    for sample in manifest["samples"]:
+        for obj in sample["objects"]:
+            path = os.path.join(root, obj["path"])
+            try:
+                with open(path, "rb") as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
+            except OSError as e:
+                raise TrainerError(f"dataset {dataset['name']}: {e}")
+            if digest != obj["sha256"]:
+                raise TrainerError(f"dataset {dataset['name']}: {path} changed since it was frozen")
+            paths.append(obj["path"])
+    return paths
+
+
 def count_images(dataset):
     """Images in a DatasetVersion (any layout): what a real trainer would load."""
     root = local_path(dataset["spec"]["uri"])
     if not os.path.isdir(root):
         raise TrainerError(f"dataset {dataset['name']}: {root} is not a directory")
+    if dataset["spec"].get("manifest"):
+        return sum(1 for p in frozen_objects(dataset, root) if p.lower().endswith(IMAGE_EXTENSIONS))
     n = 0
     for _, _, files in os.walk(root):
         n += sum(1 for f in files if f.lower().endswith(IMAGE_EXTENSIONS))

@@ -20,6 +20,7 @@
 
 pub mod feedback;
 mod location;
+pub mod manifest;
 mod redact;
 mod uri;
 
@@ -80,6 +81,11 @@ pub enum StorageError {
         #[source]
         source: serde_json::Error,
     },
+    /// A frozen dataset version's object that changed, or a write into a frozen version.
+    Frozen {
+        uri: String,
+        reason: String,
+    },
 }
 
 impl StorageError {
@@ -89,12 +95,19 @@ impl StorageError {
             StorageError::NotFound { uri } => format!("{uri} does not exist"),
             StorageError::Store { op, uri, source } => format!("cannot {op} {uri}: {source}"),
             StorageError::Json { uri, source } => format!("cannot write {uri}: {source}"),
+            StorageError::Frozen { uri, reason } => format!("{uri}: {reason}"),
         }
     }
 
     /// Errors the user must fix (as opposed to transient ones worth retrying).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, StorageError::InvalidUri { .. } | StorageError::NotFound { .. } | StorageError::Json { .. })
+        matches!(
+            self,
+            StorageError::InvalidUri { .. }
+                | StorageError::NotFound { .. }
+                | StorageError::Json { .. }
+                | StorageError::Frozen { .. }
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use sha2::{Digest, Sha256};
 
+use crate::manifest::{Entries, verify};
 use crate::uri::{self, Resolved};
 use crate::{Op, StorageError};
 
@@ -20,6 +21,9 @@ pub struct Location {
     /// The URI it was opened from (canonical: plain paths as `file://`, no trailing slash).
     /// Never holds credentials.
     uri: String,
+    /// A frozen view ([`Location::frozen`]): only these objects exist, reads are checked
+    /// against their digests and writes are refused.
+    frozen: Option<Arc<Entries>>,
 }
 
 impl Location {
@@ -48,7 +52,7 @@ impl Location {
         V: Into<String>,
     {
         let Resolved { store, path, uri } = uri::resolve(uri, options, pvc_root)?;
-        Ok(Self { store, path, uri })
+        Ok(Self { store, path, uri, frozen: None })
     }
 
     /// The location holding an object and the object's name, from the object's URI
@@ -72,7 +76,33 @@ impl Location {
 
     /// A location below this one (a "directory", or one object).
     pub fn join(&self, rel: &str) -> Self {
-        Self { store: self.store.clone(), path: self.object_path(rel), uri: self.child_uri(rel) }
+        let frozen = self.frozen.as_ref().map(|entries| {
+            let prefix = format!("{}/", rel.trim_matches('/'));
+            let below = entries.iter().filter_map(|(p, e)| Some((p.strip_prefix(&prefix)?.to_string(), e.clone())));
+            Arc::new(below.collect())
+        });
+        Self { store: self.store.clone(), path: self.object_path(rel), uri: self.child_uri(rel), frozen }
+    }
+
+    /// This location frozen to `entries` (see [`crate::manifest`]).
+    pub(crate) fn with_entries(&self, entries: Entries) -> Self {
+        Self { frozen: Some(Arc::new(entries)), ..self.clone() }
+    }
+
+    /// Whether this is a frozen view ([`Location::frozen`]).
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.is_some()
+    }
+
+    /// Writes are refused in a frozen view.
+    fn writable(&self, rel: &str) -> Result<(), StorageError> {
+        match self.frozen {
+            Some(_) => Err(StorageError::Frozen {
+                uri: self.child_uri(rel),
+                reason: "a frozen dataset version is read-only".into(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn object_path(&self, rel: &str) -> Path {
@@ -92,9 +122,21 @@ impl Location {
     }
 
     /// Reads a whole object; [`StorageError::NotFound`] when it does not exist.
+    /// In a frozen view, only its objects exist and each must still have its frozen digest.
     pub async fn get(&self, rel: &str) -> Result<Bytes, StorageError> {
+        let entry = match &self.frozen {
+            Some(entries) => {
+                let key = rel.trim_start_matches('/');
+                Some(entries.get(key).ok_or_else(|| StorageError::NotFound { uri: self.child_uri(rel) })?)
+            }
+            None => None,
+        };
         let got = self.store.get(&self.object_path(rel)).await.map_err(|e| self.error(Op::Read, rel, e))?;
-        got.bytes().await.map_err(|e| self.error(Op::Read, rel, e))
+        let bytes = got.bytes().await.map_err(|e| self.error(Op::Read, rel, e))?;
+        if let Some(entry) = entry {
+            verify(self.child_uri(rel), entry, &bytes)?;
+        }
+        Ok(bytes)
     }
 
     /// Reads a whole object; `None` when it does not exist.
@@ -127,6 +169,7 @@ impl Location {
 
     /// Writes an object so that readers see either the old or the whole new content.
     pub async fn put(&self, rel: &str, data: impl Into<Bytes>) -> Result<(), StorageError> {
+        self.writable(rel)?;
         self.store
             .put(&self.object_path(rel), PutPayload::from_bytes(data.into()))
             .await
@@ -145,6 +188,7 @@ impl Location {
     /// Atomic create; `Ok(false)` when the object already exists. Stores without conditional
     /// writes fall back to check-then-put (callers serialise writers of one key in-process).
     pub async fn put_if_absent(&self, rel: &str, data: impl Into<Bytes>) -> Result<bool, StorageError> {
+        self.writable(rel)?;
         let (path, data) = (self.object_path(rel), data.into());
         let write = |e| self.error(Op::Write, rel, e);
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
@@ -182,6 +226,11 @@ impl Location {
     /// Every object below `rel`: its path relative to this location (what [`get`](Self::get)
     /// takes) and when it was last modified, sorted by path. A missing directory is empty.
     pub async fn list(&self, rel: &str) -> Result<Vec<(String, DateTime<Utc>)>, StorageError> {
+        if let Some(entries) = &self.frozen {
+            let dir = rel.trim_matches('/');
+            let below = |p: &str| dir.is_empty() || p.strip_prefix(dir).is_some_and(|r| r.starts_with('/'));
+            return Ok(entries.iter().filter(|(p, _)| below(p)).map(|(p, e)| (p.clone(), e.modified)).collect());
+        }
         let metas: Vec<_> = match self.store.list(Some(&self.object_path(rel))).try_collect().await {
             Ok(metas) => metas,
             // Some stores report a missing local directory as NotFound rather than empty.
@@ -203,6 +252,7 @@ impl Location {
 
     /// Deletes an object.
     pub async fn delete(&self, rel: &str) -> Result<(), StorageError> {
+        self.writable(rel)?;
         self.store.delete(&self.object_path(rel)).await.map_err(|e| self.error(Op::Delete, rel, e))
     }
 }

@@ -45,6 +45,8 @@ impl From<StorageError> for TrainerError {
                 Self::Write { uri, reason: source.to_string() }
             }
             StorageError::Json { uri, source } => Self::Write { uri, reason: source.to_string() },
+            // A frozen version's object that changed: the dataset is not the one trained on before.
+            StorageError::Frozen { uri, reason } => Self::Dataset { file: uri, reason },
         }
     }
 }

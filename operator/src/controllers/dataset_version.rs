@@ -35,14 +35,35 @@ impl Uncounted {
     }
 }
 
+/// Why a frozen version is refused once its spec changed.
+pub const FROZEN_VERSION_CHANGED: &str = "FrozenVersionChanged";
+
+/// Pure: a frozen version (`spec.manifest`) whose spec changed after it was created. The CRD's
+/// validation rule refuses such a change on API servers that evaluate it (1.25 and later);
+/// older ones store it, and this names it.
+pub fn frozen_changed(ds: &DatasetVersion) -> Option<String> {
+    let generation = ds.metadata.generation.unwrap_or(1);
+    (ds.spec.manifest.is_some() && generation > 1).then(|| {
+        format!(
+            "DatasetVersion {} is a frozen version (spec.manifest) but its spec changed after it was created \
+             (generation {generation}): a model trained on it could not be reproduced; delete and recreate it as it \
+             was, or create a new version",
+            ds.name_any()
+        )
+    })
+}
+
 /// What the reconcile does next for an outcome: refusals only a change of the spec fixes
 /// wait for it; a Secret may be labelled at any time (Secrets are not watched).
 fn next(ds: &DatasetVersion, counted: &Result<Counts, Uncounted>) -> Action {
     match counted {
-        Err(Uncounted { reason: "InvalidSpec" | trust::LOCAL_FILES_NOT_ALLOWED, .. }) => Action::await_change(),
+        Err(Uncounted { reason: "InvalidSpec" | trust::LOCAL_FILES_NOT_ALLOWED | FROZEN_VERSION_CHANGED, .. }) => {
+            Action::await_change()
+        }
         Err(Uncounted { reason: trust::CREDENTIALS_NOT_ALLOWED, .. }) => Action::requeue(Duration::from_secs(30)),
         // Storage is not watched: feedback datasets grow with every review, so look often.
-        _ => Action::requeue(Duration::from_secs(if ds.spec.feedback { 5 } else { 120 })),
+        // A frozen version (`manifest`) does not grow.
+        _ => Action::requeue(Duration::from_secs(if ds.spec.feedback && ds.spec.manifest.is_none() { 5 } else { 120 })),
     }
 }
 
@@ -51,6 +72,9 @@ fn next(ds: &DatasetVersion, counted: &Result<Counts, Uncounted>) -> Action {
 pub fn check(ds: &DatasetVersion, allow_local_files: bool) -> Result<(), Uncounted> {
     validation::dataset_version(&ds.name_any(), &ds.spec)
         .map_err(|message| Uncounted { reason: "InvalidSpec", message })?;
+    if let Some(message) = frozen_changed(ds) {
+        return Err(Uncounted { reason: FROZEN_VERSION_CHANGED, message });
+    }
     trust::local_file("spec.uri", &ds.spec.uri, allow_local_files)
         .map_err(|message| Uncounted { reason: trust::LOCAL_FILES_NOT_ALLOWED, message })
 }
@@ -90,6 +114,11 @@ async fn open_and_count(ds: &DatasetVersion, ctx: &Context, ns: &str) -> Result<
     let secret = ds.spec.credentials.as_ref().map(|c| c.secret_name.as_str());
     let options = ctx.secret_options(ns, secret).await?;
     let root = Location::open_with(ds.spec.uri.as_str(), options)?;
+    let root = match &ds.spec.manifest {
+        // A missing or unreadable manifest, or a changed object, is the dataset's fault.
+        Some(manifest) => root.frozen(manifest).await?,
+        None => root,
+    };
     count(ds, &root).await
 }
 
@@ -155,6 +184,21 @@ mod tests {
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn a_frozen_version_whose_spec_changed_is_refused() {
+        let mut ds = dataset(true);
+        ds.spec.manifest = Some(".flywheel/manifests/fb-r1.json".into());
+        ds.metadata.generation = Some(1);
+        assert_eq!(check(&ds, true), Ok(()));
+        ds.metadata.generation = Some(2);
+        let refused = check(&ds, true).unwrap_err();
+        assert_eq!(refused.reason, FROZEN_VERSION_CHANGED);
+        assert!(refused.message.contains("generation 2"), "{}", refused.message);
+        assert_eq!(next(&ds, &Err(refused)), Action::await_change());
+        ds.spec.manifest = None;
+        assert_eq!(check(&ds, true), Ok(()), "a dataset that is not frozen may change");
     }
 
     #[test]

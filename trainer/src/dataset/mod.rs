@@ -61,6 +61,11 @@ pub struct Sample {
 pub async fn read_dataset(ds: &NamedDataset, labels: &[String]) -> Result<Vec<SampleRef>> {
     let spec: &DatasetVersionSpec = &ds.spec;
     let location = Location::open(spec.uri.as_str())?;
+    // A frozen version: only the samples its manifest lists, each checked against its digest.
+    let location = match &spec.manifest {
+        Some(manifest) => location.frozen(manifest).await?,
+        None => location,
+    };
     let map = LabelMap::new(&ds.name, &spec.labels, labels)?;
     let samples = match spec.format {
         DatasetFormat::Coco => coco::read(&location, &map).await?,

@@ -150,6 +150,7 @@ pub async fn write_dataset(location: &Location, opts: &DatasetOptions) -> Result
         labels: opts.labels.clone(),
         parent: None,
         feedback: false,
+        manifest: None,
         credentials: None,
     })
 }

@@ -49,6 +49,7 @@ fn large_image_folder(root: &Path) -> NamedDataset {
             labels,
             parent: None,
             feedback: false,
+            manifest: None,
             credentials: None,
         },
     }

@@ -21,6 +21,8 @@ pub const LABEL_JOB_KIND: &str = "flywheel.dev/job-kind";
 pub const LABEL_RUN: &str = "flywheel.dev/run";
 pub const ANNOTATION_REVIEWED: &str = "flywheel.dev/reviewed-at-trigger";
 pub const ANNOTATION_BASE_MODEL: &str = "flywheel.dev/base-model";
+/// The DatasetVersions a training Job reads (comma-separated): its model's provenance.
+pub const ANNOTATION_DATASETS: &str = "flywheel.dev/datasets";
 
 /// Kubernetes names are at most 63 characters for Jobs (their Pods carry the name as a label).
 fn bounded(name: String) -> String {
@@ -182,6 +184,7 @@ pub fn training_job(
     let annotations = BTreeMap::from([
         (ANNOTATION_REVIEWED.to_string(), reviewed_at_trigger.to_string()),
         (ANNOTATION_BASE_MODEL.to_string(), request.base_model.name.clone()),
+        (ANNOTATION_DATASETS.to_string(), request_datasets(request).join(",")),
     ]);
     // `continuousTraining.trainer` replaces the built-in trainer's image, command, args and
     // resources; the request, credentials, mounts and result contract stay the same.
@@ -208,6 +211,17 @@ pub fn train_request(
 }
 
 /// A run as recorded on its Job, or None for a Job that is not a training run.
+/// Every DatasetVersion a request reads, training sets then the evaluation set, each once.
+pub fn request_datasets(request: &TrainRequest) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for d in request.train.iter().chain(request.eval.iter()) {
+        if !names.contains(&d.name) {
+            names.push(d.name.clone());
+        }
+    }
+    names
+}
+
 pub fn run_from_job(job: &Job) -> Option<RunInfo> {
     let labels = job.metadata.labels.as_ref()?;
     let number: u32 = labels.get(LABEL_RUN)?.parse().ok()?;
@@ -226,6 +240,10 @@ pub fn run_from_job(job: &Job) -> Option<RunInfo> {
         job: job.name_any(),
         reviewed_at_trigger: annotations.get(ANNOTATION_REVIEWED).and_then(|v| v.parse().ok()).unwrap_or(0),
         base_model: annotations.get(ANNOTATION_BASE_MODEL).cloned().unwrap_or_default(),
+        datasets: annotations
+            .get(ANNOTATION_DATASETS)
+            .map(|v| v.split(',').filter(|n| !n.is_empty()).map(String::from).collect())
+            .unwrap_or_default(),
         started: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
         finished: status
             .completion_time

@@ -12,6 +12,8 @@ pub struct RunInfo {
     pub job: String,
     pub reviewed_at_trigger: u64,
     pub base_model: String,
+    /// The DatasetVersions the run reads (empty for Jobs that did not record them).
+    pub datasets: Vec<String>,
     pub started: Option<Timestamp>,
     pub finished: Option<Timestamp>,
     pub state: RunState,
@@ -113,6 +115,7 @@ mod tests {
             job: format!("p-train-{number}"),
             reviewed_at_trigger: at_trigger,
             base_model: "m".into(),
+            datasets: Vec::new(),
             started: Some(ts(started)),
             finished: None,
             state,

@@ -13,6 +13,7 @@
 
 pub mod build;
 pub mod decide;
+pub mod freeze;
 pub mod place;
 pub mod profile;
 pub mod read;

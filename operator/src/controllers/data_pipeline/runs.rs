@@ -9,9 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 
-use super::build;
 use super::decide::{self, RunInfo, RunState};
 use super::read::{Refs, check_job_secrets, dataset, job_settings, output_secret};
+use super::{build, freeze};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::controllers::recorder::StatusRecorder;
 use crate::{Error, Result};
@@ -152,7 +152,8 @@ async fn register(
         .await
         .map_err(|e| e.to_string())?
         .ok_or(format!("base ModelVersion {:?} no longer exists", run.base_model))?;
-    let datasets = training_dataset_names(p);
+    // What the run's request named (frozen feedback versions included); older Jobs did not say.
+    let datasets = if run.datasets.is_empty() { training_dataset_names(p) } else { run.datasets.clone() };
     let mv = build::trained_model_version(p, run, &base, datasets, &result, secret);
     models
         .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&mv))
@@ -244,7 +245,13 @@ async fn start_run(
     let datasets: Api<DatasetVersion> = Api::namespaced(ctx.client.clone(), &ns);
     let mut train = Vec::new();
     for name in &train_dataset_names(p) {
-        train.push(dataset(&datasets, name, "spec.continuousTraining.datasets.train").await?);
+        let ds = dataset(&datasets, name, "spec.continuousTraining.datasets.train").await?;
+        // The growing feedback dataset is read as its frozen versions, this run's included.
+        if ds.spec.feedback && ds.spec.manifest.is_none() {
+            train.extend(freeze::versions(ctx, p, &ds, number).await?);
+        } else {
+            train.push(ds);
+        }
     }
     let eval = match &ct.datasets.eval {
         Some(name) => Some(dataset(&datasets, name, "spec.continuousTraining.datasets.eval").await?),
@@ -282,6 +289,7 @@ mod tests {
             job: format!("p-train-{number}"),
             reviewed_at_trigger: 5 * u64::from(number),
             base_model: "m".into(),
+            datasets: Vec::new(),
             started: Some(ts(10)),
             finished: None,
             state,

@@ -18,7 +18,7 @@ pub fn spec(p: &DataPipeline, allow_local_files: bool) -> Result<(), (&'static s
 }
 
 /// Pure: what the spec needs of the objects it names: the feedback dataset is one
-/// (`feedback: true`) and holds the same task as the training data.
+/// (`feedback: true`, not frozen) and holds the same task as the training data.
 pub fn references(refs: &Refs) -> Result<(), String> {
     if let Some(f) = &refs.feedback {
         if !f.spec.feedback {
@@ -26,6 +26,14 @@ pub fn references(refs: &Refs) -> Result<(), String> {
                 "spec.feedbackLoop.datasetVersion names DatasetVersion {:?}, which is not a feedback dataset (set \
                  its spec.feedback: true)",
                 f.name_any()
+            ));
+        }
+        if f.spec.manifest.is_some() {
+            return Err(format!(
+                "spec.feedbackLoop.datasetVersion names DatasetVersion {:?}, a frozen version (spec.manifest): reviews \
+                 go to the feedback dataset it was frozen from ({})",
+                f.name_any(),
+                f.spec.parent.as_deref().unwrap_or("its spec.parent")
             ));
         }
         if let Some(t) = refs.training.as_ref().filter(|t| t.spec.task != f.spec.task) {

@@ -2,10 +2,13 @@
 //! conditions for bad references, hot config changes, exactly one training Job per trigger
 //! even across an operator restart, and placement of a trained model.
 
+mod frozen;
+
 use flywheel_e2e::generate;
 use std::path::Path;
 
 use flywheel_api::condition;
+use flywheel_api::training::TrainRequest;
 use flywheel_api::{DataPipeline, DatasetVersion, FlywheelDeployment, ModelVersion};
 use flywheel_e2e::{TestNamespace, install_crds, shared_cluster, workspace_root};
 use flywheel_operator::context::Settings;
@@ -201,6 +204,14 @@ fn write_feedback(dir: &Path, n: usize) {
     std::fs::rename(tmp, dir.join("annotations.json")).unwrap();
 }
 
+/// The request a training Job's container gets.
+async fn job_request(ns: &TestNamespace, job: &str) -> TrainRequest {
+    let job = ns.api::<Job>().get(job).await.unwrap();
+    let env = job.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
+    let request = env.iter().find(|e| e.name == "FLYWHEEL_REQUEST").unwrap().value.clone().unwrap();
+    serde_json::from_str(&request).unwrap()
+}
+
 async fn training_jobs(ns: &TestNamespace) -> Vec<String> {
     let list = ns.api::<Job>().list(&ListParams::default().labels("flywheel.dev/job-kind=trainer")).await.unwrap();
     list.items.iter().map(|j| j.name_any()).collect()
@@ -254,11 +265,12 @@ spec:
     assert_eq!(training_jobs(&ns).await, vec!["loop-train-1".to_string()]);
     let dsv = ns.api::<DatasetVersion>().get("fb").await.unwrap();
     assert_eq!(dsv.status.unwrap().reviewed_count, Some(3));
-    // The Job's request names the base model and the feedback dataset.
-    let job = ns.api::<Job>().get("loop-train-1").await.unwrap();
-    let env = job.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
-    let request = env.iter().find(|e| e.name == "FLYWHEEL_REQUEST").unwrap().value.clone().unwrap();
-    assert!(request.contains("\"m-v1\"") && request.contains("\"fb\""), "{request}");
+    // The Job's request names the base model and the feedback frozen for run 1.
+    let request = job_request(&ns, "loop-train-1").await;
+    assert_eq!(request.base_model.name, "m-v1");
+    let names: Vec<&str> = request.train.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["fb-r1"]);
+    assert_eq!(request.train[0].spec.manifest.as_deref(), Some(".flywheel/manifests/fb-r1.json"));
     operator.abort();
 }
 
@@ -330,7 +342,7 @@ spec:
     assert_eq!(provenance.parent.as_deref(), Some("base"));
     assert_eq!(provenance.job.as_deref(), Some("loop-train-1"));
     assert_eq!(provenance.pipeline.as_deref(), Some("loop"));
-    assert!(provenance.dataset_versions.contains(&"fb".to_string()));
+    assert_eq!(provenance.dataset_versions, ["train", "fb-r1"], "the training data and run 1's frozen feedback");
     assert!(mv.spec.metrics.contains_key("mAP50"), "{:?}", mv.spec.metrics);
     mv
 }
