@@ -29,10 +29,6 @@ use crate::common::{CredentialsRef, OBJECT_NAME_PATTERN, ObjectName, StorageUri,
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "!has(oldSelf.manifest) || self == oldSelf",
-    "message": "a frozen DatasetVersion (spec.manifest is set) is immutable: create a new version instead"
-}]))]
 pub struct DatasetVersionSpec {
     /// Root of the dataset (s3://, gs://, az://, http(s)://, file:// or pvc://).
     pub uri: StorageUri,
@@ -54,7 +50,8 @@ pub struct DatasetVersionSpec {
     pub feedback: bool,
     /// A frozen version: the path, below `uri`, of the manifest listing the objects this
     /// version holds with their SHA-256 digests. Readers see only those objects and refuse one
-    /// that changed; the spec cannot change. The DataPipeline freezes the reviewed samples of
+    /// that changed; once its spec changes, the operator refuses it (`FrozenVersionChanged`).
+    /// The DataPipeline freezes the reviewed samples of
     /// its feedback dataset into `<feedback>-r<N>` when training run N starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]

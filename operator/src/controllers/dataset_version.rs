@@ -38,9 +38,9 @@ impl Uncounted {
 /// Why a frozen version is refused once its spec changed.
 pub const FROZEN_VERSION_CHANGED: &str = "FrozenVersionChanged";
 
-/// Pure: a frozen version (`spec.manifest`) whose spec changed after it was created. The CRD's
-/// validation rule refuses such a change on API servers that evaluate it (1.25 and later);
-/// older ones store it, and this names it.
+/// Pure: a frozen version (`spec.manifest`) whose spec changed after it was created. (A CRD
+/// validation rule could refuse the change itself, but API servers before 1.25 and server-side
+/// applies of the CRD on them reject such rules; the check here works on every server.)
 pub fn frozen_changed(ds: &DatasetVersion) -> Option<String> {
     let generation = ds.metadata.generation.unwrap_or(1);
     (ds.spec.manifest.is_some() && generation > 1).then(|| {
