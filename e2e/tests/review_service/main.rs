@@ -4,7 +4,10 @@
 //! each, counted) even though the review service is SIGKILLed mid-stream; the figures the
 //! promotion gate reads (the DataPipeline's status) equal those computed offline from every
 //! reviewed sample. Once on SQLite (the default, on the operator's PersistentVolumeClaim) and
-//! once on a real PostgreSQL named by a Secret.
+//! once on a real PostgreSQL named by a Secret. And an inference replica SIGKILLed while it
+//! logs loses only the records it had not acknowledged ([`replica_kill`]).
+
+mod replica_kill;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -98,17 +101,22 @@ async fn decide(http: &reqwest::Client, base: &str, token: &str, id: &str, body:
     }
 }
 
-/// Runs the scenario; returns the namespace and the operator still running.
-async fn scenario(prefix: &str, database: Option<String>) -> (TestNamespace, AbortOnDrop) {
+/// A new namespace on the cluster the tests of this binary share, whose CRDs are installed
+/// once (concurrent first installs race), and a client.
+async fn namespace(prefix: &str) -> (TestNamespace, kube::Client) {
     let cluster = shared_cluster();
     let client = cluster.client().await;
-    // Both tests of this binary share the cluster: the CRDs are installed once.
     static CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     CRDS.get_or_init(|| async {
         install_crds(&client, &workspace_root().join("crds")).await.expect("CRDs install");
     })
     .await;
-    let ns = TestNamespace::new(cluster, prefix).await.unwrap();
+    (TestNamespace::new(cluster, prefix).await.unwrap(), client)
+}
+
+/// Runs the scenario; returns the namespace and the operator still running.
+async fn scenario(prefix: &str, database: Option<String>) -> (TestNamespace, AbortOnDrop) {
+    let (ns, client) = namespace(prefix).await;
     let dir = tempfile::tempdir().unwrap();
     let settings = flywheel_operator::context::Settings { verify_models: false, ..test_settings(&ns.name) };
     let operator = AbortOnDrop(start_operator(client.clone(), settings));
