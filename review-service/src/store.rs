@@ -14,7 +14,7 @@ use flywheel_vision::review_order::{disagree, lowest_confidence};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Row, Transaction};
+use sqlx::{Connection, Row, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -171,15 +171,25 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(std::time::Duration::from_secs(3))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+                        // On every connection (the pool replaces idle and failed ones): a
+                        // write-ahead log with full sync, so a crash or a full disk never leaves
+                        // the file half-written and a committed transaction survives a power cut.
+                        for pragma in ["journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON"] {
+                            sqlx::query(&format!("PRAGMA {pragma}")).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            // A connection whose transaction did not end (a COMMIT that failed, e.g. on a full
+            // disk) is closed, never reused: sqlx would run the next transaction on it as a
+            // savepoint of the dead one, and "commit" decisions that are never written.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect(url)
             .await?;
-        if url.starts_with("sqlite:") {
-            // Write-ahead log with full sync: a crash or a full disk never leaves the file
-            // half-written, and a committed transaction survives a power cut.
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
-            sqlx::query("PRAGMA synchronous = FULL").execute(&pool).await?;
-            sqlx::query("PRAGMA foreign_keys = ON").execute(&pool).await?;
-        }
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }

@@ -19,41 +19,14 @@ use flywheel_storage::{FeedbackWriter, Location, Sample};
 use flywheel_types::Task;
 use flywheel_types::dataset::DatasetFormat;
 use flywheel_types::dataset::coco::{CocoDocument, assemble};
-use flywheel_types::prediction::{ModelOutput, PredictionRecord, Shape, image_path, records_path};
+use flywheel_types::prediction::{PredictionRecord, Shape, records_path};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-const TOKEN: &str = "review-token";
+mod common;
+
+use common::{TOKEN, labels, record};
 const PREDICTIONS: usize = 100;
-
-fn labels() -> Vec<String> {
-    vec!["cat".into(), "dog".into()]
-}
-
-fn cat_box(confidence: f32) -> Vec<Shape> {
-    vec![Shape { label: "cat".into(), class_id: 0, confidence, bbox: Some([4.0, 4.0, 30.0, 30.0]) }]
-}
-
-fn record(replica: usize, n: usize) -> PredictionRecord {
-    let id = format!("r{replica}-{n:03}");
-    let time = Utc::now();
-    PredictionRecord {
-        image: Some(image_path(&id, time, "png")),
-        id,
-        time,
-        deployment: "shapes".into(),
-        task: Task::Detection,
-        width: 64,
-        height: 64,
-        champion: ModelOutput {
-            model: "m".into(),
-            version: "v1".into(),
-            shapes: cat_box(0.1 + (n % 9) as f32 / 10.0),
-            latency_ms: 1.0,
-        },
-        shadow: None,
-    }
-}
 
 /// Three replicas log 100 predictions: each image, then its records object.
 async fn write_log(log: &Location) -> Vec<PredictionRecord> {
