@@ -492,6 +492,9 @@ pub struct TrainingRun {
     /// Failure reason or summary.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// While it runs: epoch, loss, judged metric, throughput and ETA, from its `progress.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::training::progress::RunProgress>,
 }
 
 /// Condition types of a DataPipeline.

@@ -5,6 +5,8 @@
 //! finishes by writing `result.json` there atomically. The operator reads that file once the
 //! Job has succeeded, so a Job that dies half-way leaves nothing the operator would register.
 
+pub mod progress;
+
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;

@@ -169,12 +169,21 @@ impl FlywheelLoop {
         Ok(self.platform.api::<Job>().list(&ListParams::default().labels(&selector)).await?.items)
     }
 
-    /// Waits for training run `number` to finish and returns the pipeline (with the run in its
-    /// history).
+    /// Waits for training run `number` to finish, printing its progress (epoch, loss, metric,
+    /// ETA) as the operator reports it, and returns the pipeline (with the run in its history).
     pub async fn wait_run_finished(&self, number: u32) -> anyhow::Result<DataPipeline> {
+        let shown = std::sync::Mutex::new(None);
         let finished = |p: Option<&DataPipeline>| {
-            p.and_then(|p| p.status.as_ref())
-                .is_some_and(|s| s.run_history.iter().any(|r| r.number == number && r.outcome != "Running"))
+            let status = p.and_then(|p| p.status.as_ref());
+            let progress = status.and_then(|s| s.current_run.as_ref()).filter(|r| r.number == number);
+            if let Some(progress) = progress.and_then(|r| r.progress.as_ref()) {
+                let mut shown = shown.lock().expect("progress lock");
+                if shown.as_ref() != Some(progress) {
+                    println!("  run {number}: {}", describe(progress));
+                    *shown = Some(progress.clone());
+                }
+            }
+            status.is_some_and(|s| s.run_history.iter().any(|r| r.number == number && r.outcome != "Running"))
         };
         Ok(self.platform.wait_for::<DataPipeline>(PIPELINE, finished, TRAINING_TIMEOUT).await?.expect("condition held"))
     }
@@ -233,5 +242,40 @@ impl FlywheelLoop {
             reviewed += self.review(n - reviewed, 3, |i| i["shadow"]["version"] == shadow).await?.len();
         }
         bail!("sent 1,000 images and reviewed only {reviewed} that shadow {shadow} predicted: is shadow sampling on?")
+    }
+}
+
+/// One line of a run's progress: `epoch 3/6 loss 0.532 mAP50 0.401 (base 0.120) 212 img/s, 41 s left`.
+fn describe(p: &flywheel_api::training::progress::RunProgress) -> String {
+    let mut line = format!("epoch {}/{}", p.epoch, p.epochs);
+    if let Some(loss) = p.loss {
+        line += &format!(" loss {loss:.3}");
+    }
+    if let Some(value) = p.value {
+        line += &format!(" {} {value:.3}", p.metric);
+    }
+    if let Some(base) = p.base_value {
+        line += &format!(" (base {base:.3})");
+    }
+    if let Some(speed) = p.images_per_second {
+        line += &format!(" {speed:.0} img/s");
+    }
+    if let Some(eta) = p.eta_seconds.filter(|e| *e > 0.0) {
+        line += &format!(", {eta:.0} s left");
+    }
+    line
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use flywheel_api::training::progress::RunProgress;
+
+    #[test]
+    fn a_progress_line_says_what_is_known() {
+        let mut p = RunProgress { epoch: 0, epochs: 6, metric: "mAP50".into(), ..Default::default() };
+        assert_eq!(super::describe(&p), "epoch 0/6");
+        (p.epoch, p.loss, p.value, p.base_value) = (3, Some(0.5321), Some(0.4012), Some(0.12));
+        (p.images_per_second, p.eta_seconds) = (Some(212.4), Some(41.0));
+        assert_eq!(super::describe(&p), "epoch 3/6 loss 0.532 mAP50 0.401 (base 0.120) 212 img/s, 41 s left");
     }
 }

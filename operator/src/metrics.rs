@@ -17,8 +17,10 @@ use kube::ResourceExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -40,6 +42,15 @@ pub struct TrainingRunLabels {
     pub result: String,
 }
 
+/// A running training run's progress, by pipeline; `what` is `epoch`, `epochs`, `loss`,
+/// `metric` (the judged metric's value), `images_per_second` or `eta_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgressLabels {
+    pub namespace: String,
+    pub pipeline: String,
+    pub what: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PromotionLabels {
     pub namespace: String,
@@ -57,6 +68,7 @@ pub struct Metrics {
     training_runs: Family<TrainingRunLabels, Counter>,
     promotions: Family<PromotionLabels, Counter>,
     child_applies: Family<KindLabel, Counter>,
+    training_progress: Family<ProgressLabels, Gauge<f64, AtomicU64>>,
     /// Finished runs already counted, by (pipeline uid, run number): runs are re-read from
     /// their Jobs on every reconcile, and each must count once.
     counted_runs: Arc<Mutex<HashSet<(String, u32)>>>,
@@ -91,8 +103,15 @@ impl Default for Metrics {
             "Server-side applies of Deployments' children, by kind (children unchanged since the last apply are skipped)",
             child_applies.clone(),
         );
+        let training_progress = Family::<ProgressLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "training_progress",
+            "The running training run of a pipeline: epoch, epochs, loss, metric (the judged metric), images_per_second, eta_seconds (absent when no run is running)",
+            training_progress.clone(),
+        );
         Self {
             registry: Arc::new(registry),
+            training_progress,
             reconciles,
             errors,
             duration,
@@ -141,6 +160,18 @@ impl Metrics {
                 deployment: p.spec.deployment.clone(),
                 to: to.into(),
             });
+        }
+        let running = runs.iter().find(|r| r.outcome == "Running").and_then(|r| r.progress.as_ref());
+        for (what, value) in progress_values(running) {
+            let label = ProgressLabels { namespace: namespace.clone(), pipeline: p.name_any(), what: what.into() };
+            match value {
+                Some(v) => {
+                    self.training_progress.get_or_create(&label).set(v);
+                }
+                None => {
+                    self.training_progress.remove(&label);
+                }
+            }
         }
         let uid = p.uid().unwrap_or_default();
         let mut counted = self.counted_runs.lock().expect("counted runs lock");
@@ -193,6 +224,18 @@ impl Drop for ReconcileTimer {
     }
 }
 
+/// The progress series of a running run (`None`: no run running, every series absent).
+fn progress_values(p: Option<&flywheel_api::training::progress::RunProgress>) -> [(&'static str, Option<f64>); 6] {
+    [
+        ("epoch", p.map(|p| f64::from(p.epoch))),
+        ("epochs", p.map(|p| f64::from(p.epochs))),
+        ("loss", p.and_then(|p| p.loss)),
+        ("metric", p.and_then(|p| p.value)),
+        ("images_per_second", p.and_then(|p| p.images_per_second)),
+        ("eta_seconds", p.and_then(|p| p.eta_seconds)),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +251,8 @@ mod tests {
         p
     }
 
+    use flywheel_api::training::progress::RunProgress;
+
     fn run(number: u32, outcome: &str) -> TrainingRun {
         TrainingRun {
             number,
@@ -218,6 +263,7 @@ mod tests {
             outcome: outcome.into(),
             model_version: None,
             message: String::new(),
+            progress: None,
         }
     }
 
@@ -249,6 +295,32 @@ mod tests {
         // A re-created pipeline (new uid) starts its run numbers again.
         m.observe_pipeline(&pipeline("u2"), &[run(1, "Succeeded")]);
         assert_eq!(line(&m.encode(), succeeded), format!("{succeeded} 2"));
+    }
+
+    #[test]
+    fn a_running_run_exports_its_progress_and_the_series_go_when_it_ends() {
+        let m = Metrics::default();
+        let mut running = run(4, "Running");
+        running.progress = Some(RunProgress {
+            state: "training".into(),
+            epoch: 2,
+            epochs: 6,
+            metric: "mAP50".into(),
+            value: Some(0.42),
+            loss: Some(1.5),
+            eta_seconds: Some(30.0),
+            ..Default::default()
+        });
+        m.observe_pipeline(&pipeline("u1"), std::slice::from_ref(&running));
+        let text = m.encode();
+        let series = |what: &str| {
+            format!(r#"flywheel_operator_training_progress{{namespace="ns",pipeline="loop",what="{what}"}}"#)
+        };
+        assert_eq!(line(&text, &series("epoch")), format!("{} 2.0", series("epoch")));
+        assert_eq!(line(&text, &series("metric")), format!("{} 0.42", series("metric")));
+        assert!(!text.contains(&series("images_per_second")), "not measured yet: {text}");
+        m.observe_pipeline(&pipeline("u1"), &[run(4, "Succeeded")]);
+        assert!(!m.encode().contains("training_progress{"), "no run running, no progress");
     }
 
     #[test]

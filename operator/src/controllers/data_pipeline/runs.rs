@@ -2,6 +2,7 @@
 //! trigger and cooldown allow.
 
 use flywheel_api::data_pipeline::{TrainingRun, conditions};
+use flywheel_api::training::progress::{PROGRESS_FILE, Progress, RunProgress};
 use flywheel_api::training::{RESULT_FILE, TrainResult};
 use flywheel_api::{DataPipeline, DatasetVersion, ModelVersion};
 use k8s_openapi::api::batch::v1::Job;
@@ -60,6 +61,7 @@ pub fn record_of(run: &RunInfo) -> TrainingRun {
         outcome: outcome.into(),
         model_version: None,
         message,
+        progress: None,
     }
 }
 
@@ -75,6 +77,9 @@ pub async fn records(
     let mut history = Vec::new();
     for run in runs {
         let mut record = record_of(run);
+        if run.state == RunState::Running {
+            record.progress = progress(ctx, p, refs, run, output_base).await;
+        }
         if run.state == RunState::Succeeded {
             match register(ctx, p, refs, run, output_base, &models).await {
                 Ok(Some(mv)) => record.model_version = Some(mv.name_any()),
@@ -88,6 +93,28 @@ pub async fn records(
         history.push(record);
     }
     history
+}
+
+/// A running run's `progress.json`, summarised; `None` before the trainer wrote one, or when it
+/// cannot be read (the next reconcile tries again: progress is informative, never a failure).
+async fn progress(
+    ctx: &Context,
+    p: &DataPipeline,
+    refs: &Refs,
+    run: &RunInfo,
+    output_base: Option<&str>,
+) -> Option<RunProgress> {
+    let output = build::output_uri(output_base?, p, &format!("runs/{}", run.number));
+    let options = ctx.secret_options(&p.namespace().unwrap_or_default(), output_secret(refs).as_deref()).await.ok()?;
+    let location = flywheel_storage::Location::open_with(&format!("{output}{PROGRESS_FILE}"), options).ok()?;
+    let bytes = location.get_opt("").await.ok()??;
+    match serde_json::from_slice::<Progress>(&bytes) {
+        Ok(progress) => Some(RunProgress::from(&progress)),
+        Err(e) => {
+            tracing::debug!(uri = %location.uri(), error = %e, "unreadable training progress");
+            None
+        }
+    }
 }
 
 /// Pure: `TrainingSucceeded` from the last finished run, announced when it changes.
