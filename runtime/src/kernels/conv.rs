@@ -36,14 +36,16 @@ pub fn conv2d<T: Elem>(a: &ConvArgs<T>) -> (Vec<T>, usize, usize) {
         return (out, oh, ow);
     }
     if a.groups == a.c && a.m == a.c && a.groups > 1 {
-        depthwise(a, oh, ow, &mut out);
+        if !T::depthwise_fast(a, oh, ow, &mut out) {
+            depthwise(a, oh, ow, &mut out);
+        }
     } else {
         grouped(a, oh, ow, &mut out);
     }
     (out, oh, ow)
 }
 
-fn depthwise<T: Elem>(a: &ConvArgs<T>, oh: usize, ow: usize, out: &mut [T]) {
+pub(super) fn depthwise<T: Elem>(a: &ConvArgs<T>, oh: usize, ow: usize, out: &mut [T]) {
     let wn = a.win;
     let (h, w) = (a.h, a.w);
     let ksz = wn.kh * wn.kw;
@@ -129,9 +131,7 @@ fn im2col<T: Elem>(
             if wn.sw == 1 {
                 d[lo..hi].copy_from_slice(&xrow[first..first + (hi - lo)]);
             } else {
-                for (dv, xv) in d[lo..hi].iter_mut().zip(xrow[first..].iter().step_by(wn.sw)) {
-                    *dv = *xv;
-                }
+                T::copy_strided(&mut d[lo..hi], &xrow[first..], wn.sw);
             }
         }
     }
