@@ -164,6 +164,13 @@ pub enum Op {
     BatchNorm {
         eps: f32,
     },
+    /// Inference BatchNorm with the per-channel Mul / Add and activation after it folded in at
+    /// load (inputs: x, per-channel scale and shift); `rank`: the input rank the folded
+    /// constants were per-channel for.
+    ChannelAffine {
+        act: crate::kernels::Activation,
+        rank: Option<usize>,
+    },
     /// Opset-14 training mode: batch statistics, plus the updated running mean and variance.
     BatchNormTrain {
         eps: f32,
@@ -302,6 +309,7 @@ pub fn run(op: &Op, ins: &[Option<&Tensor>], n_out: usize) -> Result<Vec<Tensor>
         Op::Conv(c) => one(nn::conv(c, ins)?),
         Op::ConvTranspose(c) => one(nn::conv_transpose(c, ins)?),
         Op::BatchNorm { eps } => one(nn::batch_norm(ins, *eps)?),
+        Op::ChannelAffine { act, rank } => one(nn::channel_affine(ins, *act, *rank)?),
         Op::BatchNormTrain { eps, momentum } => norm::batch_norm_training(ins, *eps, *momentum),
         Op::Pool(p) => {
             let x = req(ins, 0)?;
