@@ -9,6 +9,7 @@ use candle_core::Tensor;
 use std::collections::HashSet;
 
 mod affine;
+mod residual;
 
 pub struct Plan {
     pub graph: Graph,
@@ -35,6 +36,7 @@ pub fn build(mut g: Graph, opts: &PlanOptions) -> Result<Plan, LoadError> {
         fold_channel_affine(&mut g);
         affine::fuse_batch_norm_chains(&mut g);
         fuse_activations(&mut g);
+        residual::fuse_sum_relu(&mut g);
     }
     let free_after = liveness(&g);
     Ok(Plan { graph: g, free_after })

@@ -163,3 +163,45 @@ fn a_batch_norm_with_mul_add_and_relu_after_it_runs_as_one_pass() {
         assert!(diff < 1e-5, "{x:?} {scale:?} {shift:?}: {diff}");
     }
 }
+
+/// op(a, b) -> Relu, with a and b graph inputs of the given dims.
+fn sum_relu_model(op: &str, a: &[i64], b: &[i64], out: &[i64]) -> Vec<u8> {
+    let graph = GraphProto {
+        node: vec![node(op, &["a", "b"], "s"), node("Relu", &["s"], "y")],
+        input: vec![info("a", a), info("b", b)],
+        output: vec![info("y", out)],
+        name: "g".into(),
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn a_residual_sum_and_its_relu_run_as_one_node() {
+    // Same shapes (the one-pass kernel) and a broadcast (the two ops as written).
+    for (op, a, b) in [
+        ("Add", &[2, 3, 4, 5][..], &[2, 3, 4, 5][..]),
+        ("Sum", &[2, 3, 4, 5], &[2, 3, 4, 5]),
+        ("Add", &[2, 3, 4, 5], &[1, 3, 1, 1]),
+    ] {
+        let bytes = sum_relu_model(op, a, b, &[2, 3, 4, 5]);
+        let t = |d: &[i64]| {
+            let dims: Vec<usize> = d.iter().map(|&v| v as usize).collect();
+            Tensor::randn(0f32, 1.0, dims.as_slice(), &Device::Cpu).unwrap()
+        };
+        let (x, y) = (t(a), t(b));
+        let fused = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(fused.node_count(), 1, "{op} {a:?} {b:?}");
+        let got = &fused.run(&[("a", x.clone()), ("b", y.clone())]).unwrap()[0].1;
+        let want = x.broadcast_add(&y).unwrap().relu().unwrap();
+        let diff =
+            (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(diff, 0.0, "{op} {a:?} {b:?}");
+    }
+}

@@ -88,6 +88,14 @@ pub fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Option<Result<Tensor>> {
     }
 }
 
+/// max(a + b, 0) of two f32 tensors of one shape (a residual sum and its Relu).
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Option<Result<Tensor>> {
+    if a.dims() != b.dims() {
+        return None;
+    }
+    binary_with(a, b, |x, y| (x + y).max(0.0))
+}
+
 fn binary_with(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Option<Result<Tensor>> {
     if a.track_op() || b.track_op() {
         return None;

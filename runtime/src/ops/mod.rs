@@ -171,6 +171,12 @@ pub enum Op {
         act: crate::kernels::Activation,
         rank: Option<usize>,
     },
+    /// Inference: a two-input Add / Sum and the Relu after it (`plan::residual`), one pass on
+    /// contiguous f32 tensors of one shape, else the two ops as written.
+    AddRelu {
+        first: Box<Op>,
+        relu: Box<Op>,
+    },
     /// Opset-14 training mode: batch statistics, plus the updated running mean and variance.
     BatchNormTrain {
         eps: f32,
@@ -296,6 +302,13 @@ pub fn run(op: &Op, ins: &[Option<&Tensor>], n_out: usize) -> Result<Vec<Tensor>
             None => one(elementwise::binary(*b, req(ins, 0)?, req(ins, 1)?)?),
         },
         Op::Variadic(v) => one(elementwise::variadic(*v, ins)?),
+        Op::AddRelu { first, relu } => {
+            if let Some(y) = fast::add_relu(req(ins, 0)?, req(ins, 1)?) {
+                return one(y?);
+            }
+            let y = run(first, ins, 1)?;
+            run(relu, &[Some(&y[0])], 1)
+        }
         Op::Clip(c) => one(elementwise::clip(c, ins)?),
         Op::Where => one(elementwise::where_op(req(ins, 0)?, req(ins, 1)?, req(ins, 2)?)?),
         Op::Cast(dt, to_bool) => one(elementwise::cast(req(ins, 0)?, *dt, *to_bool)?),
