@@ -9,6 +9,7 @@ use candle_core::Tensor;
 use std::collections::HashSet;
 
 mod affine;
+mod packing;
 mod residual;
 
 pub struct Plan {
@@ -37,6 +38,7 @@ pub fn build(mut g: Graph, opts: &PlanOptions) -> Result<Plan, LoadError> {
         affine::fuse_batch_norm_chains(&mut g);
         fuse_activations(&mut g);
         residual::fuse_sum_relu(&mut g);
+        packing::keep_packed_weights(&mut g);
     }
     let free_after = liveness(&g);
     Ok(Plan { graph: g, free_after })

@@ -4,6 +4,8 @@
 //! transposed convolution and pooling. They run on rayon across batch items and channels.
 
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+mod direct;
 pub mod nd;
 pub mod pool;
 #[cfg(target_arch = "x86_64")]
@@ -158,6 +160,10 @@ pub trait Elem:
             *d = *s;
         }
     }
+    /// A faster dense/grouped convolution for this type and CPU, if there is one (false: none ran).
+    fn direct_fast(_a: &conv::ConvArgs<Self>, _oh: usize, _ow: usize, _out: &mut [Self]) -> bool {
+        false
+    }
     /// A faster depthwise kernel for this type and CPU, if there is one (false: none ran).
     fn depthwise_fast(_a: &conv::ConvArgs<Self>, _oh: usize, _ow: usize, _out: &mut [Self]) -> bool {
         false
@@ -177,6 +183,12 @@ impl Elem for f32 {
     }
     fn copy_strided(dst: &mut [Self], src: &[Self], stride: usize) {
         copy_strided_f32(dst, src, stride)
+    }
+    fn direct_fast(a: &conv::ConvArgs<Self>, oh: usize, ow: usize, out: &mut [Self]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return use_direct() && direct::suits(a, oh, ow) && direct::conv(a, oh, ow, out);
+        #[cfg(not(target_arch = "x86_64"))]
+        false
     }
     fn depthwise_fast(a: &conv::ConvArgs<Self>, oh: usize, ow: usize, out: &mut [Self]) -> bool {
         #[cfg(target_arch = "x86_64")]
@@ -225,6 +237,12 @@ pub fn copy_strided_f32(dst: &mut [f32], src: &[f32], stride: usize) {
     for (d, s) in dst[done..].iter_mut().zip(src[(done * stride).min(src.len())..].iter().step_by(stride)) {
         *d = *s;
     }
+}
+
+/// The direct convolution kernel unless FLYWHEEL_RUNTIME_DIRECT=0 (to compare with im2col + gemm).
+fn use_direct() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("FLYWHEEL_RUNTIME_DIRECT").map_or(true, |v| v != "0"))
 }
 
 /// Threads the kernels may use (rayon's pool size, which honours RAYON_NUM_THREADS).

@@ -369,6 +369,7 @@ mod tests {
                 groups: c,
                 win,
                 act: acts[case % acts.len()],
+                packed: None,
             };
             let mut want = vec![0f32; n * c * oh * ow];
             conv::depthwise(&args, oh, ow, &mut want);

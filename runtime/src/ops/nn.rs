@@ -127,6 +127,8 @@ pub struct Conv {
     pub groups: usize,
     /// Activation fused by the planner (inference only).
     pub act: Activation,
+    /// Set by the planner when the weights are constants: their packed form, kept across runs.
+    pub packed: Option<std::sync::Arc<kernels::conv::Packed>>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +164,7 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
                 geom: parse_geometry(a, 2)?,
                 groups: a.int_or("group", 1).max(1) as usize,
                 act: Activation::None,
+                packed: None,
             })
         }
         "ConvTranspose" => {
@@ -303,6 +306,7 @@ pub fn conv(c: &Conv, ins: &[Option<&Tensor>]) -> Result<Tensor> {
             groups: c.groups,
             win,
             act: c.act,
+            packed: c.packed.as_deref(),
         };
         kernels::conv::conv2d(&args)
     };
