@@ -8,6 +8,10 @@ use crate::ops::{self, Op, elementwise::Unary};
 use candle_core::Tensor;
 use std::collections::HashSet;
 
+mod affine;
+mod packing;
+mod residual;
+
 pub struct Plan {
     pub graph: Graph,
     /// For each node, the value ids that are dead after it runs.
@@ -31,7 +35,10 @@ pub fn build(mut g: Graph, opts: &PlanOptions) -> Result<Plan, LoadError> {
     if opts.fuse {
         fold_batch_norm(&mut g)?;
         fold_channel_affine(&mut g);
+        affine::fuse_batch_norm_chains(&mut g);
         fuse_activations(&mut g);
+        residual::fuse_sum_relu(&mut g);
+        packing::keep_packed_weights(&mut g);
     }
     let free_after = liveness(&g);
     Ok(Plan { graph: g, free_after })

@@ -24,7 +24,12 @@ pub struct ConvArgs<'a, T: Elem = f32> {
     pub groups: usize,
     pub win: Window,
     pub act: Activation,
+    /// Where the direct kernel keeps the weights packed across runs (constant weights only).
+    pub packed: Option<&'a Packed>,
 }
+
+/// Packed weights of a convolution, computed on its first run (see `direct`).
+pub type Packed = std::sync::OnceLock<Vec<Vec<f32>>>;
 
 /// Returns (output [n, m, oh, ow], oh, ow).
 pub fn conv2d<T: Elem>(a: &ConvArgs<T>) -> (Vec<T>, usize, usize) {
@@ -36,14 +41,16 @@ pub fn conv2d<T: Elem>(a: &ConvArgs<T>) -> (Vec<T>, usize, usize) {
         return (out, oh, ow);
     }
     if a.groups == a.c && a.m == a.c && a.groups > 1 {
-        depthwise(a, oh, ow, &mut out);
-    } else {
+        if !T::depthwise_fast(a, oh, ow, &mut out) {
+            depthwise(a, oh, ow, &mut out);
+        }
+    } else if !T::direct_fast(a, oh, ow, &mut out) {
         grouped(a, oh, ow, &mut out);
     }
     (out, oh, ow)
 }
 
-fn depthwise<T: Elem>(a: &ConvArgs<T>, oh: usize, ow: usize, out: &mut [T]) {
+pub(super) fn depthwise<T: Elem>(a: &ConvArgs<T>, oh: usize, ow: usize, out: &mut [T]) {
     let wn = a.win;
     let (h, w) = (a.h, a.w);
     let ksz = wn.kh * wn.kw;
@@ -125,13 +132,15 @@ fn im2col<T: Elem>(
             let xrow = &xc[iy as usize * w..(iy as usize + 1) * w];
             d[..lo].fill(T::default());
             d[hi..].fill(T::default());
+            if lo == hi {
+                // The tap never reaches the input for this row (pads wider than the kernel).
+                continue;
+            }
             let first = (lo as isize * wn.sw as isize + off) as usize;
             if wn.sw == 1 {
                 d[lo..hi].copy_from_slice(&xrow[first..first + (hi - lo)]);
             } else {
-                for (dv, xv) in d[lo..hi].iter_mut().zip(xrow[first..].iter().step_by(wn.sw)) {
-                    *dv = *xv;
-                }
+                T::copy_strided(&mut d[lo..hi], &xrow[first..], wn.sw);
             }
         }
     }
@@ -148,7 +157,7 @@ unsafe impl<T> Sync for OutPtr<T> {}
 /// (sized to stay in cache) and multiply by the group's weights into the output columns of
 /// that strip. Tasks write disjoint columns, so they run in parallel across both cores even
 /// for a single image.
-fn grouped<T: Elem>(a: &ConvArgs<T>, oh: usize, ow: usize, out: &mut [T]) {
+pub(super) fn grouped<T: Elem>(a: &ConvArgs<T>, oh: usize, ow: usize, out: &mut [T]) {
     let wn = a.win;
     let cg = a.c / a.groups;
     let mg = a.m / a.groups;
@@ -362,6 +371,7 @@ mod tests {
                 groups,
                 win: Window { kh, kw, sh, sw, dh, dw, pt, pl, pb, pr },
                 act: Activation::LeakyRelu(0.1),
+                packed: None,
             };
             let (got, oh, ow) = conv2d(&args);
             let (want, eh, ew) = naive(&args);

@@ -4,8 +4,12 @@
 //! transposed convolution and pooling. They run on rayon across batch items and channels.
 
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+mod direct;
 pub mod nd;
 pub mod pool;
+#[cfg(target_arch = "x86_64")]
+mod window;
 
 /// 2-D window geometry shared by convolution and pooling (1-D ops use h = 1).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -150,6 +154,20 @@ pub trait Elem:
     /// Run `f` with this thread's unfold buffer: kept across calls, since re-allocating it would
     /// page-fault on every run.
     fn with_col<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R;
+    /// dst[j] = src[j * stride] (im2col and padded planes of strided windows).
+    fn copy_strided(dst: &mut [Self], src: &[Self], stride: usize) {
+        for (d, s) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+            *d = *s;
+        }
+    }
+    /// A faster dense/grouped convolution for this type and CPU, if there is one (false: none ran).
+    fn direct_fast(_a: &conv::ConvArgs<Self>, _oh: usize, _ow: usize, _out: &mut [Self]) -> bool {
+        false
+    }
+    /// A faster depthwise kernel for this type and CPU, if there is one (false: none ran).
+    fn depthwise_fast(_a: &conv::ConvArgs<Self>, _oh: usize, _ow: usize, _out: &mut [Self]) -> bool {
+        false
+    }
 }
 
 impl Elem for f32 {
@@ -163,6 +181,21 @@ impl Elem for f32 {
         }
         COL.with(|c| f(&mut c.borrow_mut()))
     }
+    fn copy_strided(dst: &mut [Self], src: &[Self], stride: usize) {
+        copy_strided_f32(dst, src, stride)
+    }
+    fn direct_fast(a: &conv::ConvArgs<Self>, oh: usize, ow: usize, out: &mut [Self]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return use_direct() && direct::suits(a, oh, ow) && direct::conv(a, oh, ow, out);
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+    fn depthwise_fast(a: &conv::ConvArgs<Self>, oh: usize, ow: usize, out: &mut [Self]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return window::depthwise(a, oh, ow, out);
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
 }
 
 impl Elem for f64 {
@@ -173,6 +206,43 @@ impl Elem for f64 {
     fn with_col<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
         f(&mut Vec::new())
     }
+}
+
+/// dst[j] = src[j * stride]. Stride 2 (every strided convolution and pooling layer of the real
+/// models) deinterleaves 32 floats per step with one AVX-512 permute, where the scalar loop
+/// costs as much as the convolution's multiply on a 7x7 stride-2 stem.
+pub fn copy_strided_f32(dst: &mut [f32], src: &[f32], stride: usize) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if stride == 2 && std::is_x86_feature_detected!("avx512f") {
+        #[target_feature(enable = "avx512f")]
+        fn every_other(dst: &mut [f32], src: &[f32]) -> usize {
+            use std::arch::x86_64::*;
+            let idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let mut j = 0;
+            while j + 16 <= dst.len() && 2 * j + 32 <= src.len() {
+                // SAFETY: src[2j..2j+32] and dst[j..j+16] are in bounds (loop condition).
+                unsafe {
+                    let a = _mm512_loadu_ps(src.as_ptr().add(2 * j));
+                    let b = _mm512_loadu_ps(src.as_ptr().add(2 * j + 16));
+                    _mm512_storeu_ps(dst.as_mut_ptr().add(j), _mm512_permutex2var_ps(a, idx, b));
+                }
+                j += 16;
+            }
+            j
+        }
+        // SAFETY: the CPU has AVX-512F.
+        done = unsafe { every_other(dst, src) };
+    }
+    for (d, s) in dst[done..].iter_mut().zip(src[(done * stride).min(src.len())..].iter().step_by(stride)) {
+        *d = *s;
+    }
+}
+
+/// The direct convolution kernel unless FLYWHEEL_RUNTIME_DIRECT=0 (to compare with im2col + gemm).
+fn use_direct() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("FLYWHEEL_RUNTIME_DIRECT").map_or(true, |v| v != "0"))
 }
 
 /// Threads the kernels may use (rayon's pool size, which honours RAYON_NUM_THREADS).
@@ -252,6 +322,25 @@ mod tests {
         (0x42c80000, 0x3f800000),
         (0x3f800000, 0x3f3b26a8),
     ];
+
+    #[test]
+    fn strided_copy_matches_scalar() {
+        let src: Vec<f32> = (0..200).map(|i| i as f32).collect();
+        for stride in 1..4 {
+            for len in [0, 1, 15, 16, 17, 31, 32, 33, 50, 66] {
+                let have = (src.len() - 1) / stride + 1;
+                let n = len.min(have);
+                for start in [0, 1, 3] {
+                    let s = &src[start..(start + (n.max(1) - 1) * stride + 1).min(src.len())];
+                    let n = n.min((s.len() - 1) / stride + 1);
+                    let mut dst = vec![-1f32; n];
+                    copy_strided_f32(&mut dst, s, stride);
+                    let want: Vec<f32> = (0..n).map(|j| s[j * stride]).collect();
+                    assert_eq!(dst, want, "stride {stride} len {n} start {start}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn sigmoid_is_onnxruntimes_bit_for_bit() {

@@ -28,7 +28,7 @@ pub enum PoolKind {
 
 /// Range of kernel taps [lo, hi) whose position start + k*d lies in [0, limit), and the count
 /// of taps inside [.., padded_limit) (the padded extent, for count_include_pad).
-fn taps(start: isize, k: usize, d: usize, limit: usize, padded_limit: usize) -> (usize, usize, usize) {
+pub(super) fn taps(start: isize, k: usize, d: usize, limit: usize, padded_limit: usize) -> (usize, usize, usize) {
     let range_below = |lim: usize| -> usize {
         let room = lim as isize - start;
         if room <= 0 { 0 } else { (room as usize).div_ceil(d).min(k) }
@@ -40,6 +40,10 @@ fn taps(start: isize, k: usize, d: usize, limit: usize, padded_limit: usize) -> 
 
 /// x: [nc, h, w] contiguous; returns [nc, oh, ow].
 pub fn pool2d(x: &[f32], nc: usize, h: usize, w: usize, wn: &Window, oh: usize, ow: usize, kind: PoolKind) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(out) = super::window::pool(x, nc, h, w, wn, oh, ow, kind) {
+        return out;
+    }
     match kind {
         PoolKind::Max => max_pool2d_separable(x, nc, h, w, wn, oh, ow),
         PoolKind::Avg { count_include_pad } => pool2d_impl::<false>(x, nc, h, w, wn, oh, ow, count_include_pad),
@@ -47,7 +51,7 @@ pub fn pool2d(x: &[f32], nc: usize, h: usize, w: usize, wn: &Window, oh: usize, 
 }
 
 /// Monomorphised per pooling kind so the inner loop carries no per-element branch on the kind.
-fn pool2d_impl<const MAX: bool>(
+pub(super) fn pool2d_impl<const MAX: bool>(
     x: &[f32],
     nc: usize,
     h: usize,

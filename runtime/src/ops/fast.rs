@@ -88,6 +88,14 @@ pub fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Option<Result<Tensor>> {
     }
 }
 
+/// max(a + b, 0) of two f32 tensors of one shape (a residual sum and its Relu).
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Option<Result<Tensor>> {
+    if a.dims() != b.dims() {
+        return None;
+    }
+    binary_with(a, b, |x, y| (x + y).max(0.0))
+}
+
 fn binary_with(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Option<Result<Tensor>> {
     if a.track_op() || b.track_op() {
         return None;
@@ -139,6 +147,11 @@ fn binary_with(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Op
 /// [N, C, ...]: y = x * a[c] + b[c] in one pass (rounded like candle's separate multiply and
 /// add), planes split across threads.
 pub fn channel_affine(x: &Tensor, a: &Tensor, b: &Tensor) -> Option<Result<Tensor>> {
+    channel_affine_act(x, a, b, Activation::None)
+}
+
+/// `channel_affine` with an activation applied to each plane while it is in cache.
+pub fn channel_affine_act(x: &Tensor, a: &Tensor, b: &Tensor, act: Activation) -> Option<Result<Tensor>> {
     if x.track_op() || a.track_op() || b.track_op() || x.rank() < 2 {
         return None;
     }
@@ -159,6 +172,7 @@ pub fn channel_affine(x: &Tensor, a: &Tensor, b: &Tensor) -> Option<Result<Tenso
                 for (o, &x) in o.iter_mut().zip(x) {
                     *o = x * a + b;
                 }
+                act.apply_slice(o);
             }
         });
         Tensor::from_vec(out, x.shape(), x.device())

@@ -164,6 +164,19 @@ pub enum Op {
     BatchNorm {
         eps: f32,
     },
+    /// Inference BatchNorm with the per-channel Mul / Add and activation after it folded in at
+    /// load (inputs: x, per-channel scale and shift); `rank`: the input rank the folded
+    /// constants were per-channel for.
+    ChannelAffine {
+        act: crate::kernels::Activation,
+        rank: Option<usize>,
+    },
+    /// Inference: a two-input Add / Sum and the Relu after it (`plan::residual`), one pass on
+    /// contiguous f32 tensors of one shape, else the two ops as written.
+    AddRelu {
+        first: Box<Op>,
+        relu: Box<Op>,
+    },
     /// Opset-14 training mode: batch statistics, plus the updated running mean and variance.
     BatchNormTrain {
         eps: f32,
@@ -289,6 +302,13 @@ pub fn run(op: &Op, ins: &[Option<&Tensor>], n_out: usize) -> Result<Vec<Tensor>
             None => one(elementwise::binary(*b, req(ins, 0)?, req(ins, 1)?)?),
         },
         Op::Variadic(v) => one(elementwise::variadic(*v, ins)?),
+        Op::AddRelu { first, relu } => {
+            if let Some(y) = fast::add_relu(req(ins, 0)?, req(ins, 1)?) {
+                return one(y?);
+            }
+            let y = run(first, ins, 1)?;
+            run(relu, &[Some(&y[0])], 1)
+        }
         Op::Clip(c) => one(elementwise::clip(c, ins)?),
         Op::Where => one(elementwise::where_op(req(ins, 0)?, req(ins, 1)?, req(ins, 2)?)?),
         Op::Cast(dt, to_bool) => one(elementwise::cast(req(ins, 0)?, *dt, *to_bool)?),
@@ -302,6 +322,7 @@ pub fn run(op: &Op, ins: &[Option<&Tensor>], n_out: usize) -> Result<Vec<Tensor>
         Op::Conv(c) => one(nn::conv(c, ins)?),
         Op::ConvTranspose(c) => one(nn::conv_transpose(c, ins)?),
         Op::BatchNorm { eps } => one(nn::batch_norm(ins, *eps)?),
+        Op::ChannelAffine { act, rank } => one(nn::channel_affine(ins, *act, *rank)?),
         Op::BatchNormTrain { eps, momentum } => norm::batch_norm_training(ins, *eps, *momentum),
         Op::Pool(p) => {
             let x = req(ins, 0)?;

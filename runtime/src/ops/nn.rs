@@ -127,6 +127,8 @@ pub struct Conv {
     pub groups: usize,
     /// Activation fused by the planner (inference only).
     pub act: Activation,
+    /// Set by the planner when the weights are constants: their packed form, kept across runs.
+    pub packed: Option<std::sync::Arc<kernels::conv::Packed>>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +164,7 @@ pub fn parse(a: &Attrs, opset: i64) -> std::result::Result<Option<Op>, LoadError
                 geom: parse_geometry(a, 2)?,
                 groups: a.int_or("group", 1).max(1) as usize,
                 act: Activation::None,
+                packed: None,
             })
         }
         "ConvTranspose" => {
@@ -303,6 +306,7 @@ pub fn conv(c: &Conv, ins: &[Option<&Tensor>]) -> Result<Tensor> {
             groups: c.groups,
             win,
             act: c.act,
+            packed: c.packed.as_deref(),
         };
         kernels::conv::conv2d(&args)
     };
@@ -441,6 +445,27 @@ pub fn batch_norm(ins: &[Option<&Tensor>], eps: f32) -> Result<Tensor> {
         shape[1] = x.dims()[1];
     }
     x.broadcast_mul(&a.reshape(shape.as_slice())?)?.broadcast_add(&b.reshape(shape.as_slice())?)
+}
+
+/// A fused BatchNorm chain (see `plan::affine`): y = act(x * a[c] + b[c]).
+pub fn channel_affine(ins: &[Option<&Tensor>], act: Activation, rank: Option<usize>) -> Result<Tensor> {
+    let (x, a, b) = (req(ins, 0)?, req(ins, 1)?, req(ins, 2)?);
+    if rank.is_some_and(|r| r != x.rank()) {
+        bail!("BatchNormalization fused with a per-channel Mul/Add for rank {rank:?} inputs got {:?}", x.dims());
+    }
+    if let Some(y) = super::fast::channel_affine_act(x, a, b, act) {
+        return y;
+    }
+    let mut shape = vec![1usize; x.rank()];
+    if x.rank() > 1 {
+        shape[1] = x.dims()[1];
+    }
+    let y = x.broadcast_mul(&a.reshape(shape.as_slice())?)?.broadcast_add(&b.reshape(shape.as_slice())?)?;
+    match super::fast::map_activation(&y, act) {
+        Some(r) => r,
+        None if act == Activation::None => Ok(y),
+        None => bail!("activation {act:?} on a {:?} tensor", y.dtype()),
+    }
 }
 
 pub fn gemm(g: &Gemm, ins: &[Option<&Tensor>]) -> Result<Tensor> {

@@ -548,6 +548,7 @@ fn conv_exact(geom: &Geometry, groups: usize, x: &Operand, w: &Operand) -> Resul
         groups,
         win,
         act: Activation::None,
+        packed: None,
     };
     let (out, oh, ow) = kernels::conv::conv2d(&args);
     let shape = if spatial == 1 { Shape::from((n, m, ow)) } else { Shape::from((n, m, oh, ow)) };
