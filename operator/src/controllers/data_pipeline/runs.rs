@@ -78,7 +78,8 @@ pub async fn records(
     for run in runs {
         let mut record = record_of(run);
         if run.state == RunState::Running {
-            record.progress = progress(ctx, p, refs, run, output_base).await;
+            let secret = output_secret(refs);
+            record.progress = progress(ctx, p, secret.as_deref(), run.number, output_base).await;
         }
         if run.state == RunState::Succeeded {
             match register(ctx, p, refs, run, output_base, &models).await {
@@ -100,12 +101,12 @@ pub async fn records(
 async fn progress(
     ctx: &Context,
     p: &DataPipeline,
-    refs: &Refs,
-    run: &RunInfo,
+    secret: Option<&str>,
+    run: u32,
     output_base: Option<&str>,
 ) -> Option<RunProgress> {
-    let output = build::output_uri(output_base?, p, &format!("runs/{}", run.number));
-    let options = ctx.secret_options(&p.namespace().unwrap_or_default(), output_secret(refs).as_deref()).await.ok()?;
+    let output = build::output_uri(output_base?, p, &format!("runs/{run}"));
+    let options = ctx.secret_options(&p.namespace().unwrap_or_default(), secret).await.ok()?;
     let location = flywheel_storage::Location::open_with(&format!("{output}{PROGRESS_FILE}"), options).ok()?;
     let bytes = location.get_opt("").await.ok()??;
     match serde_json::from_slice::<Progress>(&bytes) {
@@ -325,6 +326,48 @@ mod tests {
 
     fn produced(number: u32) -> TrainingRun {
         TrainingRun { model_version: Some(format!("p-r{number}")), ..record_of(&run(number, RunState::Succeeded)) }
+    }
+
+    /// A context whose API server is never called (the storage read needs no Secret).
+    fn offline_context() -> std::sync::Arc<Context> {
+        let client = kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let settings = crate::context::Settings {
+            server_image: "s".into(),
+            trainer_image: "t".into(),
+            review_service_image: "r".into(),
+            default_output_uri: None,
+            namespace: None,
+            allow_local_files: true,
+            verify_models: false,
+        };
+        Context::new(client, crate::metrics::Metrics::default(), settings)
+    }
+
+    #[tokio::test]
+    async fn a_running_runs_progress_is_read_from_where_its_trainer_writes_it() {
+        let ctx = offline_context();
+        let p: DataPipeline = serde_yaml::from_str(
+            "apiVersion: flywheel.dev/v1alpha1\nkind: DataPipeline\nmetadata: {name: loop, namespace: ns}\nspec: {deployment: d}",
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("flywheel-progress-{}", std::process::id()));
+        let base = format!("file://{}", dir.display());
+        assert_eq!(progress(&ctx, &p, None, 3, Some(&base)).await, None, "nothing written yet");
+        // Where the run's request points its trainer: <base>/<namespace>/<pipeline>/runs/<N>/.
+        let run_dir = dir.join("ns/loop/runs/3");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let written = serde_json::json!({
+            "state": "training", "epochs": 6, "metric": "mAP50", "judgedOn": "feedback",
+            "baseMetrics": {"mAP50": 0.2}, "epoch": 2, "loss": 0.75, "metrics": {"mAP50": 0.4},
+            "imagesPerSecond": 120.0, "etaSeconds": 18.0, "bestEpoch": 2, "stoppedEarly": false, "history": [],
+        });
+        std::fs::write(run_dir.join(PROGRESS_FILE), written.to_string()).unwrap();
+        let read = progress(&ctx, &p, None, 3, Some(&base)).await.expect("the progress");
+        assert_eq!((read.epoch, read.epochs, read.value, read.base_value), (2, 6, Some(0.4), Some(0.2)));
+        assert_eq!((read.eta_seconds, read.best_epoch, read.state.as_str()), (Some(18.0), 2, "training"));
+        std::fs::write(run_dir.join(PROGRESS_FILE), b"{ half").unwrap();
+        assert_eq!(progress(&ctx, &p, None, 3, Some(&base)).await, None, "unreadable: no progress, no failure");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
