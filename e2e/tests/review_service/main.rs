@@ -373,7 +373,36 @@ impl Drop for AbortOnDrop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_one_queue_exactly_once_on_sqlite() {
-    scenario("review-sqlite", None).await;
+    let (ns, _operator) = scenario("review-sqlite", None).await;
+
+    // The loop turned off stops the service (0 replicas); turned on again, it comes back with
+    // every review it had (its database claim stayed).
+    // (The promotion gate needs the loop's reviews: it goes off and on with it.)
+    let loop_enabled = |on: bool| {
+        json!({"spec": {
+            "feedbackLoop": {"datasetVersion": "fb", "enabled": on},
+            "continuousDeployment": {"promotionGate": {"enabled": on}},
+        }})
+    };
+    let pipelines = ns.api::<DataPipeline>();
+    let merge = |v: &Value| kube::api::Patch::Merge(v.clone());
+    pipelines.patch("loop", &Default::default(), &merge(&loop_enabled(false))).await.unwrap();
+    let replicas = |n: i32| {
+        move |d: Option<&k8s_openapi::api::apps::v1::Deployment>| {
+            d.and_then(|d| d.spec.as_ref()?.replicas) == Some(n)
+                && (n > 0 || d.and_then(|d| d.status.as_ref()?.replicas).unwrap_or(0) == 0)
+        }
+    };
+    ns.wait_for("loop-review", replicas(0), 120).await.unwrap();
+    let off = |p: Option<&DataPipeline>| p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.review_service.is_none());
+    ns.wait_for::<DataPipeline>("loop", off, 60).await.unwrap();
+    pipelines.patch("loop", &Default::default(), &merge(&loop_enabled(true))).await.unwrap();
+    ns.wait_for("loop-review", replicas(1), 120).await.unwrap();
+    let back = |p: Option<&DataPipeline>| {
+        p.and_then(|p| p.status.as_ref()?.review_service.as_ref())
+            .is_some_and(|r| r.reviewed == Some(PREDICTIONS as u64) && r.written == Some(PREDICTIONS as u64))
+    };
+    ns.wait_for::<DataPipeline>("loop", back, 180).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ use flywheel_api::ModelVersion;
 use flywheel_api::data_pipeline::conditions;
 
 use super::read::Refs;
-use crate::context::Context;
+use crate::context::{Context, FIELD_MANAGER};
 use crate::controllers::deployment::apply::apply;
 use crate::controllers::deployment::build::{
     credential_env, pvc_claims, pvc_volume, security_context, token_secret_name,
@@ -292,11 +292,15 @@ pub async fn reconcile(
     refs: &Refs,
     rec: &mut StatusRecorder<'_>,
 ) -> Result<Option<ReviewServiceStatus>> {
-    let Some(feedback) = refs.feedback.as_ref() else { return Ok(None) };
+    let Some(feedback) = refs.feedback.as_ref() else {
+        stop(ctx, p, "the feedback loop is disabled").await?;
+        return Ok(None);
+    };
     let d = &refs.deployment;
     if !wanted(p, d) {
         let message =
             format!("Deployment {:?} has no spec.predictionLog: there are no predictions to review", d.name_any());
+        stop(ctx, p, &message).await?;
         rec.fail(conditions::REVIEW_SERVICE_READY, "NoPredictionLog", message).announce_reason();
         return Ok(None);
     }
@@ -333,6 +337,23 @@ pub async fn reconcile(
         }
     };
     Ok(Some(status))
+}
+
+/// Scales a review service that is no longer wanted to 0 replicas (an Event says why). Its
+/// database claim and Service stay, so turning the loop on again resumes with every review.
+async fn stop(ctx: &Context, p: &DataPipeline, why: &str) -> Result<()> {
+    let api: Api<AppsDeployment> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let Some(running) = api.get_opt(&name(p)).await? else { return Ok(()) };
+    if running.spec.as_ref().and_then(|s| s.replicas) == Some(0) {
+        return Ok(());
+    }
+    // A merge patch of the one field: an apply of a partial object by the field manager that
+    // applied the whole Deployment would drop the rest of it.
+    let patch = json!({"spec": {"replicas": 0}});
+    let params = kube::api::PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    api.patch(&name(p), &params, &kube::api::Patch::Merge(&patch)).await?;
+    ctx.event(p, false, "ReviewServiceStopped", "Reconcile", format!("{} scaled to 0: {why}", name(p))).await;
+    Ok(())
 }
 
 fn empty(p: &DataPipeline) -> ReviewServiceStatus {
