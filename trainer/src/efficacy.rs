@@ -1,9 +1,11 @@
 //! The pure parts of the efficacy benchmark (`flywheel-trainer-efficacy`): review orders, the
 //! reviews a curve needs to recover, and the SVG chart.
 
+use std::collections::HashSet;
+
 use flywheel_types::Task;
 use flywheel_types::prediction::Shape;
-use flywheel_vision::review_order::{disagree, lowest_confidence};
+use flywheel_vision::review_order::{QueueKey, disagree, lowest_confidence, queue_order};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -15,30 +17,44 @@ pub enum Order {
     Random,
     /// The champion's lowest confidence first.
     Margin,
-    /// The review service's order: champion/shadow disagreements first, then the champion's
-    /// lowest confidence (`review-service/src/store.rs`, `flywheel_vision::review_order`).
+    /// The review service's order before the interleave: champion/shadow disagreements first,
+    /// then the champion's lowest confidence.
+    Disagreement,
+    /// The review service's order (`flywheel_vision::review_order::queue_order`, the SQL in
+    /// `review-service/src/store.rs`): a stratified sample of (disagreement, the champion's
+    /// least confident label), in proportion to each part's size.
     Product,
 }
 
 impl Order {
-    pub const ALL: [Order; 3] = [Order::Random, Order::Margin, Order::Product];
+    pub const ALL: [Order; 4] = [Order::Random, Order::Margin, Order::Disagreement, Order::Product];
 
     pub fn name(self) -> &'static str {
         match self {
             Order::Random => "random",
             Order::Margin => "margin",
+            Order::Disagreement => "disagreement",
             Order::Product => "product",
         }
     }
+
+    pub fn parse(name: &str) -> Option<Order> {
+        Order::ALL.into_iter().find(|o| o.name() == name)
+    }
 }
 
-/// Indices of `champion` (one prediction per image) in review order; `shadow`, when deployed,
-/// answers for the same images. Ties keep the image order.
+/// The next images to review: indices of `champion` (one prediction per image, `ids` naming
+/// them as the review service's prediction ids do) not in
+/// `reviewed`, in review order; `shadow`, when deployed, answers for the same images. Ties keep
+/// the image order. The product's order ranks the unreviewed images only, as the review
+/// service's queue (`reviewed = 0`) does.
 pub fn review_order(
     order: Order,
     task: Task,
+    ids: &[String],
     champion: &[Vec<Shape>],
     shadow: Option<&[Vec<Shape>]>,
+    reviewed: &HashSet<usize>,
     seed: u64,
 ) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..champion.len()).collect();
@@ -47,19 +63,35 @@ pub fn review_order(
         Order::Margin => {
             idx.sort_by(|&a, &b| lowest_confidence(&champion[a]).total_cmp(&lowest_confidence(&champion[b])))
         }
-        Order::Product => {
+        Order::Disagreement => {
             let dis = |i: usize| shadow.is_some_and(|s| disagree(task, &champion[i], &s[i]));
             idx.sort_by(|&a, &b| {
                 dis(b).cmp(&dis(a)).then(lowest_confidence(&champion[a]).total_cmp(&lowest_confidence(&champion[b])))
             });
         }
+        Order::Product => {
+            idx.retain(|i| !reviewed.contains(i));
+            let keys: Vec<QueueKey> = idx
+                .iter()
+                .map(|&i| QueueKey::new(task, &ids[i], &champion[i], shadow.map(|s| s[i].as_slice())))
+                .collect();
+            return queue_order(&keys).into_iter().map(|k| idx[k]).collect();
+        }
     }
+    idx.retain(|i| !reviewed.contains(i));
     idx
 }
 
 /// The first number of reviews whose value reaches `target`, if any.
 pub fn reviews_to_reach(curve: &[(usize, f64)], target: f64) -> Option<usize> {
     curve.iter().find(|(_, v)| *v >= target).map(|(n, _)| *n)
+}
+
+/// The first number of reviews from which every later value stays at `target` or above (a
+/// recovery that holds as reviews keep coming, not one lucky retraining), if any.
+pub fn reviews_to_stay(curve: &[(usize, f64)], target: f64) -> Option<usize> {
+    let from = curve.iter().rposition(|(_, v)| *v < target).map_or(0, |k| k + 1);
+    curve.get(from).map(|(n, _)| *n)
 }
 
 /// A line chart: one polyline per series (name, points), a dashed line at `target`.
@@ -131,18 +163,36 @@ mod tests {
     }
 
     #[test]
-    fn margin_puts_the_least_confident_first_and_product_puts_disagreements_before_them() {
+    fn margin_puts_the_least_confident_first_and_product_samples_the_predicted_classes_in_proportion() {
         let b = [0.0, 0.0, 10.0, 10.0];
-        let champion = vec![vec![shape("a", 0.9, b)], vec![shape("a", 0.3, b)], vec![], vec![shape("a", 0.6, b)]];
-        assert_eq!(review_order(Order::Margin, Task::Detection, &champion, None, 1), [2, 1, 3, 0]);
-        // Without a shadow the product's order is the margin order.
-        assert_eq!(review_order(Order::Product, Task::Detection, &champion, None, 1), [2, 1, 3, 0]);
+        // Six confident "a" and two unsure "b": margin takes both "b" first; the product takes
+        // one "b" in the first four, as a stratified sample of 6:2 does.
+        let confidences = [0.9, 0.95, 0.3, 0.92, 0.97, 0.2, 0.91, 0.93];
+        let labels = ["a", "a", "b", "a", "a", "b", "a", "a"];
+        let champion: Vec<Vec<Shape>> = labels.iter().zip(confidences).map(|(l, c)| vec![shape(l, c, b)]).collect();
+        let ids: Vec<String> = (0..8).map(|i| format!("id-{i}")).collect();
+        let none = HashSet::new();
+        let order = |o, shadow: Option<&[Vec<Shape>]>, reviewed: &HashSet<usize>| {
+            review_order(o, Task::Detection, &ids, &champion, shadow, reviewed, 1)
+        };
+        assert_eq!(order(Order::Margin, None, &none)[..3], [5, 2, 0]);
+        assert_eq!(order(Order::Margin, None, &HashSet::from([5])).len(), 7);
+        let product = order(Order::Product, None, &none);
+        assert_eq!(product[..4].iter().filter(|&&i| labels[i] == "b").count(), 1);
+        assert_eq!(product[4..].iter().filter(|&&i| labels[i] == "b").count(), 1);
+        // The disagreement order (the queue's order before) takes a disagreement first.
         let mut shadow = champion.clone();
-        shadow[0] = vec![shape("b", 0.9, b)];
-        assert_eq!(review_order(Order::Product, Task::Detection, &champion, Some(&shadow), 1), [0, 2, 1, 3]);
-        let mut random = review_order(Order::Random, Task::Detection, &champion, None, 1);
+        shadow[4] = vec![shape("b", 0.9, b)];
+        assert_eq!(order(Order::Disagreement, Some(&shadow), &none)[..3], [4, 5, 2]);
+        // The product ranks the unreviewed images only, by the same key as the review service.
+        let rest = order(Order::Product, Some(&shadow), &HashSet::from([0, 2]));
+        let pending = [1, 3, 4, 5, 6, 7];
+        let keys: Vec<QueueKey> =
+            pending.iter().map(|&i| QueueKey::new(Task::Detection, &ids[i], &champion[i], Some(&shadow[i]))).collect();
+        assert_eq!(rest, queue_order(&keys).into_iter().map(|k| pending[k]).collect::<Vec<_>>());
+        let mut random = order(Order::Random, None, &none);
         random.sort();
-        assert_eq!(random, [0, 1, 2, 3]);
+        assert_eq!(random, (0..8).collect::<Vec<_>>());
     }
 
     #[test]
@@ -150,6 +200,9 @@ mod tests {
         let curve = [(0, 0.3), (20, 0.6), (40, 0.79), (60, 0.81), (80, 0.78)];
         assert_eq!(reviews_to_reach(&curve, 0.79), Some(40));
         assert_eq!(reviews_to_reach(&curve, 0.9), None);
+        assert_eq!(reviews_to_stay(&curve, 0.78), Some(40));
+        assert_eq!(reviews_to_stay(&curve, 0.79), None);
+        assert_eq!(reviews_to_stay(&curve, 0.2), Some(0));
     }
 
     #[test]

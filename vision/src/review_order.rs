@@ -1,6 +1,9 @@
-//! What orders a review queue: whether champion and shadow disagree on an image, and the
-//! champion's lowest confidence. One definition for every place that ranks predictions for
-//! review (disagreements first, then the least confident).
+//! What orders a review queue: whether champion and shadow disagree on an image, the label the
+//! champion is least sure of, and a position fixed by the prediction's id (`queue_order`: a
+//! stratified sample, the review service's queue and the efficacy benchmark's product order);
+//! and what a reviewer's decision makes ground truth of.
+
+use std::collections::HashMap;
 
 use flywheel_types::Task;
 use flywheel_types::prediction::Shape;
@@ -27,6 +30,70 @@ pub fn disagree(task: Task, a: &[Shape], b: &[Shape]) -> bool {
 /// confident answer).
 pub fn lowest_confidence(shapes: &[Shape]) -> f32 {
     shapes.iter().map(|s| s.confidence).fold(None, |m: Option<f32>, c| Some(m.map_or(c, |m| m.min(c)))).unwrap_or(0.0)
+}
+
+/// The stratum the queue samples a prediction in: the label of the champion's least confident
+/// shape, "" when it found nothing.
+pub fn stratum(shapes: &[Shape]) -> &str {
+    shapes.iter().min_by(|a, b| a.confidence.total_cmp(&b.confidence)).map_or("", |s| s.label.as_str())
+}
+
+/// A pseudo-random position in 0..1 fixed by the prediction's id (FNV-1a, then the SplitMix64
+/// finaliser): the same on every run and database, unrelated to time or confidence.
+pub fn spread(id: &str) -> f64 {
+    let mut z = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    // The top 53 bits: exact in an f64 (and a database's DOUBLE PRECISION), below 1.
+    ((z ^ (z >> 31)) >> 11) as f64 / 2f64.powi(53)
+}
+
+/// What the review queue orders a prediction by, computed once at ingest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueKey {
+    pub disagreement: bool,
+    pub stratum: String,
+    pub spread: f64,
+}
+
+impl QueueKey {
+    pub fn new(task: Task, id: &str, champion: &[Shape], shadow: Option<&[Shape]>) -> Self {
+        QueueKey {
+            disagreement: shadow.is_some_and(|s| disagree(task, champion, s)),
+            stratum: stratum(champion).to_string(),
+            spread: spread(id),
+        }
+    }
+}
+
+/// Indices of `keys` in review order, a stratified sample: each part (disagreement or not, and
+/// the stratum) contributes in proportion to its size, in `spread` order within it. A
+/// prediction's turn is `(rank in its part by spread + 0.5) / part size`; ties go to the lower
+/// spread, then the input order. So any prefix of the queue holds each part about as often as
+/// the whole queue does, as a random sample would but exactly, and neither the least confident
+/// nor the disagreements come first: under drift the champion's errors are confident (a whole
+/// class taken for another), its least confident images are a few atypical ones, and reviewing
+/// only its disagreements teaches nothing of the images it still gets right; both needed more
+/// reviews than random order (docs/trainer.md, "Efficacy benchmark"). The review service's SQL
+/// is the same order (`review-service/src/store.rs`).
+pub fn queue_order(keys: &[QueueKey]) -> Vec<usize> {
+    let mut by_spread: Vec<usize> = (0..keys.len()).collect();
+    by_spread.sort_by(|&a, &b| keys[a].spread.total_cmp(&keys[b].spread));
+    let mut size: HashMap<(bool, &str), usize> = HashMap::new();
+    for k in keys {
+        *size.entry((k.disagreement, k.stratum.as_str())).or_default() += 1;
+    }
+    let mut seen: HashMap<(bool, &str), usize> = HashMap::new();
+    let mut turn = vec![0.0; keys.len()];
+    for &i in &by_spread {
+        let part = (keys[i].disagreement, keys[i].stratum.as_str());
+        let r = seen.entry(part).or_default();
+        turn[i] = (*r as f64 + 0.5) / size[&part] as f64;
+        *r += 1;
+    }
+    let mut order = by_spread;
+    order.sort_by(|&a, &b| turn[a].total_cmp(&turn[b]).then(keys[a].spread.total_cmp(&keys[b].spread)));
+    order
 }
 
 /// Most shapes one review may hold.
@@ -101,6 +168,45 @@ mod tests {
         assert!(disagree(Task::Detection, &a, &a[..1]));
         assert_eq!(lowest_confidence(&a), 0.4);
         assert_eq!(lowest_confidence(&[]), 0.0);
+    }
+
+    #[test]
+    fn the_queue_samples_each_part_in_proportion_to_its_size() {
+        let key = |d: bool, s: &str, spread: f64| QueueKey { disagreement: d, stratum: s.into(), spread };
+        let keys = [
+            key(false, "cat", 0.1),
+            key(false, "cat", 0.2),
+            key(false, "cat", 0.3),
+            key(false, "cat", 0.4),
+            key(true, "cat", 0.9),
+            key(false, "dog", 0.8),
+            key(false, "", 0.6),
+            key(false, "dog", 0.7),
+        ];
+        // Turns (rank + 0.5) / size: cat 1/8, 3/8, 5/8, 7/8; dog 1/4, 3/4; nothing found and the
+        // disagreement 1/2 (the lower spread first): two cats to each dog, although every dog's
+        // spread is above every cat's, and the least confident (nothing found) and the
+        // disagreement in the middle, as their parts' sizes have it.
+        assert_eq!(queue_order(&keys), [0, 7, 1, 6, 4, 2, 5, 3]);
+        // Ties (the same turn) go to the lower spread, then keep the input order.
+        assert_eq!(queue_order(&[key(false, "a", 0.5), key(false, "b", 0.4)]), [1, 0]);
+        assert_eq!(queue_order(&[key(false, "a", 0.5), key(false, "b", 0.5)]), [0, 1]);
+        let champion = [b("dog", 0.9, [0., 0., 10., 10.]), b("cat", 0.3, [20., 20., 30., 30.])];
+        assert_eq!(QueueKey::new(Task::Detection, "p1", &champion, None), key(false, "cat", spread("p1")));
+        assert!(QueueKey::new(Task::Detection, "p1", &champion, Some(&champion[..1])).disagreement);
+        assert_eq!(stratum(&[]), "");
+    }
+
+    #[test]
+    fn spread_is_fixed_by_the_id_and_covers_the_unit_interval() {
+        assert_eq!(spread("0190-a"), spread("0190-a"));
+        let v: Vec<f64> = (0..1000).map(|i| spread(&format!("0190abcd-{i:04}"))).collect();
+        assert!(v.iter().all(|s| (0.0..1.0).contains(s)));
+        // Sequential ids (UUIDv7 differ in their last characters) still spread evenly.
+        for q in 0..4 {
+            let n = v.iter().filter(|s| (q as f64 / 4.0..(q + 1) as f64 / 4.0).contains(*s)).count();
+            assert!((200..300).contains(&n), "quarter {q}: {n}");
+        }
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The efficacy benchmark (a command, never part of the test run): a champion trained on the
 //! generated source domain, production switching to a shifted domain, and the retraining loop
-//! run in rounds with reviews simulated from the generator's ground truth, for three review
-//! orders (random, margin, the product's). Each round reviews `--step` more production images
+//! run in rounds with reviews simulated from the generator's ground truth, for each review
+//! order (random, margin, the queue's former disagreement order, the product's). Each round reviews `--step` more production images
 //! in that order, retrains the champion on the source data replayed with every review so far
 //! (a feedback DatasetVersion, the built-in trainer with its defaults) and measures the new
-//! model on held-out target data; the new model is the shadow that the product's order compares
-//! the champion with in the next round. Prints a table and writes `efficacy-<task>.svg`.
+//! model on held-out target data; the new model is the shadow that the disagreement and product
+//! orders compare the champion with in the next round. Prints a table and writes
+//! `efficacy-<task>.svg`.
 //!
 //! `cargo run --release -p flywheel-trainer --bin flywheel-trainer-efficacy -- --task detection`
 
@@ -19,7 +20,7 @@ use flywheel_api::dataset_version::DatasetFormat;
 use flywheel_api::training::{NamedDataset, NamedModel, TrainRequest};
 use flywheel_storage::Location;
 use flywheel_trainer::dataset::{self, SampleRef};
-use flywheel_trainer::efficacy::{Order, review_order, reviews_to_reach, svg};
+use flywheel_trainer::efficacy::{Order, review_order, reviews_to_reach, reviews_to_stay, svg};
 use flywheel_trainer::generate::{self, DatasetOptions, Domain};
 use flywheel_trainer::model::{fetch_model, sha256_hex};
 use flywheel_trainer::train::objective::{Objective, detections};
@@ -62,8 +63,21 @@ struct Args {
     layers: String,
     #[arg(long, default_value_t = 2)]
     head_depth: u32,
+    /// Print the champion's confusion on the pool and each round's picks (true > predicted @
+    /// confidence), for classification.
+    #[arg(long)]
+    explain: bool,
+    /// Review orders to compare, comma-separated.
+    #[arg(long, default_value = "random,margin,disagreement,product")]
+    orders: String,
     #[arg(long, default_value = "target/efficacy")]
     out: PathBuf,
+}
+
+impl Args {
+    fn orders(&self) -> anyhow::Result<Vec<Order>> {
+        self.orders.split(',').map(|o| Order::parse(o).ok_or_else(|| anyhow::anyhow!("unknown order {o}"))).collect()
+    }
 }
 
 fn uri(p: &Path) -> String {
@@ -214,6 +228,9 @@ fn trained(base: &NamedModel, result: &flywheel_api::training::TrainResult, name
     NamedModel { name: name.into(), spec }
 }
 
+/// Reviews a curve needs to recover to a target (`reviews_to_reach`, `reviews_to_stay`).
+type Recovery = fn(&[(usize, f64)], f64) -> Option<usize>;
+
 struct SeedResult {
     pre_drift: f64,
     no_loop: f64,
@@ -257,19 +274,41 @@ async fn one_seed(a: &Args, task: Task, domain: &str, seed: u64) -> anyhow::Resu
     let no_loop = champ.metric(&target_refs).await?;
     eprintln!("seed {seed}: champion {pre_drift:.3} on source, {no_loop:.3} on {domain}");
     let champion_preds = champ.predict(&pool_refs).await?;
+    if a.explain && task == Task::Classification {
+        let mut confusion: BTreeMap<(usize, String), (usize, f32)> = BTreeMap::new();
+        for (r, p) in pool_refs.iter().zip(&champion_preds) {
+            let e = confusion.entry((r.label.unwrap_or(0), p[0].label.clone())).or_default();
+            e.0 += 1;
+            e.1 += p[0].confidence;
+        }
+        let cells: Vec<String> =
+            confusion.iter().map(|((t, p), (n, c))| format!("{t}>{p}: {n} @ {:.2}", c / *n as f32)).collect();
+        eprintln!("  champion on the pool (true > predicted: images @ mean confidence): {}", cells.join(", "));
+    }
 
+    let ids: Vec<String> = pool_refs.iter().map(|r| r.path.clone()).collect();
     let mut curves = BTreeMap::new();
-    for order in Order::ALL {
+    for order in a.orders()? {
         let mut reviewed: Vec<usize> = Vec::new();
         let mut shadow: Option<Vec<Vec<Shape>>> = None;
         let mut curve = vec![(0, no_loop)];
         for round in 1..=a.max_reviews / a.step {
             let taken: HashSet<usize> = reviewed.iter().copied().collect();
-            let next: Vec<usize> = review_order(order, task, &champion_preds, shadow.as_deref(), s + round as u64)
-                .into_iter()
-                .filter(|i| !taken.contains(i))
-                .take(a.step)
-                .collect();
+            let next: Vec<usize> =
+                review_order(order, task, &ids, &champion_preds, shadow.as_deref(), &taken, s + round as u64)
+                    .into_iter()
+                    .take(a.step)
+                    .collect();
+            if a.explain && task == Task::Classification {
+                let d: Vec<String> = next
+                    .iter()
+                    .map(|&i| {
+                        let c = &champion_preds[i];
+                        format!("{}>{}@{:.2}", pool_refs[i].label.unwrap_or(0), c[0].label, c[0].confidence)
+                    })
+                    .collect();
+                eprintln!("  picks {} {round}: {}", order.name(), d.join(" "));
+            }
             reviewed.extend(next);
             let round_dir = dir.join(format!("{}-{round}", order.name()));
             let _ = std::fs::remove_dir_all(&round_dir);
@@ -295,7 +334,7 @@ async fn one_seed(a: &Args, task: Task, domain: &str, seed: u64) -> anyhow::Resu
                     no_loop
                 }
             };
-            eprintln!("  seed {seed} {:>7} {:>4} reviews: {value:.3}", order.name(), reviewed.len());
+            eprintln!("  seed {seed} {:>12} {:>4} reviews: {value:.3}", order.name(), reviewed.len());
             curve.push((reviewed.len(), value));
         }
         curves.insert(order.name(), curve);
@@ -326,33 +365,41 @@ async fn main() -> anyhow::Result<()> {
         a.seeds,
         task = task.as_str()
     );
-    let rounds: Vec<usize> = results[0].curves["random"].iter().map(|p| p.0).collect();
-    print!("{:>8} |", "reviews");
+    let orders = a.orders()?;
+    let rounds: Vec<usize> = results[0].curves[orders[0].name()].iter().map(|p| p.0).collect();
+    print!("{:>12} |", "reviews");
     for r in &rounds {
         print!(" {r:>6}");
     }
-    println!(" | reviews to within 0.02 of pre-drift (per seed; mean over seeds that recover)");
+    println!(
+        " | reviews to reach within 0.02 of pre-drift, and to stay there to the last round (per seed; mean over \
+         the seeds that do)"
+    );
     let mut series = vec![("no loop".to_string(), rounds.iter().map(|&r| (r, no_loop)).collect::<Vec<_>>())];
-    for order in Order::ALL {
+    for &order in &orders {
         let curve: Vec<(usize, f64)> = rounds
             .iter()
             .enumerate()
             .map(|(k, &r)| (r, results.iter().map(|s| s.curves[order.name()][k].1).sum::<f64>() / n))
             .collect();
-        let needed: Vec<Option<usize>> =
-            results.iter().map(|s| reviews_to_reach(&s.curves[order.name()], s.pre_drift - 0.02)).collect();
-        let got: Vec<usize> = needed.iter().flatten().copied().collect();
-        print!("{:>8} |", order.name());
+        print!("{:>12} |", order.name());
         for (_, v) in &curve {
             print!(" {v:>6.3}");
         }
-        let per_seed: Vec<String> = needed.iter().map(|n| n.map_or("-".into(), |v| v.to_string())).collect();
-        let avg = if got.is_empty() {
-            "never".to_string()
-        } else {
-            format!("{:.1}", got.iter().sum::<usize>() as f64 / got.len() as f64)
+        let summary = |f: Recovery| {
+            let needed: Vec<Option<usize>> =
+                results.iter().map(|s| f(&s.curves[order.name()], s.pre_drift - 0.02)).collect();
+            let got: Vec<usize> = needed.iter().flatten().copied().collect();
+            let per_seed: Vec<String> = needed.iter().map(|n| n.map_or("-".into(), |v| v.to_string())).collect();
+            let avg = if got.is_empty() {
+                "never".to_string()
+            } else {
+                let mean = got.iter().sum::<usize>() as f64 / got.len() as f64;
+                format!("{mean:.1} over {} of {} seeds", got.len(), needed.len())
+            };
+            format!("{} (mean {avg})", per_seed.join(", "))
         };
-        println!(" | {} (mean {avg})", per_seed.join(", "));
+        println!(" | reach: {} | stay: {}", summary(reviews_to_reach), summary(reviews_to_stay));
         series.push((format!("{} order", order.name()), curve));
     }
     let chart = svg(
