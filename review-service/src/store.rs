@@ -10,7 +10,7 @@
 //!   written again after a crash.
 
 use flywheel_types::prediction::{PredictionRecord, Shape};
-use flywheel_vision::review_order::{disagree, lowest_confidence};
+use flywheel_vision::review_order::{QueueKey, lowest_confidence};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -213,12 +213,12 @@ impl Store {
         let mut added = 0;
         for r in records {
             let Some(image) = &r.image else { continue };
-            let disagreement = r.shadow.as_ref().is_some_and(|s| disagree(r.task, &r.champion.shapes, &s.shapes));
+            let key = QueueKey::new(r.task, &r.id, &r.champion.shapes, r.shadow.as_ref().map(|s| s.shapes.as_slice()));
             let record = serde_json::to_string(r).expect("a record serialises");
             added += sqlx::query(
                 "INSERT INTO predictions (id, time_ms, deployment, image, champion_model, champion_version, \
-                 shadow_model, shadow_version, record, disagreement, min_confidence, reviewed) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0) ON CONFLICT (id) DO NOTHING",
+                 shadow_model, shadow_version, record, disagreement, min_confidence, reviewed, stratum, spread) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&r.id)
             .bind(r.time.timestamp_millis())
@@ -229,8 +229,10 @@ impl Store {
             .bind(r.shadow.as_ref().map(|s| s.model.clone()))
             .bind(r.shadow.as_ref().map(|s| s.version.clone()))
             .bind(record)
-            .bind(i64::from(disagreement))
+            .bind(i64::from(key.disagreement))
             .bind(f64::from(lowest_confidence(&r.champion.shapes)))
+            .bind(&key.stratum)
+            .bind(key.spread)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -257,14 +259,17 @@ impl Store {
         Ok(added)
     }
 
-    /// One page of the queue, most useful first: disagreements, then the least confident, then
-    /// the newest. Returns the page and the total matching `filter`.
+    /// One page of the queue in `review_order::queue_order`'s order: a stratified sample of the
+    /// predictions matching `filter`, each (disagreement, stratum) part in proportion to its
+    /// size, by spread within it. Returns the page and the total matching `filter`.
     pub async fn list(&self, filter: &Filter, limit: i64, offset: i64) -> Result<(Vec<Item>, i64)> {
         let (clause, binds) = filter.to_sql();
         let n = binds.len();
         let page = format!(
-            "{SELECT_ITEM}{clause} ORDER BY disagreement DESC, min_confidence ASC, time_ms DESC, id ASC \
-             LIMIT ${} OFFSET ${}",
+            "SELECT record, disagreement, min_confidence, reviewed FROM (SELECT record, disagreement, min_confidence, \
+             reviewed, spread, id, (CAST(ROW_NUMBER() OVER (PARTITION BY disagreement, stratum ORDER BY spread, id) \
+             AS DOUBLE PRECISION) - 0.5) / CAST(COUNT(*) OVER (PARTITION BY disagreement, stratum) AS DOUBLE PRECISION) \
+             AS turn FROM predictions{clause}) AS queue ORDER BY turn, spread, id LIMIT ${} OFFSET ${}",
             n + 1,
             n + 2
         );

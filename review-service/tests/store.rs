@@ -11,6 +11,7 @@ use flywheel_review_service::{Decision, Filter, Store, StoreError, ingest};
 use flywheel_storage::Location;
 use flywheel_types::Task;
 use flywheel_types::prediction::{ModelOutput, PredictionRecord, Shape, records_path};
+use flywheel_vision::review_order::{QueueKey, queue_order};
 
 fn shapes(label: &str, confidence: f32) -> Vec<Shape> {
     vec![Shape { label: label.into(), class_id: 0, confidence, bbox: None }]
@@ -90,14 +91,19 @@ async fn scenario(url: &str) {
     let total = with_image + 2;
     assert_eq!(store.totals().await.unwrap().predictions, total as i64);
 
-    // One global queue: every disagreement before any agreement, each part by confidence.
+    // One global queue, in the order `review_order::queue_order` gives the same predictions:
+    // every (disagreement, predicted class) part in proportion from the first page on.
     let (page, n) = store.list(&to_review(), 1000, 0).await.unwrap();
     assert_eq!(n, total as i64);
-    let keys: Vec<(bool, f32)> = page.iter().map(|i| (i.disagreement, i.min_confidence)).collect();
-    let mut sorted = keys.clone();
-    sorted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)));
-    assert_eq!(keys, sorted);
-    assert!(keys[0].0 && !keys.last().unwrap().0);
+    let keys: Vec<QueueKey> = page
+        .iter()
+        .map(|i| {
+            let r = &i.record;
+            QueueKey::new(r.task, &r.id, &r.champion.shapes, r.shadow.as_ref().map(|s| s.shapes.as_slice()))
+        })
+        .collect();
+    assert_eq!(queue_order(&keys), (0..page.len()).collect::<Vec<_>>());
+    assert!(page[..10].iter().any(|i| i.disagreement) && page[..10].iter().any(|i| !i.disagreement));
     let (second_page, _) = store.list(&to_review(), 10, 10).await.unwrap();
     assert_eq!(second_page, page[10..20]);
 
