@@ -287,6 +287,11 @@ async fn one_seed(a: &Args, task: Task, domain: &str, seed: u64) -> anyhow::Resu
     }
 
     let ids: Vec<String> = pool_refs.iter().map(|r| r.path.clone()).collect();
+    let layers = match a.layers.as_str() {
+        "head" => TrainLayers::Head,
+        "all" => TrainLayers::All,
+        l => anyhow::bail!("--layers is head or all, not {l}"),
+    };
     let mut curves = BTreeMap::new();
     for order in a.orders()? {
         let mut reviewed: Vec<usize> = Vec::new();
@@ -320,9 +325,14 @@ async fn one_seed(a: &Args, task: Task, domain: &str, seed: u64) -> anyhow::Resu
                 &round_dir.join("run"),
                 a.epochs,
                 a.lr,
-                TrainLayers::Head,
+                layers,
             );
-            let value = match train::run_with(&req, &TrainOptions { head_depth: 2, ..TrainOptions::default() }).await {
+            let value = match train::run_with(
+                &req,
+                &TrainOptions { head_depth: a.head_depth, ..TrainOptions::default() },
+            )
+            .await
+            {
                 Ok(result) => {
                     let candidate = trained(&champion, &result, "candidate");
                     let e = Evaluator::new(&candidate, &target_refs).await?;
