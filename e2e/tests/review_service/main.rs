@@ -21,7 +21,9 @@ use flywheel_e2e::wait::eventually;
 use flywheel_e2e::{
     TestNamespace, generate, install_crds, shared_cluster, start_operator, test_settings, workspace_root,
 };
+use flywheel_types::Task;
 use flywheel_types::prediction::Shape;
+use flywheel_vision::review_order::{QueueKey, queue_order};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Secret};
 use kube::api::ListParams;
@@ -230,14 +232,18 @@ spec:
     let queued: BTreeSet<String> =
         page["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(queued, sent.iter().cloned().collect(), "every replica's predictions, each once, in one queue");
-    let keys: Vec<(bool, f64)> = page["items"]
+    // The global order is `review_order::queue_order`'s for these predictions.
+    let shapes = |v: &Value| serde_json::from_value::<Vec<Shape>>(v["shapes"].clone()).unwrap();
+    let keys: Vec<QueueKey> = page["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| (i["disagreement"].as_bool().unwrap(), i["minConfidence"].as_f64().unwrap()))
+        .map(|i| {
+            let shadow = (!i["shadow"].is_null()).then(|| shapes(&i["shadow"]));
+            QueueKey::new(Task::Detection, i["id"].as_str().unwrap(), &shapes(&i["champion"]), shadow.as_deref())
+        })
         .collect();
-    // Disagreements first, then the least confident.
-    assert!(keys.windows(2).all(|w| (w[0].0 && !w[1].0) || (w[0].0 == w[1].0 && w[0].1 <= w[1].1)), "global order");
+    assert_eq!(queue_order(&keys), (0..keys.len()).collect::<Vec<_>>(), "global order");
 
     // 3. 1,000 decisions from 8 reviewers at once (every third a correction); the service is
     //    SIGKILLed once a third are acknowledged and restarted by the kubelet.
