@@ -76,10 +76,13 @@ impl Location {
 
     /// A location below this one (a "directory", or one object).
     pub fn join(&self, rel: &str) -> Self {
-        let frozen = self.frozen.as_ref().map(|entries| {
-            let prefix = format!("{}/", rel.trim_matches('/'));
-            let below = entries.iter().filter_map(|(p, e)| Some((p.strip_prefix(&prefix)?.to_string(), e.clone())));
-            Arc::new(below.collect())
+        let frozen = self.frozen.as_ref().map(|entries| match rel.trim_matches('/') {
+            "" => entries.clone(),
+            dir => {
+                let prefix = format!("{dir}/");
+                let below = entries.iter().filter_map(|(p, e)| Some((p.strip_prefix(&prefix)?.to_string(), e.clone())));
+                Arc::new(below.collect())
+            }
         });
         Self { store: self.store.clone(), path: self.object_path(rel), uri: self.child_uri(rel), frozen }
     }

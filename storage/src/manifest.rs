@@ -269,6 +269,7 @@ mod tests {
         assert_eq!(&view.get("images/a.png").await.unwrap()[..], b"png-a");
         assert!(matches!(view.get("images/b.png").await, Err(StorageError::NotFound { .. })));
         assert!(matches!(view.put("images/c.png", &b"x"[..]).await, Err(StorageError::Frozen { .. })));
+        assert_eq!(view.join("").list("").await.unwrap().len(), 2, "joining nothing keeps the view");
         let joined = view.join("images");
         assert_eq!(joined.list("").await.unwrap().len(), 1);
         assert_eq!(&joined.get("a.png").await.unwrap()[..], b"png-a");

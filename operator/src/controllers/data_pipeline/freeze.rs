@@ -1,7 +1,8 @@
 //! Freeze: when training run N starts, the reviewed samples of the feedback dataset that no
 //! earlier version holds become DatasetVersion `<feedback>-r<N>`: a manifest of their objects
 //! and SHA-256 digests (written once, in the dataset, by `flywheel_storage::manifest`) and a
-//! DatasetVersion naming it, whose spec the API server keeps immutable. The run trains on
+//! DatasetVersion naming it, whose spec must never change (a changed one is refused, see
+//! `dataset_version::frozen_changed`). The run trains on
 //! every frozen version up to its own, never on the growing dataset, so re-running it reads
 //! the same samples and the ModelVersion it registers names data that cannot change.
 
