@@ -298,8 +298,13 @@ spec:
     assert!(restarts >= 1, "the kubelet restarted the killed review service");
 
     // 4. Exactly once in the feedback dataset: one image and one annotation object per decision.
-    let feedback_dir = dir.path().join("feedback");
-    let count = |sub: &str| std::fs::read_dir(feedback_dir.join(sub)).map(|d| d.count()).unwrap_or(0);
+    // Counted as readers see the dataset (the storage layer's listing): a put the SIGKILL cut
+    // short leaves a staged `<name>#<n>` file that no listing shows.
+    let feedback = flywheel_storage::Location::open(&format!("file://{}/feedback", dir.path().display())).unwrap();
+    let listed = |sub: &'static str| {
+        let feedback = feedback.clone();
+        async move { feedback.list(sub).await.unwrap().len() }
+    };
     eventually("every review written into the feedback dataset", 300, || {
         let (http, base) = (http.clone(), base.clone());
         async move {
@@ -312,10 +317,13 @@ spec:
     })
     .await
     .unwrap();
-    assert_eq!((count("images"), count("annotations")), (PREDICTIONS, PREDICTIONS), "one sample per review");
-    let written: BTreeSet<String> = std::fs::read_dir(feedback_dir.join("annotations"))
+    assert_eq!((listed("images").await, listed("annotations").await), (PREDICTIONS, PREDICTIONS), "one per review");
+    let written: BTreeSet<String> = feedback
+        .list("annotations")
+        .await
         .unwrap()
-        .map(|e| e.unwrap().path().file_stem().unwrap().to_str().unwrap().to_string())
+        .iter()
+        .map(|(path, _)| path.trim_start_matches("annotations/").trim_end_matches(".json").to_string())
         .collect();
     assert_eq!(written, sent.iter().cloned().collect(), "each acknowledged review's sample, none other");
 
