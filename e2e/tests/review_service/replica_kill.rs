@@ -125,10 +125,12 @@ spec: {{deployment: shapes, feedbackLoop: {{datasetVersion: fb}}}}
     })
     .await
     .unwrap();
+    // No new request after this (the restarted process must not log into what is checked);
+    // those in flight and the queued records meet the SIGKILL.
+    stop.store(true, Ordering::SeqCst);
     // SAFETY: kill(2) on the inference server process of this test's own pod.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     let answered_at_kill = answered.lock().unwrap().len();
-    stop.store(true, Ordering::SeqCst);
     for s in senders {
         s.await.unwrap();
     }
@@ -176,5 +178,13 @@ spec: {{deployment: shapes, feedbackLoop: {{datasetVersion: fb}}}}
     .await
     .unwrap();
     // One page holds the first 1,000 items.
-    assert!(queued.is_subset(&ids) && queued.len() == ids.len().min(1000), "the queue is the log's records");
+    let extra: Vec<&String> = queued.difference(&ids).collect();
+    let missing: Vec<&String> = ids.difference(&queued).take(10).collect();
+    assert!(
+        extra.is_empty() && queued.len() == ids.len().min(1000),
+        "the queue is the log's records: {} queued, {} logged; queued but not logged {extra:?}; logged but not \
+         queued (first 10) {missing:?}",
+        queued.len(),
+        ids.len()
+    );
 }
